@@ -1,0 +1,1 @@
+"""Airflow wrappers: thin operators over ``metabackup.pipeline`` and the spec -> DAG compiler."""

@@ -1,0 +1,115 @@
+"""Operators for one backup task's DAG.  Each loads the spec by path at run time and calls one
+pipeline step; none holds state of its own, so any worker that can read the spec, the sources,
+the target and the staging directory can run any of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseBranchOperator, BaseOperator, Context
+
+from metabackup import pipeline
+from metabackup.spec import TaskSpec, load_spec
+
+
+def selected_sources(spec: TaskSpec, context: Context) -> list[str]:
+    """The run's ``sources`` param (a subset chosen in the trigger form), defaulting to all."""
+    chosen = context["params"].get("sources") or [s.name for s in spec.sources]
+    unknown = sorted(set(chosen) - {s.name for s in spec.sources})
+    if unknown:
+        raise ValueError(f"run parameter sources names {unknown}, which task {spec.name} does not back up")
+    return [s.name for s in spec.sources if s.name in chosen]
+
+
+def execution_time(context: Context) -> str:
+    """The run's execution time (its ``run_after``), the ``<execution time>`` of set names."""
+    return context["dag_run"].run_after.isoformat()
+
+
+class _SpecMixin:
+    spec_path: str
+
+    def load(self) -> TaskSpec:
+        return load_spec(self.spec_path)
+
+
+class BackupPreflightOperator(_SpecMixin, BaseOperator):
+    """Targets reachable and writable, free space at least the last full backup's size (+20 %)."""
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, spec_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = self.load()
+        return pipeline.preflight(spec, selected_sources(spec, context))
+
+
+class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
+    """Chooses ``full`` or ``incremental`` for one source from the policy and the catalog."""
+
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, spec_path: str, source: str, full_task_id: str, incremental_task_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path, self.source = spec_path, source
+        self.full_task_id, self.incremental_task_id = full_task_id, incremental_task_id
+
+    def choose_branch(self, context: Context) -> str | Sequence[str] | None:
+        spec = self.load()
+        if self.source not in selected_sources(spec, context):
+            self.log.info("%s is not among this run's sources; skipping it", self.source)
+            return None
+        run = pipeline.SetRun.of(spec, self.source, execution_time(context))
+        decision = pipeline.decide(run, force_full=bool(context["params"].get("force_full")))
+        context["ti"].xcom_push(key="decision", value=decision)
+        return self.full_task_id if decision["type"] == "full" else self.incremental_task_id
+
+
+class BackupStepOperator(_SpecMixin, BaseOperator):
+    """Runs one pipeline step (snapshot, archive, upload, retention) for one source."""
+
+    STEPS = {"snapshot": pipeline.snapshot, "archive": pipeline.archive, "upload": pipeline.upload,
+             "retention": pipeline.retention}
+
+    def __init__(self, *, spec_path: str, source: str, step: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        if step not in self.STEPS:
+            raise ValueError(f"unknown backup step {step!r}")
+        self.spec_path, self.source, self.step = spec_path, source, step
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
+        return self.STEPS[self.step](run)
+
+
+class BackupVerifyOperator(_SpecMixin, BaseOperator):
+    """Verifies the uploaded archive, commits its manifest and emits the location asset event."""
+
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, spec_path: str, source: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path, self.source = spec_path, source
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
+        event = pipeline.verify(run)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = event
+        return event
+
+
+class BackupRecordOperator(_SpecMixin, BaseOperator):
+    """Summarises what the run committed (from the catalog) and frees its staging space."""
+
+    def __init__(self, *, spec_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = self.load()
+        return pipeline.record(spec, selected_sources(spec, context), execution_time(context))

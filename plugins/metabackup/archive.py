@@ -1,0 +1,62 @@
+"""Streaming tar.gz writing with the archive's SHA-256 and size computed as the bytes go out.
+
+Memory stays bounded whatever the source size: tar runs in stream mode (``w|``), and every
+member is copied in fixed-size chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from metabackup.fsutil import atomic_writer
+
+COMPRESS_LEVEL = 6  # gzip's (and so tar -czf's) default
+COPY_BUFSIZE = 1 << 20
+
+
+class _HashingSink:
+    """A write-only file object that hashes and counts what passes through to ``raw``."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+@dataclass
+class WrittenArchive:
+    path: Path
+    size: int = 0
+    sha256: str = ""
+
+
+@contextlib.contextmanager
+def write_tar_gz(final: str | Path) -> Iterator[tuple[tarfile.TarFile, WrittenArchive]]:
+    """Yield ``(tar, result)``; on success ``final`` exists whole and ``result`` holds size and sha256."""
+    result = WrittenArchive(Path(final))
+    with atomic_writer(final) as raw:
+        sink = _HashingSink(raw)
+        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+            with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFSIZE) as tar:
+                yield tar, result
+        result.size, result.sha256 = sink.size, sink.digest.hexdigest()
+
+
+def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
+    return tarfile.open(fileobj=stream, mode="r|gz", copybufsize=COPY_BUFSIZE)

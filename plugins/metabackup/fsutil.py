@@ -1,0 +1,79 @@
+"""Owner-only, crash-safe local file writes: temp name, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from metabackup.naming import is_temp_name, temp_name
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+COPY_CHUNK = 1 << 20
+
+
+def ensure_private_dir(path: str | Path) -> Path:
+    path = Path(path)
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(final: str | Path) -> Iterator[BinaryIO]:
+    """Yield a file to write; on success it appears at ``final`` whole, 0600, or not at all."""
+    final = Path(final)
+    ensure_private_dir(final.parent)
+    tmp = final.parent / temp_name(final.name, secrets.token_hex(4))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_partials(directory: str | Path, final_name: str | None = None) -> list[str]:
+    """Delete temp files left by killed writers (all, or those of one final name)."""
+    removed = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        if is_temp_name(entry.name) and (final_name is None or entry.name.startswith(f".{final_name}")):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO, on_chunk=None) -> int:
+    total = 0
+    while block := src.read(COPY_CHUNK):
+        dst.write(block)
+        total += len(block)
+        if on_chunk:
+            on_chunk(block)
+    return total
+
+
+def remove_tree(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

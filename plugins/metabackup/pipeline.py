@@ -1,0 +1,282 @@
+"""The backup steps of one source in one run, as plain functions the Airflow operators call.
+
+    preflight -> decide -> snapshot -> archive -> upload -> verify (commits) -> retention -> record
+
+Steps hand each other files through a per-set *work directory* under the spec's ``staging_dir``
+(``<staging_dir>/<task dir>/<set stem>/``), whose name derives from the run, so a retried step
+finds what the previous step left.  With several Airflow workers the staging directory must be
+shared storage, or the spec's ``queue`` pins the DAG's tasks to one worker (see README).
+
+Every step is idempotent: a retry redoes its own work from the previous step's output, never
+leaves a partial file that looks complete, and never duplicates a set.  A set becomes visible
+(enters the catalog) only when ``verify`` writes its manifest after checking the uploaded archive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from metabackup import fsutil
+from metabackup.archive import write_tar_gz
+from metabackup.catalog import Catalog
+from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
+from metabackup.naming import SetName, task_dir_name
+from metabackup.policy import decide as decide_type
+from metabackup.retention import plan_retention
+from metabackup.sources import SourceKind, kind_class
+from metabackup.spec import Source, TaskSpec
+from metabackup.targets import BackupTarget, TargetError, open_target
+
+log = logging.getLogger(__name__)
+
+SPACE_MARGIN = 1.2  # need this much more free space than the last full backup took
+
+
+class PreflightError(RuntimeError):
+    """The run cannot start: a target or the staging area is unusable; the message says which."""
+
+
+@dataclass
+class SetRun:
+    """One source of one run: everything the steps derive from (spec, source, execution time)."""
+
+    spec: TaskSpec
+    source: Source
+    executed: pendulum.DateTime
+
+    @classmethod
+    def of(cls, spec: TaskSpec, source_name: str, executed: str | pendulum.DateTime) -> SetRun:
+        moment = pendulum.parse(executed) if isinstance(executed, str) else pendulum.instance(executed)
+        return cls(spec=spec, source=spec.source(source_name), executed=moment)
+
+    @property
+    def task_dir(self) -> str:
+        return task_dir_name(self.spec.name, self.spec.created, self.spec.timezone)
+
+    @property
+    def name(self) -> SetName:
+        return SetName.build(self.spec.cluster_version, self.source.name, self.executed, self.spec.timezone)
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.spec.staging_dir) / self.task_dir / self.name.stem
+
+    @cached_property
+    def target(self) -> BackupTarget:
+        return open_target(self.source.target)
+
+    @property
+    def kind(self) -> SourceKind:
+        return kind_class(self.source.kind)(self.source)
+
+    def catalog(self) -> Catalog:
+        return Catalog.of(self.target.manifests(self.task_dir, self.source.name))
+
+    def _read(self, name: str) -> dict[str, Any]:
+        path = self.workdir / name
+        if not path.exists():
+            raise RuntimeError(f"{path} is missing: the previous step of this run did not finish here "
+                               "(with several workers, share staging_dir or set the spec's queue)")
+        return json.loads(path.read_text())
+
+    def _write(self, name: str, data: dict[str, Any]) -> None:
+        with fsutil.atomic_writer(self.workdir / name) as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True).encode())
+
+    def decision(self) -> dict[str, Any]:
+        return self._read("decision.json")
+
+    @property
+    def staged_archive(self) -> Path:
+        return self.workdir / self.name.archive
+
+
+def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
+    """Check every target is writable and has room for a full backup; clear stale partial files."""
+    problems, report = [], {}
+    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    staging_need = 0
+    for name in source_names:
+        source = spec.source(name)
+        try:
+            target = open_target(source.target)
+            target.ensure_writable(task_dir)
+            removed = target.remove_partials(task_dir)
+            if removed:
+                log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
+            last_full = Catalog.of(target.manifests(task_dir, name)).latest_full()
+            need = int(last_full.archive.size * SPACE_MARGIN) if last_full else 0
+            free = target.free_bytes()
+            staging_need += need
+            report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need}
+            log.info("%s -> %s: %s bytes free, about %d needed (last full %s)", name, target.uri, free, need,
+                     last_full.set if last_full else "none")
+            if free is not None and free < need:
+                problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
+        except (TargetError, OSError) as exc:
+            problems.append(f"{name}: {exc}")
+    try:
+        staging = fsutil.ensure_private_dir(spec.staging_dir)
+        staging_free = shutil.disk_usage(staging).free
+        if staging_free < staging_need:
+            problems.append(f"staging {staging} has {staging_free} bytes free, this run needs about {staging_need}")
+    except OSError as exc:
+        problems.append(f"staging directory {spec.staging_dir}: {exc}")
+    if problems:
+        raise PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems))
+    return report
+
+
+def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
+    """Choose full or incremental for this source and prepare a fresh work directory."""
+    catalog = run.catalog()
+    existing = catalog.get(run.name.stem)
+    if existing is not None:
+        decision = {"type": existing.type, "parent": existing.parent, "committed": True,
+                    "reason": f"set {existing.set} is already committed at {run.target.uri}; nothing to redo"}
+    else:
+        chosen = decide_type(
+            policy=run.spec.policy, catalog=catalog, supports_incremental=run.kind.supports_incremental,
+            cluster_version=run.spec.cluster_version, max_backups=run.source.target.max_backups, force_full=force_full,
+        )
+        decision = {**chosen.as_dict(), "committed": False}
+    decision["set"] = run.name.stem
+    fsutil.remove_tree(run.workdir)
+    fsutil.ensure_private_dir(run.workdir)
+    run._write("decision.json", decision)
+    log.info("%s: %s backup (%s)", run.source.name, decision["type"], decision["reason"])
+    return decision
+
+
+def snapshot(run: SetRun) -> dict[str, Any]:
+    decision = run.decision()
+    if decision["committed"]:
+        log.info("%s", decision["reason"])
+        return {"skipped": True}
+    for stale in run.workdir.iterdir():  # a retried snapshot starts clean
+        if stale.name != "decision.json":
+            fsutil.remove_tree(stale) if stale.is_dir() else stale.unlink()
+    started = pendulum.now("UTC")
+    open_parent = None
+    if decision["parent"]:
+        parent = SetName.parse(decision["parent"])
+        open_parent = lambda: run.target.open_read(run.task_dir, parent.archive)  # noqa: E731
+    summary = run.kind.snapshot(run.workdir, decision, open_parent)
+    run._write("snapshot.json", {"started_at": started.to_iso8601_string(), "summary": summary})
+    return summary
+
+
+def archive(run: SetRun) -> dict[str, Any]:
+    decision = run.decision()
+    if decision["committed"]:
+        return {"skipped": True}
+    snap = run._read("snapshot.json")
+    kind = run.kind
+    with write_tar_gz(run.staged_archive) as (tar, written):
+        result = kind.write_archive(run.workdir, tar, run.name.stem)
+    catalog_parent = run.catalog().get(decision["parent"]) if decision["parent"] else None
+    manifest = Manifest(
+        set=run.name.stem, task=run.spec.name, task_dir=run.task_dir, source=run.source.name, kind=run.source.kind,
+        type=decision["type"], parent=decision["parent"],
+        chain_root=catalog_parent.chain_root if catalog_parent else run.name.stem,
+        cluster_version=run.spec.cluster_version,
+        executed_at=run.executed.in_timezone("UTC").to_iso8601_string(),
+        started_at=snap["started_at"], finished_at=pendulum.now("UTC").to_iso8601_string(),
+        archive=ArchiveInfo(name=run.name.archive, size=written.size, sha256=written.sha256),
+        content=result.content, position=result.position, reason=decision["reason"],
+        tools=tool_versions(**kind.tool_versions()),
+    )
+    with fsutil.atomic_writer(run.workdir / "manifest.json") as handle:
+        handle.write(manifest.to_json())
+    log.info("%s: archived %s (%d bytes, sha256 %s)", run.source.name, manifest.archive.name, written.size, written.sha256)
+    return {"archive": manifest.archive.name, "size": written.size, "sha256": written.sha256}
+
+
+def _staged_manifest(run: SetRun) -> Manifest:
+    return Manifest.from_json((run.workdir / "manifest.json").read_bytes(), origin=str(run.workdir / "manifest.json"))
+
+
+def upload(run: SetRun) -> dict[str, Any]:
+    if run.decision()["committed"]:
+        return {"skipped": True}
+    manifest = _staged_manifest(run)
+    name = manifest.archive.name
+    run.target.ensure_writable(run.task_dir)
+    run.target.remove_partials(run.task_dir, name)
+    if run.target.exists(run.task_dir, name):
+        try:
+            run.target.verify(run.task_dir, name, manifest.archive.sha256, manifest.archive.size)
+            log.info("%s is already at %s with the right checksum (a retry); not uploading again", name, run.target.uri)
+            return {"uploaded": False, "archive": name}
+        except TargetError as exc:
+            log.info("replacing an uncommitted copy of %s: %s", name, exc)
+    run.target.put_file(run.staged_archive, run.task_dir, name)
+    log.info("uploaded %s to %s/%s", name, run.target.uri, run.task_dir)
+    return {"uploaded": True, "archive": name}
+
+
+def verify(run: SetRun) -> dict[str, Any]:
+    """Check the uploaded archive (and its standby copy) against the manifest, then commit it."""
+    decision = run.decision()
+    if decision["committed"]:
+        manifest = run.catalog().get(decision["set"])
+    else:
+        manifest = _staged_manifest(run)
+        run.target.verify(run.task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)
+        run.target.put_bytes(manifest.to_json(), run.task_dir, run.name.manifest)
+        log.info("verified and committed %s at %s/%s", manifest.set, run.target.uri, run.task_dir)
+    return set_event(run.target, manifest)
+
+
+def set_event(target: BackupTarget, manifest: Manifest) -> dict[str, Any]:
+    """The metadata an asset event or a report carries about one committed set."""
+    return {
+        "set": manifest.set, "type": manifest.type, "parent": manifest.parent, "source": manifest.source,
+        "size": manifest.archive.size, "sha256": manifest.archive.sha256,
+        "location": f"{target.uri}/{manifest.task_dir}/{manifest.archive.name}", "executed_at": manifest.executed_at,
+    }
+
+
+def retention(run: SetRun) -> dict[str, Any]:
+    catalog = run.catalog()
+    plan = plan_retention(catalog, run.source.target.max_backups)
+    for orphan in plan.orphans:
+        log.warning("%s has a broken chain (a parent is missing); it cannot be restored and is left untouched", orphan.set)
+    for doomed in sorted(plan.delete, key=lambda m: m.executed_at, reverse=True):  # children before parents
+        run.target.delete(run.task_dir, SetName.parse(doomed.set).manifest)  # uncommit first
+        run.target.delete(run.task_dir, doomed.archive.name)
+        log.info("retention: deleted %s (%s)", doomed.set, doomed.type)
+    committed = {m.archive.name for m in catalog.sets}
+    newest = catalog.sets[-1].executed_at if catalog.sets else None
+    strays = []
+    for name in run.target.list_names(run.task_dir):
+        parsed = SetName.parse(name.removesuffix(".tar.gz")) if name.endswith(".tar.gz") else None
+        if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
+            run.target.delete(run.task_dir, name)  # an archive whose run never committed it
+            strays.append(name)
+    if strays:
+        log.info("retention: removed uncommitted archives of failed runs: %s", strays)
+    log.info("retention keeps %d sets of %s (max_backups %d), newest %s", len(plan.keep), run.source.name,
+             run.source.target.max_backups, newest)
+    return {"kept": [m.set for m in plan.keep], "deleted": [m.set for m in plan.delete], "orphans": [m.set for m in plan.orphans]}
+
+
+def record(spec: TaskSpec, source_names: list[str], executed: str) -> dict[str, Any]:
+    """Summarise the run from the catalog and free its staging space."""
+    summary = {}
+    for name in source_names:
+        run = SetRun.of(spec, name, executed)
+        committed = run.catalog().get(run.name.stem)
+        summary[name] = set_event(run.target, committed) if committed else None
+        fsutil.remove_tree(run.workdir)
+    for name, event in summary.items():
+        log.info("%s: %s", name, f"{event['type']} set at {event['location']}" if event else "no set committed")
+    return summary

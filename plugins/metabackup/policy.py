@@ -1,0 +1,63 @@
+"""The decision table: does this run back up a source in full or incrementally?
+
+In order, the first rule that applies wins:
+
+1. ``force_full`` was asked for in the run's parameters               -> full
+2. the source kind cannot do incremental backups                      -> full
+3. the policy is ``full_always``                                      -> full
+4. the catalog holds no restorable set (no complete full)             -> full
+5. the latest restorable set was taken at another cluster version     -> full
+6. ``full_every_n``: the chain since the last full already holds n-1
+   incrementals                                                       -> full
+7. one more incremental would make the chain longer than the target's
+   ``max_backups`` (retention could then never drop the old chain)    -> full
+8. otherwise                                                          -> incremental on the latest
+                                                                         restorable set
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from metabackup.catalog import Catalog
+from metabackup.manifest import FULL, INCREMENTAL
+from metabackup.spec import Policy
+
+
+@dataclass(frozen=True)
+class Decision:
+    type: str  # full | incremental
+    parent: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"type": self.type, "parent": self.parent, "reason": self.reason}
+
+
+def decide(
+    *,
+    policy: Policy,
+    catalog: Catalog,
+    supports_incremental: bool,
+    cluster_version: str,
+    max_backups: int,
+    force_full: bool = False,
+) -> Decision:
+    if force_full:
+        return Decision(FULL, None, "force_full was requested for this run")
+    if not supports_incremental:
+        return Decision(FULL, None, "this source kind can only take full backups")
+    if policy.type == "full_always":
+        return Decision(FULL, None, "policy full_always")
+    latest = catalog.latest_restorable()
+    if latest is None:
+        return Decision(FULL, None, "no complete full backup in the catalog yet")
+    if latest.cluster_version != cluster_version:
+        return Decision(FULL, None, f"cluster version changed from {latest.cluster_version} to {cluster_version}")
+    chain = catalog.chain(latest.set)
+    incrementals = len(chain) - 1
+    if policy.type == "full_every_n" and incrementals >= policy.n - 1:
+        return Decision(FULL, None, f"policy full_every_n (n={policy.n}): the chain already has {incrementals} incrementals")
+    if len(chain) + 1 > max_backups:
+        return Decision(FULL, None, f"the chain already has {len(chain)} sets and max_backups is {max_backups}")
+    return Decision(INCREMENTAL, latest.set, f"policy {policy.type}: incremental on {latest.set}")

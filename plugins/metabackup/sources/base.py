@@ -1,0 +1,50 @@
+"""What a source kind provides: a snapshot into a staging directory, its archive members, a restore."""
+
+from __future__ import annotations
+
+import tarfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+
+from metabackup.manifest import Manifest
+from metabackup.spec import Source
+
+
+class RestoreError(RuntimeError):
+    """A backup cannot be taken or restored as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    content: dict[str, Any]  # counts for the manifest
+    position: dict[str, Any]  # the source position this set covers
+
+
+class SourceKind(ABC):
+    kind: ClassVar[str]
+    supports_incremental: ClassVar[bool]
+
+    def __init__(self, source: Source):
+        self.source = source
+
+    def tool_versions(self) -> dict[str, str]:
+        return {}
+
+    @abstractmethod
+    def snapshot(self, workdir: Path, decision: dict[str, Any], open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
+        """Capture what this set will hold into ``workdir``; return a small JSON-able summary.
+
+        ``open_parent`` opens the parent set's archive for an incremental (None for a full).
+        """
+
+    @abstractmethod
+    def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
+        """Add this set's members to ``tar`` from what ``snapshot`` left in ``workdir``."""
+
+    @classmethod
+    @abstractmethod
+    def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: str | Path) -> dict[str, Any]:
+        """Rebuild the source's state at ``chain[-1]`` from the verified chain into ``dest``."""

@@ -1,0 +1,463 @@
+"""Backup task specs: one YAML file per task, mirroring the cluster manager's "create backup task" form.
+
+``load_spec(path)`` returns a validated, immutable :class:`TaskSpec` or raises :class:`SpecError`
+listing every problem found, each naming the file, the field and the reason.  See
+``include/backup_tasks/default.yaml`` for an annotated example and README for the field table.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import yaml
+
+SOURCE_NAMES = ("OMS", "LdapServer", "DBService", "NameNode")
+TASK_TYPES = ("periodic", "manual")
+PERIODS = ("hour", "day")
+POLICIES = ("full_then_incremental", "full_always", "full_every_n")
+TARGET_TYPES = ("LocalDir", "LocalHDFS")
+MAX_BACKUPS_RANGE = (1, 100)
+DEFAULT_DATA_PATH = "/srv/BigData"
+DEFAULT_NAMESERVICE = "hacluster"
+DEFAULT_MAX_BACKUPS = 7
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
+_NAMESERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+# HDFS locations a backup must never be written to (published in README).
+HDFS_SYSTEM_DIRS = ("/", "/tmp", "/system", "/hbase", "/mr-history", "/app-logs", "/user", "/apps")
+
+
+class SpecError(ValueError):
+    """A spec (or a set of specs) is invalid.  ``problems`` holds ``(file, field, reason)`` rows."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        lines = [f"{file}: {fld}: {reason}" for file, fld, reason in problems]
+        super().__init__("invalid backup task spec\n  " + "\n  ".join(lines))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    start: pendulum.DateTime
+    period: str  # hour | day
+    every: int
+
+    @property
+    def interval(self) -> pendulum.Duration:
+        return pendulum.duration(hours=self.every) if self.period == "hour" else pendulum.duration(days=self.every)
+
+
+@dataclass(frozen=True)
+class Policy:
+    type: str
+    n: int | None = None  # full_every_n only
+
+
+@dataclass(frozen=True)
+class Target:
+    type: str  # LocalDir | LocalHDFS
+    path: str
+    max_backups: int
+    mirror: str | None = None  # LocalDir only: standby copy
+    nameservice: str | None = None  # LocalHDFS only
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str
+    options: dict[str, Any]
+    target: Target
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    path: str
+    name: str
+    created: pendulum.DateTime
+    cluster_version: str
+    timezone: str
+    type: str
+    schedule: Schedule | None
+    policy: Policy
+    data_path: str
+    staging_dir: str
+    sources: tuple[Source, ...]
+    queue: str | None = None
+    retries: int = 2
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def dag_id(self) -> str:
+        return f"backup_{self.name}"
+
+    def source(self, name: str) -> Source:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        raise KeyError(f"task {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Source kinds register the options they accept; the kind modules validate semantics further.
+# ---------------------------------------------------------------------------------------------
+def _files_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    paths = v.required(raw, where, "paths", list)
+    clean: list[str] = []
+    for i, p in enumerate(paths or []):
+        fld = f"{where}.paths[{i}]"
+        if not isinstance(p, str) or not p:
+            v.error(fld, "must be a non-empty string")
+            continue
+        norm = v.absolute_local_path(fld, p)
+        if norm:
+            clean.append(norm)
+    if paths is not None and not paths:
+        v.error(f"{where}.paths", "must list at least one directory")
+    for a in clean:
+        for b in clean:
+            if a != b and (b + "/").startswith(a.rstrip("/") + "/"):
+                v.error(f"{where}.paths", f"{b!r} lies inside {a!r}; list each directory once")
+    exclude = v.optional(raw, where, "exclude", list, [])
+    for i, pat in enumerate(exclude):
+        if not isinstance(pat, str) or not pat:
+            v.error(f"{where}.exclude[{i}]", "must be a non-empty glob string")
+    return {"paths": clean, "exclude": [p for p in exclude if isinstance(p, str)]}
+
+
+SOURCE_KIND_OPTIONS = {"files": _files_options}
+
+
+class _Validator:
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[tuple[str, str, str]] = []
+
+    def error(self, fld: str, reason: str) -> None:
+        self.problems.append((self.file, fld, reason))
+
+    def _typename(self, kind: type | tuple[type, ...]) -> str:
+        names = {str: "a string", int: "an integer", list: "a list", dict: "a mapping", bool: "true or false"}
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+    def _typed(self, value: Any, fld: str, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds)
+        if not ok:
+            self.error(fld, f"must be {self._typename(kind)}, got {type(value).__name__} {value!r}")
+            return None
+        return value
+
+    def required(self, raw: dict[str, Any], where: str, key: str, kind: type | tuple[type, ...]) -> Any:
+        fld = f"{where}.{key}" if where else key
+        if key not in raw or raw[key] is None:
+            self.error(fld, "is required")
+            return None
+        return self._typed(raw[key], fld, kind)
+
+    def optional(self, raw: dict[str, Any], where: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        fld = f"{where}.{key}" if where else key
+        if key not in raw or raw[key] is None:
+            return default
+        value = self._typed(raw[key], fld, kind)
+        return default if value is None else value
+
+    def only_known(self, raw: dict[str, Any], where: str, known: set[str]) -> None:
+        for key in raw:
+            if key not in known:
+                fld = f"{where}.{key}" if where else str(key)
+                self.error(fld, f"unknown field (allowed: {', '.join(sorted(known))})")
+
+    def choice(self, value: Any, fld: str, choices: tuple[str, ...]) -> Any:
+        if value is not None and value not in choices:
+            self.error(fld, f"must be one of {', '.join(choices)}; got {value!r}")
+            return None
+        return value
+
+    def aware_time(self, value: Any, fld: str) -> pendulum.DateTime | None:
+        if value is None:
+            return None
+        text = value.isoformat() if hasattr(value, "isoformat") else value
+        if not isinstance(text, str):
+            self.error(fld, f"must be an ISO-8601 time with a UTC offset, got {value!r}")
+            return None
+        try:
+            parsed = pendulum.parse(text, exact=True)
+        except Exception as exc:  # pendulum raises several types
+            self.error(fld, f"is not an ISO-8601 time ({exc})")
+            return None
+        if not isinstance(parsed, pendulum.DateTime):
+            self.error(fld, f"must be a date and time, got {text!r}")
+            return None
+        if parsed.tzinfo is None or re.search(r"(Z|[+\-]\d\d:?\d\d)$", text.strip()) is None:
+            self.error(fld, f"is a naive time {text!r}: add a UTC offset such as +08:00 or Z")
+            return None
+        return parsed
+
+    def in_range(self, value: Any, fld: str, low: int, high: int) -> Any:
+        if isinstance(value, int) and not (low <= value <= high):
+            self.error(fld, f"must be between {low} and {high}, got {value}")
+            return None
+        return value
+
+    def absolute_local_path(self, fld: str, value: str) -> str | None:
+        if not value.startswith("/"):
+            self.error(fld, f"must be an absolute path, got {value!r}")
+            return None
+        if ".." in value.split("/"):
+            self.error(fld, f"must not contain '..' (it would escape its root): {value!r}")
+            return None
+        return posixpath.normpath(value)
+
+    def path_under(self, fld: str, value: str, root: str) -> str | None:
+        """An absolute path, or one relative to ``root`` that stays inside it."""
+        if ".." in value.split("/"):
+            self.error(fld, f"must not contain '..' (it would escape its root {root!r}): {value!r}")
+            return None
+        return posixpath.normpath(value if value.startswith("/") else posixpath.join(root, value))
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([(str(path), "<file>", f"cannot be read: {exc}")]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        raise SpecError([(str(path), where, f"is not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+
+
+_TOP_FIELDS = {
+    "name", "created", "cluster_version", "timezone", "type", "schedule", "policy", "data_path",
+    "staging_dir", "sources", "queue", "retries", "description", "tags",
+}
+
+
+def load_spec(path: str | Path) -> TaskSpec:
+    """Read and validate one task spec; raise :class:`SpecError` naming file, field and reason."""
+    path = Path(path)
+    raw = _load_yaml(path)
+    v = _Validator(str(path))
+    if not isinstance(raw, dict):
+        v.error("<file>", f"must be a YAML mapping of task fields, got {type(raw).__name__}")
+        raise SpecError(v.problems)
+    v.only_known(raw, "", _TOP_FIELDS)
+
+    name = v.required(raw, "", "name", str)
+    if name is not None and not _NAME.match(name):
+        v.error("name", f"{name!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        name = None
+    if name is not None and path.suffix in (".yaml", ".yml") and path.stem != name:
+        v.error("name", f"{name!r} must match the file name {path.name!r} (one task per file, named after it)")
+
+    timezone = v.optional(raw, "", "timezone", str, "UTC")
+    try:
+        pendulum.timezone(timezone)
+    except Exception:
+        v.error("timezone", f"unknown IANA timezone {timezone!r}")
+        timezone = "UTC"
+
+    created = v.aware_time(v.required(raw, "", "created", (str, object)), "created")
+    version = v.required(raw, "", "cluster_version", (str, int, float))
+    if version is not None:
+        version = str(version)
+        if not _VERSION.match(version):
+            v.error("cluster_version", f"{version!r} must be letters, digits, '.' or '-' (no '_', it separates name parts)")
+
+    task_type = v.choice(v.required(raw, "", "type", str), "type", TASK_TYPES)
+    schedule = None
+    if task_type == "periodic":
+        schedule = _schedule(v, raw.get("schedule"))
+    elif task_type == "manual" and raw.get("schedule") is not None:
+        v.error("schedule", "a manual task has no schedule; remove it or set type: periodic")
+
+    policy = _policy(v, raw.get("policy", "full_then_incremental"))
+
+    data_path = v.optional(raw, "", "data_path", str, DEFAULT_DATA_PATH)
+    data_path = v.absolute_local_path("data_path", data_path) or DEFAULT_DATA_PATH
+    staging_raw = v.optional(raw, "", "staging_dir", str, "LocalBackup/.staging")
+    staging_dir = v.path_under("staging_dir", staging_raw, data_path) or ""
+
+    queue = v.optional(raw, "", "queue", str, None)
+    retries = v.in_range(v.optional(raw, "", "retries", int, 2), "retries", 0, 10)
+    description = v.optional(raw, "", "description", str, "")
+    tags = v.optional(raw, "", "tags", list, [])
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            v.error(f"tags[{i}]", f"must be a string, got {tag!r}")
+
+    sources = _sources(v, raw.get("sources"), data_path)
+
+    if v.problems:
+        raise SpecError(v.problems)
+    return TaskSpec(
+        path=str(path), name=name, created=created, cluster_version=version, timezone=timezone,
+        type=task_type, schedule=schedule, policy=policy, data_path=data_path, staging_dir=staging_dir,
+        sources=tuple(sources), queue=queue, retries=retries if retries is not None else 2,
+        description=description, tags=tuple(t for t in tags if isinstance(t, str)),
+    )
+
+
+def _schedule(v: _Validator, raw: Any) -> Schedule | None:
+    if raw is None:
+        v.error("schedule", "is required for a periodic task (start, period, every)")
+        return None
+    if not isinstance(raw, dict):
+        v.error("schedule", f"must be a mapping with start, period, every; got {raw!r}")
+        return None
+    v.only_known(raw, "schedule", {"start", "period", "every"})
+    start = v.aware_time(v.required(raw, "schedule", "start", (str, object)), "schedule.start")
+    period = v.choice(v.required(raw, "schedule", "period", str), "schedule.period", PERIODS)
+    every = v.optional(raw, "schedule", "every", int, 1)
+    limit = 24 * 31 if period == "hour" else 366
+    every = v.in_range(every, "schedule.every", 1, limit)
+    if start is None or period is None or every is None:
+        return None
+    return Schedule(start=start, period=period, every=every)
+
+
+def _policy(v: _Validator, raw: Any) -> Policy:
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        v.error("policy", f"must be a policy name or a mapping with type (and n); got {raw!r}")
+        return Policy("full_then_incremental")
+    v.only_known(raw, "policy", {"type", "n"})
+    kind = v.choice(v.required(raw, "policy", "type", str), "policy.type", POLICIES)
+    n = raw.get("n")
+    if kind == "full_every_n":
+        n = v.required(raw, "policy", "n", int)
+        if isinstance(n, int) and n < 2:
+            v.error("policy.n", f"must be at least 2 (n=1 is full_always), got {n}")
+    elif n is not None:
+        v.error("policy.n", f"only applies to full_every_n, not {kind}")
+        n = None
+    return Policy(kind or "full_then_incremental", n)
+
+
+def _sources(v: _Validator, raw: Any, data_path: str) -> list[Source]:
+    if raw is None:
+        v.error("sources", f"is required: a mapping of source name ({', '.join(SOURCE_NAMES)}) to its settings")
+        return []
+    if not isinstance(raw, dict) or not raw:
+        v.error("sources", f"must be a non-empty mapping of source name to settings; got {raw!r}")
+        return []
+    out = []
+    for name, body in raw.items():
+        where = f"sources.{name}"
+        if name not in SOURCE_NAMES:
+            v.error(where, f"unknown source {name!r} (allowed: {', '.join(SOURCE_NAMES)})")
+            continue
+        if not isinstance(body, dict):
+            v.error(where, f"must be a mapping with kind, its options and target; got {body!r}")
+            continue
+        kind = v.required(body, where, "kind", str)
+        if kind is not None and kind not in SOURCE_KIND_OPTIONS:
+            v.error(f"{where}.kind", f"unknown kind {kind!r} (available: {', '.join(sorted(SOURCE_KIND_OPTIONS))})")
+            kind = None
+        target_raw = body.get("target")
+        options_raw = {k: val for k, val in body.items() if k not in ("kind", "target")}
+        options = SOURCE_KIND_OPTIONS[kind](v, where, options_raw) if kind else {}
+        if kind:
+            allowed = {"kind", "target"} | set(options)
+            v.only_known(body, where, allowed)
+        if target_raw is None:
+            v.error(f"{where}.target", "is required: where this source's backups are kept (LocalDir or LocalHDFS)")
+            continue
+        target = _target(v, f"{where}.target", target_raw, data_path)
+        if kind and target:
+            out.append(Source(name=name, kind=kind, options=options, target=target))
+    return out
+
+
+def _target(v: _Validator, where: str, raw: Any, data_path: str) -> Target | None:
+    if not isinstance(raw, dict):
+        v.error(where, f"must be a mapping with type, path and max_backups; got {raw!r}")
+        return None
+    kind = v.choice(v.required(raw, where, "type", str), f"{where}.type", TARGET_TYPES)
+    max_backups = v.optional(raw, where, "max_backups", int, DEFAULT_MAX_BACKUPS)
+    max_backups = v.in_range(max_backups, f"{where}.max_backups", *MAX_BACKUPS_RANGE)
+    if kind == "LocalDir":
+        v.only_known(raw, where, {"type", "path", "max_backups", "mirror"})
+        path = v.path_under(f"{where}.path", v.optional(raw, where, "path", str, "LocalBackup"), data_path)
+        mirror = v.optional(raw, where, "mirror", str, None)
+        if mirror is not None:
+            mirror = v.absolute_local_path(f"{where}.mirror", mirror)
+            if mirror and path and (mirror == path or (mirror + "/").startswith(path + "/") or (path + "/").startswith(mirror + "/")):
+                v.error(f"{where}.mirror", f"{mirror!r} overlaps the primary path {path!r}; the standby copy needs its own directory")
+        if path is None or max_backups is None:
+            return None
+        return Target(type=kind, path=path, max_backups=max_backups, mirror=mirror)
+    if kind == "LocalHDFS":
+        v.only_known(raw, where, {"type", "path", "max_backups", "nameservice"})
+        path = v.required(raw, where, "path", str)
+        if path is not None:
+            path = hdfs_path_problem_free(v, f"{where}.path", path)
+        nameservice = v.optional(raw, where, "nameservice", str, DEFAULT_NAMESERVICE)
+        if not _NAMESERVICE.match(nameservice):
+            v.error(f"{where}.nameservice", f"{nameservice!r} is not a valid NameService name")
+        if path is None or max_backups is None:
+            return None
+        return Target(type=kind, path=path, max_backups=max_backups, nameservice=nameservice)
+    return None
+
+
+def hdfs_path_problem_free(v: _Validator, fld: str, path: str) -> str | None:
+    """The LocalHDFS destination rules: absolute, normalised, no hidden part, not a system dir."""
+    if not path.startswith("/"):
+        v.error(fld, f"must be an absolute HDFS path, got {path!r}")
+        return None
+    parts = [p for p in path.split("/") if p]
+    if ".." in parts or "." in parts or posixpath.normpath(path) != path.rstrip("/") and path != "/":
+        v.error(fld, f"must be normalised (no '.', '..' or '//'): {path!r}")
+        return None
+    hidden = [p for p in parts if p.startswith(".")]
+    if hidden:
+        v.error(fld, f"must not contain a hidden component such as {hidden[0]!r} (snapshot, trash and reserved directories are not allowed)")
+        return None
+    norm = "/" + "/".join(parts)
+    if norm in HDFS_SYSTEM_DIRS:
+        v.error(fld, f"{norm!r} is an HDFS system directory; choose a directory of its own, e.g. /backup/metadata")
+        return None
+    return norm
+
+
+def load_spec_dir(directory: str | Path) -> tuple[dict[str, TaskSpec], list[SpecError]]:
+    """Load every ``*.yaml`` spec in a directory: valid specs by name, and one error per bad file.
+
+    Cross-file rules (task names unique, case-insensitively, since they name output directories)
+    are checked here too; a clash is reported against every file involved.
+    """
+    specs: dict[str, TaskSpec] = {}
+    errors: list[SpecError] = []
+    seen: dict[str, list[TaskSpec]] = {}
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            errors.append(exc)
+            continue
+        seen.setdefault(spec.name.lower(), []).append(spec)
+    for group in seen.values():
+        if len(group) > 1:
+            files = ", ".join(Path(s.path).name for s in group)
+            for s in group:
+                errors.append(SpecError([(s.path, "name", f"task name {s.name!r} is used by several files ({files}); names must be unique")]))
+        else:
+            specs[group[0].name] = group[0]
+    return specs, errors
