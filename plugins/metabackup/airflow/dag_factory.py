@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable, DeltaTriggerTimetable, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from metabackup.airflow.assets import location_asset, source_assets
 from metabackup.airflow.operators import (
@@ -29,6 +29,7 @@ from metabackup.airflow.operators import (
     BackupTypeBranchOperator,
     BackupVerifyOperator,
 )
+from metabackup.airflow.timetable import PeriodicFromStartTimetable
 from metabackup.naming import TIMESTAMP_FORMAT, task_dir_name
 from metabackup.spec import TaskSpec, load_spec
 
@@ -59,16 +60,11 @@ def dag_for_dag_file(dag_file: str | Path) -> DAG:
     return build_dag(load_spec(spec_path))
 
 
-def timetable_for(spec: TaskSpec):
-    """Hourly and n-daily periods count absolute time from the start; a daily period follows the
-    wall clock of the spec's timezone (a cron), so runs keep their hour across DST changes."""
+def timetable_for(spec: TaskSpec) -> PeriodicFromStartTimetable | None:
     if spec.schedule is None:
         return None
     sched = spec.schedule
-    if sched.period == "day" and sched.every == 1:
-        local = sched.start.in_timezone(spec.timezone)
-        return CronTriggerTimetable(f"{local.minute} {local.hour} * * *", timezone=spec.timezone)
-    return DeltaTriggerTimetable(sched.interval)
+    return PeriodicFromStartTimetable(sched.start, sched.period, sched.every, spec.timezone)
 
 
 def _doc_md(spec: TaskSpec) -> str:
@@ -115,7 +111,9 @@ def build_dag(spec: TaskSpec) -> DAG:
         description=spec.description or f"Metadata backup task {spec.name}",
         doc_md=_doc_md(spec),
         schedule=timetable_for(spec),
-        start_date=spec.schedule.start if spec.schedule else spec.created,
+        # The creation time, so a manual run works at any time; the timetable holds scheduled
+        # runs back until the spec's start time.
+        start_date=spec.created,
         catchup=False,
         max_active_runs=1,
         default_args=default_args,

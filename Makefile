@@ -1,0 +1,51 @@
+# Everything installs itself: `make demo` and `make test` work on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt venv test unit demo bench lock clean
+
+setup: apt $(STAMP)
+
+# Debian packages (the hdfs provider builds krb5 against libkrb5-dev); skipped when present.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.txt
+	@touch $@
+
+test: setup
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+demo: setup
+	./scripts/demo.sh
+
+bench: setup
+	PYTHONPATH=plugins $(PY) bench/archive_throughput.py
+	PYTHONPATH=plugins $(PY) bench/parse_time.py
+
+# Re-resolve the pins from the direct dependencies.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
+	  apache-airflow-providers-standard apache-airflow-providers-postgres pendulum pyyaml pytest
+	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+clean:
+	rm -rf build test-artifacts .pytest_cache

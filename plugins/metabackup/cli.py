@@ -1,0 +1,157 @@
+"""Command line: ``python -m metabackup <command>`` (run with PYTHONPATH=plugins).
+
+    new-task NAME      scaffold include/backup_tasks/NAME.yaml (creation time filled in) and its DAG file
+    validate           check every spec of the spec folder; exit 1 on any problem
+    list               the catalog of a task: every committed set per source, with its chain
+    restore            rebuild a source's state at a set (default: the latest) into a new directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pendulum
+
+from metabackup.catalog import Catalog
+from metabackup.naming import task_dir_name
+from metabackup.spec import SpecError, load_spec, load_spec_dir
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC_DIR = REPO / "include" / "backup_tasks"
+DEFAULT_DAGS_DIR = REPO / "dags"
+
+SPEC_TEMPLATE = """\
+# Backup task {name}.  Field reference: README.md, "Task spec".
+name: {name}
+description: ""
+created: {created}    # fixed: names the output directory {name}_<YYYYMMDDHHmmss>
+cluster_version: "3.5.0"
+timezone: UTC
+type: {type}
+{schedule}policy:
+  type: full_every_n             # full_then_incremental | full_always | full_every_n
+  n: 7
+data_path: /srv/BigData
+sources:
+  OMS:
+    kind: files
+    paths: [/srv/BigData/om-server/conf]
+    target:
+      type: LocalDir             # default path <data_path>/LocalBackup
+      max_backups: 7
+"""
+
+DAG_TEMPLATE = '''"""Backup task "{name}": compiled from include/backup_tasks/{name}.yaml."""
+
+from metabackup.airflow.dag_factory import dag_for_dag_file
+
+dag = dag_for_dag_file(__file__)
+'''
+
+
+def cmd_new_task(args: argparse.Namespace) -> int:
+    created = pendulum.now("UTC").replace(microsecond=0)
+    spec_file = Path(args.spec_dir) / f"{args.name}.yaml"
+    dag_file = Path(args.dags_dir) / f"backup_{args.name}.py"
+    for path in (spec_file, dag_file):
+        if path.exists():
+            print(f"{path} already exists; not overwriting", file=sys.stderr)
+            return 1
+    schedule = ""
+    if args.type == "periodic":
+        start = created.add(days=1).replace(hour=1, minute=0, second=0)
+        schedule = f"schedule:\n  start: {start.to_iso8601_string()}\n  period: day          # hour | day\n  every: 1\n"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(SPEC_TEMPLATE.format(name=args.name, created=created.to_iso8601_string(),
+                                              type=args.type, schedule=schedule))
+    try:
+        load_spec(spec_file)
+    except SpecError as exc:
+        spec_file.unlink()
+        print(exc, file=sys.stderr)
+        return 1
+    dag_file.parent.mkdir(parents=True, exist_ok=True)
+    dag_file.write_text(DAG_TEMPLATE.format(name=args.name))
+    print(f"created {spec_file}\ncreated {dag_file}\nedit the spec's sources and targets, then check it: "
+          "python -m metabackup validate")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    specs, errors = load_spec_dir(args.spec_dir)
+    for error in errors:
+        print(error, file=sys.stderr)
+    for name in sorted(specs):
+        print(f"ok  {name}  ({specs[name].path})")
+    return 1 if errors else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from metabackup.targets import open_target
+
+    spec = load_spec(args.spec)
+    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    rows = []
+    for source in spec.sources:
+        if args.source and source.name != args.source:
+            continue
+        target = open_target(source.target)
+        catalog = Catalog.of(target.manifests(task_dir, source.name))
+        for m in catalog.sets:
+            chain = catalog.chain(m.set)
+            rows.append({"source": source.name, "set": m.set, "type": m.type, "parent": m.parent,
+                         "size": m.archive.size, "executed_at": m.executed_at,
+                         "restorable": chain is not None,
+                         "path": f"{source.target.path}/{task_dir}/{m.archive.name}"})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            flag = "" if r["restorable"] else "  (BROKEN CHAIN)"
+            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from metabackup.restore import restore_source
+
+    result = restore_source(load_spec(args.spec), args.source, args.dest, args.set)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m metabackup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("new-task", help="scaffold a task spec and its DAG file")
+    p.add_argument("name")
+    p.add_argument("--type", choices=["periodic", "manual"], default="periodic")
+    p.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR)
+    p.add_argument("--dags-dir", default=DEFAULT_DAGS_DIR)
+    p.set_defaults(func=cmd_new_task)
+    p = sub.add_parser("validate", help="validate every task spec")
+    p.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("list", help="list a task's backup sets")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--source")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("restore", help="restore a source from its backup chain")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--source", required=True)
+    p.add_argument("--set", help="set name <version>_<source>_<time> (default: the latest restorable)")
+    p.add_argument("--dest", required=True, help="a new, empty directory")
+    p.set_defaults(func=cmd_restore)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (SpecError, RuntimeError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
