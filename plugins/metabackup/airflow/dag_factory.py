@@ -57,7 +57,9 @@ def dag_for_dag_file(dag_file: str | Path) -> DAG:
     spec_path = spec_path_for_dag_file(dag_file)
     if not spec_path.exists():
         raise FileNotFoundError(f"{Path(dag_file).name} expects the task spec {spec_path}, which does not exist")
-    return build_dag(load_spec(spec_path))
+    dag = build_dag(load_spec(spec_path))
+    dag.fileloc = str(Path(dag_file).resolve())  # the DAG belongs to its file, not to this factory
+    return dag
 
 
 def timetable_for(spec: TaskSpec) -> PeriodicFromStartTimetable | None:

@@ -1,0 +1,71 @@
+"""Test-wide set-up: a throwaway AIRFLOW_HOME (SQLite), set before anything imports Airflow.
+
+DAG tests write a task spec into ``$METABACKUP_SPEC_DIR`` and the tiny DAG file beside the
+others in the test DAGs folder, exactly as an operator would, then run it with ``dag.test()``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+_HOME = Path(tempfile.mkdtemp(prefix="metabackup-test-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_HOME),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(_HOME / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "METABACKUP_SPEC_DIR": str(_HOME / "specs"),
+})
+(_HOME / "dags").mkdir()
+(_HOME / "specs").mkdir()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate the test Airflow database once per session."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    result = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return _HOME
+
+
+class AirflowProject:
+    """The test's view of an Astronomer-style project: specs beside a DAGs folder."""
+
+    dags = _HOME / "dags"
+    specs = _HOME / "specs"
+
+    def install(self, spec: dict) -> Path:
+        """Write ``<specs>/<name>.yaml`` and ``<dags>/backup_<name>.py``; return the DAG file."""
+        name = spec["name"]
+        (self.specs / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        dag_file = self.dags / f"backup_{name}.py"
+        shutil.copy(REPO / "dags" / "backup_default.py", dag_file)
+        return dag_file
+
+
+@pytest.fixture()
+def airflow_project(airflow_db) -> AirflowProject:
+    return AirflowProject()
+
+
+def files_spec(name: str, tmp: Path, sources: dict, **overrides) -> dict:
+    """A valid manual task spec backing up ``files`` sources into ``tmp/data``."""
+    spec = {
+        "name": name, "created": "2026-11-24T10:00:00+08:00", "cluster_version": "3.1.0",
+        "timezone": "Asia/Shanghai", "type": "manual", "policy": "full_then_incremental",
+        "data_path": str(tmp / "data"), "sources": sources,
+    }
+    spec.update(overrides)
+    return spec

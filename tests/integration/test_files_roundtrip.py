@@ -1,0 +1,167 @@
+"""The files source across a chain, on real directories: every set restores exactly."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pendulum
+import pytest
+import yaml
+
+from metabackup import pipeline
+from metabackup.restore import restore_source
+from metabackup.sources import RestoreError
+from metabackup.sources.files import iter_tree
+from metabackup.spec import load_spec
+
+T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
+
+
+def make_spec(tmp_path: Path, src: Path, **target) -> object:
+    path = tmp_path / "rt.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "rt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "policy": "full_then_incremental", "data_path": str(tmp_path / "data"),
+        "sources": {"OMS": {"kind": "files", "paths": [str(src)], "exclude": ["*.swp"],
+                            "target": {"type": "LocalDir", "max_backups": 10, **target}}}}))
+    return load_spec(path)
+
+
+def backup(spec, hour: int) -> str:
+    run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
+    pipeline.preflight(spec, ["OMS"])
+    decision = pipeline.decide(run)
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+        step(run)
+    pipeline.record(spec, ["OMS"], T0.add(hours=hour).isoformat())
+    return decision["type"], run.name.stem
+
+
+def tree(root: Path) -> dict:
+    return dict(iter_tree(root))
+
+
+def restored_tree(dest: Path, src: Path) -> dict:
+    return tree(dest / str(src).lstrip("/"))
+
+
+def test_chain_round_trip_with_renames_deletions_links_and_metadata(tmp_path):
+    src = tmp_path / "etc" / "oms"
+    (src / "conf.d").mkdir(parents=True)
+    (src / "empty-dir").mkdir()
+    (src / "server.xml").write_text("<server port='1'/>\n")
+    (src / "conf.d" / "a.properties").write_text("a=1\n")
+    (src / "keystore.bin").write_bytes(os.urandom(300_000))
+    (src / "ünïcode name.txt").write_text("ok\n")
+    (src / "editor.swp").write_text("excluded\n")
+    os.chmod(src / "keystore.bin", 0o600)
+    os.chmod(src / "conf.d", 0o750)
+    os.symlink("server.xml", src / "current.xml")
+    os.symlink("/nonexistent/elsewhere", src / "dangling")
+    os.chown(src / "conf.d" / "a.properties", 1234, 2345)
+    spec = make_spec(tmp_path, src)
+
+    def capture():
+        state = tree(src)
+        state.pop("editor.swp", None)
+        return state
+
+    history = []
+    history.append((backup(spec, 0), capture()))
+
+    # incremental 1: content change, rename, delete, new nested dir, mode change, link retarget
+    (src / "server.xml").write_text("<server port='2'/>\n")
+    os.rename(src / "conf.d" / "a.properties", src / "conf.d" / "renamed.properties")
+    (src / "ünïcode name.txt").unlink()
+    (src / "new" / "deeper").mkdir(parents=True)
+    (src / "new" / "deeper" / "file").write_text("deep\n")
+    os.chmod(src / "server.xml", 0o640)
+    os.unlink(src / "current.xml")
+    os.symlink("conf.d", src / "current.xml")
+    history.append((backup(spec, 1), capture()))
+
+    # incremental 2: type changes (file -> dir, dir -> file), an unchanged file touched, a delete of a dir
+    (src / "keystore.bin").unlink()
+    (src / "keystore.bin").mkdir()
+    (src / "keystore.bin" / "inside").write_text("now a directory\n")
+    shutil.rmtree(src / "new")
+    (src / "new").write_text("now a file\n")
+    os.utime(src / "server.xml", ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    shutil.rmtree(src / "empty-dir")
+    history.append((backup(spec, 2), capture()))
+
+    assert [h[0][0] for h in history] == ["full", "incremental", "incremental"]
+    for i, ((kind, stem), state) in enumerate(history):
+        dest = tmp_path / f"restore-{i}"
+        result = restore_source(spec, "OMS", dest, stem)
+        assert result["set"] == stem
+        got = restored_tree(dest, src)
+        assert got == state, f"set {i} ({kind}) differs: {set(got) ^ set(state)}"
+        assert "editor.swp" not in got
+
+    # an incremental holds only what changed
+    task_dir = tmp_path / "data" / "LocalBackup" / "rt_20261124000000"
+    with tarfile.open(task_dir / f"{history[1][0][1]}.tar.gz") as tar:
+        members = set(tar.getnames())
+    assert "keystore.bin" not in " ".join(members), "an unchanged large file is not archived again"
+    assert any(m.endswith("server.xml") for m in members)
+
+
+def test_restore_refuses_a_corrupt_chain_member_before_writing_anything(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "a").write_text("one")
+    spec = make_spec(tmp_path, src)
+    (_, full) = backup(spec, 0)
+    (src / "a").write_text("two")
+    (_, inc) = backup(spec, 1)
+    archive = tmp_path / "data" / "LocalBackup" / "rt_20261124000000" / f"{full}.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    dest = tmp_path / "restore"
+    with pytest.raises(RestoreError, match=f"chain member {full} failed verification"):
+        restore_source(spec, "OMS", dest, inc)
+    assert not dest.exists()
+
+
+def test_restore_refuses_missing_parent_and_non_empty_destination(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "a").write_text("one")
+    spec = make_spec(tmp_path, src)
+    (_, full) = backup(spec, 0)
+    (src / "a").write_text("two")
+    (_, inc) = backup(spec, 1)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("keep me")
+    with pytest.raises(RestoreError, match="not empty"):
+        restore_source(spec, "OMS", busy, inc)
+    assert (busy / "x").read_text() == "keep me"
+    task_dir = tmp_path / "data" / "LocalBackup" / "rt_20261124000000"
+    (task_dir / f"{full}.manifest.json").unlink()
+    with pytest.raises(RestoreError, match="cannot be restored: a set of its chain is missing"):
+        restore_source(spec, "OMS", tmp_path / "restore", inc)
+
+
+def test_incremental_after_a_parent_archive_lost_its_index_fails_clearly(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "a").write_text("one")
+    spec = make_spec(tmp_path, src)
+    (_, full) = backup(spec, 0)
+    archive = tmp_path / "data" / "LocalBackup" / "rt_20261124000000" / f"{full}.tar.gz"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("x")
+        tar.addfile(info, io.BytesIO(b""))
+    archive.write_bytes(buf.getvalue())
+    run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=1))
+    assert pipeline.decide(run)["type"] == "incremental"
+    with pytest.raises(RestoreError, match="no file index"):
+        pipeline.snapshot(run)
