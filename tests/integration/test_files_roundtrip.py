@@ -165,3 +165,20 @@ def test_incremental_after_a_parent_archive_lost_its_index_fails_clearly(tmp_pat
     assert pipeline.decide(run)["type"] == "incremental"
     with pytest.raises(RestoreError, match="no file index"):
         pipeline.snapshot(run)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_backed_up(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    target = src / "same-size.conf"
+    target.write_text("port=1\n")
+    spec = make_spec(tmp_path, src)
+    backup(spec, 0)
+    before = target.stat()
+    target.write_text("port=2\n")  # same size
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime, as cp -p would
+    (kind, stem) = backup(spec, 1)
+    assert kind == "incremental"
+    dest = tmp_path / "restore"
+    restore_source(spec, "OMS", dest, stem)
+    assert (dest / str(target).lstrip("/")).read_text() == "port=2\n"

@@ -37,7 +37,11 @@ INDEX_MEMBER = ".metabackup-index.json"
 PROGRESS_EVERY_BYTES = 256 << 20
 
 Entry = dict[str, Any]  # {"type": "f"|"d"|"l", "mode", "uid", "gid", "user", "group", "mtime_ns", "size", "sha256", "target", "set"}
-_COMPARED = ("type", "mode", "uid", "gid", "size", "mtime_ns", "target")
+_COMPARED = ("type", "mode", "uid", "gid", "size", "mtime_ns", "target", "ctime_ns", "ino")
+# ctime and inode cannot be set by users, so a rewrite that keeps size and mtime (cp -p, an
+# editor restoring mtime, an atomic replace by rename) is still seen; a restore cannot (and
+# need not) reproduce them, so they are left out of comparisons of restored trees.
+_SOURCE_ONLY = ("ctime_ns", "ino")
 
 
 def _owner_names(st: os.stat_result) -> tuple[str, str]:
@@ -65,7 +69,7 @@ def _entry(path: str, st: os.stat_result) -> Entry | None:
     entry: Entry = {
         "type": kind, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
         "user": user, "group": group, "mtime_ns": st.st_mtime_ns,
-        "size": st.st_size if kind == "f" else 0,
+        "size": st.st_size if kind == "f" else 0, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
     }
     if kind == "l":
         entry["target"] = os.readlink(path)
@@ -330,13 +334,18 @@ def _write_member(source: BinaryIO, target: Path, entry: Entry) -> None:
 
 
 def iter_tree(root: str | Path) -> Iterator[tuple[str, Entry]]:
-    """(relative path, entry) for a tree, for comparing a restore with its source."""
+    """(relative path, entry) for a tree, for comparing a restore with its source: type, mode,
+    owner, mtime, size, SHA-256 and link target."""
     root = str(root)
     for dirpath, dirnames, filenames in os.walk(root):
         for name in sorted(dirnames + filenames):
             full = os.path.join(dirpath, name)
             entry = _entry(full, os.lstat(full))
-            if entry and entry["type"] == "f":
+            if entry is None:
+                continue
+            for key in _SOURCE_ONLY:
+                del entry[key]
+            if entry["type"] == "f":
                 with open(full, "rb") as handle:
                     entry["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
             yield os.path.relpath(full, root), entry
