@@ -27,9 +27,9 @@ import pendulum
 from metabackup import fsutil
 from metabackup.archive import write_tar_gz
 from metabackup.catalog import Catalog
-from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
+from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
 from metabackup.naming import SetName, task_dir_name
-from metabackup.policy import decide as decide_type
+from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
 from metabackup.sources import SourceKind, kind_class
 from metabackup.spec import Source, TaskSpec
@@ -143,10 +143,13 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
         decision = {"type": existing.type, "parent": existing.parent, "committed": True,
                     "reason": f"set {existing.set} is already committed at {run.target.uri}; nothing to redo"}
     else:
+        kind = run.kind
         chosen = decide_type(
-            policy=run.spec.policy, catalog=catalog, supports_incremental=run.kind.supports_incremental,
+            policy=run.spec.policy, catalog=catalog, supports_incremental=kind.supports_incremental,
             cluster_version=run.spec.cluster_version, max_backups=run.source.target.max_backups, force_full=force_full,
         )
+        if chosen.parent is not None and (blocker := kind.incremental_blocker(catalog.get(chosen.parent))):
+            chosen = Decision(FULL, None, f"the source cannot continue the chain of {chosen.parent}: {blocker}")
         decision = {**chosen.as_dict(), "committed": False}
     decision["set"] = run.name.stem
     fsutil.remove_tree(run.workdir)
@@ -165,11 +168,13 @@ def snapshot(run: SetRun) -> dict[str, Any]:
         if stale.name != "decision.json":
             fsutil.remove_tree(stale) if stale.is_dir() else stale.unlink()
     started = pendulum.now("UTC")
-    open_parent = None
+    parent, open_parent = None, None
     if decision["parent"]:
-        parent = SetName.parse(decision["parent"])
-        open_parent = lambda: run.target.open_read(run.task_dir, parent.archive)  # noqa: E731
-    summary = run.kind.snapshot(run.workdir, decision, open_parent)
+        parent = run.catalog().get(decision["parent"])
+        if parent is None:
+            raise RuntimeError(f"parent set {decision['parent']} vanished from {run.target.uri} since the decision; retry the run")
+        open_parent = lambda: run.target.open_read(run.task_dir, parent.archive.name)  # noqa: E731
+    summary = run.kind.snapshot(run.workdir, decision, parent, open_parent)
     run._write("snapshot.json", {"started_at": started.to_iso8601_string(), "summary": summary})
     return summary
 

@@ -33,11 +33,18 @@ class SourceKind(ABC):
     def tool_versions(self) -> dict[str, str]:
         return {}
 
+    def incremental_blocker(self, parent: Manifest) -> str | None:
+        """Why an incremental on ``parent`` is impossible now (the source lost what it needs,
+        e.g. a purged change log), or None.  The decision then falls back to a full backup."""
+        return None
+
     @abstractmethod
-    def snapshot(self, workdir: Path, decision: dict[str, Any], open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
+    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+                 open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         """Capture what this set will hold into ``workdir``; return a small JSON-able summary.
 
-        ``open_parent`` opens the parent set's archive for an incremental (None for a full).
+        For an incremental, ``parent`` is the parent set's manifest and ``open_parent`` opens its
+        archive (both None for a full).
         """
 
     @abstractmethod
@@ -46,5 +53,6 @@ class SourceKind(ABC):
 
     @classmethod
     @abstractmethod
-    def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: str | Path) -> dict[str, Any]:
-        """Rebuild the source's state at ``chain[-1]`` from the verified chain into ``dest``."""
+    def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Any) -> dict[str, Any]:
+        """Rebuild the source's state at ``chain[-1]`` from the verified chain into ``dest``
+        (a directory for ``files``; a destination server for database-like kinds)."""

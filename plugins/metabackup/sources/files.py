@@ -120,7 +120,8 @@ class FilesSource(SourceKind):
     kind = "files"
     supports_incremental = True
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
+    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+                 open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         opts = self.source.options
         current = scan(opts["paths"], opts["exclude"])
         parent_index: dict[str, Entry] = {}
