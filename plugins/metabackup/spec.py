@@ -133,7 +133,28 @@ def _files_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, 
     return {"paths": clean, "exclude": [p for p in exclude if isinstance(p, str)]}
 
 
-SOURCE_KIND_OPTIONS = {"files": _files_options}
+def _ldap_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    conn_id = v.required(raw, where, "conn_id", str)
+    if conn_id is not None and not _CONN_ID.match(conn_id):
+        v.error(f"{where}.conn_id", f"{conn_id!r} is not a valid Airflow connection id")
+    bases = v.required(raw, where, "base_dns", list) or []
+    if "base_dns" in raw and isinstance(raw["base_dns"], list) and not bases:
+        v.error(f"{where}.base_dns", "must list at least one base DN")
+    for i, dn in enumerate(bases):
+        if not isinstance(dn, str) or "=" not in dn:
+            v.error(f"{where}.base_dns[{i}]", f"{dn!r} is not a DN such as dc=hadoop,dc=com")
+    method = v.choice(v.optional(raw, where, "change_method", str, "auto"), f"{where}.change_method",
+                      ("auto", "accesslog", "digest"))
+    page_size = v.in_range(v.optional(raw, where, "page_size", int, 500), f"{where}.page_size", 1, 10000)
+    return {
+        "conn_id": conn_id, "base_dns": [b for b in bases if isinstance(b, str)],
+        "change_method": method or "auto", "page_size": page_size or 500,
+        "include_config": v.optional(raw, where, "include_config", bool, True),
+        "accesslog_base": v.optional(raw, where, "accesslog_base", str, "cn=accesslog"),
+    }
+
+
+SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options}
 
 
 class _Validator:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from airflow.sdk import Asset
 
 from metabackup.naming import task_dir_name
@@ -11,6 +13,9 @@ from metabackup.spec import Source, TaskSpec
 def source_assets(source: Source) -> list[Asset]:
     if source.kind == "files":
         return [Asset(uri=f"file://{path}", group="metabackup-source") for path in source.options["paths"]]
+    if source.kind == "ldap":  # the host part names the Airflow connection: no lookup at parse time
+        conn = source.options["conn_id"]
+        return [Asset(uri=f"ldap://{conn}/{quote(base)}", group="metabackup-source") for base in source.options["base_dns"]]
     raise ValueError(f"no lineage mapping for source kind {source.kind!r}")
 
 

@@ -1,18 +1,23 @@
-"""Source kinds by name."""
+"""Source kinds by name, imported on first use (DAG parsing never loads a kind's client library)."""
 
 from __future__ import annotations
 
-from metabackup.sources.base import RestoreError, SourceKind
-from metabackup.sources.files import FilesSource
+import importlib
 
-KINDS: dict[str, type[SourceKind]] = {FilesSource.kind: FilesSource}
+from metabackup.sources.base import RestoreError, SourceKind
+
+KINDS: dict[str, str] = {
+    "files": "metabackup.sources.files:FilesSource",
+    "ldap": "metabackup.sources.ldap:LdapSource",
+}
 
 
 def kind_class(kind: str) -> type[SourceKind]:
     try:
-        return KINDS[kind]
+        module, name = KINDS[kind].split(":")
     except KeyError:
         raise ValueError(f"unknown source kind {kind!r} (available: {', '.join(sorted(KINDS))})") from None
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = ["KINDS", "RestoreError", "SourceKind", "kind_class"]

@@ -1,0 +1,41 @@
+"""Credentials come from Airflow connections, never from specs.  Looked up at run time only.
+
+In a task this asks Airflow's secrets backends (environment ``AIRFLOW_CONN_<ID>``, the metadata
+database, a vault); outside Airflow (the CLI, tests) the environment variables work the same way.
+The password never appears in ``repr``, logs, XCom or manifests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConnectionNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    conn_id: str
+    conn_type: str
+    host: str
+    port: int | None
+    login: str
+    password: str = field(repr=False)
+    schema: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_connection(conn_id: str) -> ConnectionInfo:
+    from airflow.sdk import BaseHook  # imported lazily: the core stays importable without a scheduler
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException and friends
+        raise ConnectionNotFound(f"Airflow connection {conn_id!r} is not defined ({type(exc).__name__})") from None
+    return ConnectionInfo(
+        conn_id=conn_id, conn_type=conn.conn_type or "", host=conn.host or "", port=conn.port,
+        login=conn.login or "", password=conn.password or "", schema=conn.schema or "",
+        extra=dict(conn.extra_dejson or {}),
+    )
