@@ -3,18 +3,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv test unit demo bench lock clean
 
 setup: apt $(STAMP)
 
-# Debian packages (the hdfs provider builds krb5 against libkrb5-dev); skipped when present.
+# Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
+# libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
+	  echo "slapd slapd/no_configuration boolean true" | $$( [ $$(id -u) -eq 0 ] || echo sudo ) debconf-set-selections; \
 	  $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get install -y -qq $$missing; \
 	fi
@@ -43,7 +45,7 @@ lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
-	  apache-airflow-providers-standard apache-airflow-providers-postgres pendulum pyyaml pytest
+	  apache-airflow-providers-standard apache-airflow-providers-postgres pendulum pyyaml pytest python-ldap
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 

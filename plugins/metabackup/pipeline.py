@@ -100,13 +100,15 @@ class SetRun:
 
 
 def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
-    """Check every target is writable and has room for a full backup; clear stale partial files."""
+    """Check every source can be read and every target is writable with room for a full backup;
+    clear stale partial files.  All problems are reported together."""
     problems, report = [], {}
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
     staging_need = 0
     for name in source_names:
         source = spec.source(name)
         try:
+            kind_class(source.kind)(source).check()
             target = open_target(source.target)
             target.ensure_writable(task_dir)
             removed = target.remove_partials(task_dir)
@@ -121,7 +123,7 @@ def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
                      last_full.set if last_full else "none")
             if free is not None and free < need:
                 problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
-        except (TargetError, OSError) as exc:
+        except Exception as exc:  # every source and target is checked; all problems are reported together
             problems.append(f"{name}: {exc}")
     try:
         staging = fsutil.ensure_private_dir(spec.staging_dir)
@@ -139,6 +141,12 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
     """Choose full or incremental for this source and prepare a fresh work directory."""
     catalog = run.catalog()
     existing = catalog.get(run.name.stem)
+    executed_utc = run.executed.in_timezone("UTC").to_iso8601_string()
+    if existing is not None and existing.executed_at != executed_utc:
+        raise RuntimeError(
+            f"set name {run.name.stem} is already taken by the run of {existing.executed_at}, and this run is at "
+            f"{executed_utc}: local time repeats in {run.spec.timezone} (a DST fall-back hour). Refusing to skip or "
+            "overwrite; give this task a timezone without DST (e.g. UTC) to keep hourly backups unique")
     if existing is not None:
         decision = {"type": existing.type, "parent": existing.parent, "committed": True,
                     "reason": f"set {existing.set} is already committed at {run.target.uri}; nothing to redo"}
@@ -193,7 +201,7 @@ def archive(run: SetRun) -> dict[str, Any]:
         type=decision["type"], parent=decision["parent"],
         chain_root=catalog_parent.chain_root if catalog_parent else run.name.stem,
         cluster_version=run.spec.cluster_version,
-        executed_at=run.executed.in_timezone("UTC").to_iso8601_string(),
+        executed_at=run.executed.in_timezone("UTC").to_iso8601_string(),  # as decide() compares it
         started_at=snap["started_at"], finished_at=pendulum.now("UTC").to_iso8601_string(),
         archive=ArchiveInfo(name=run.name.archive, size=written.size, sha256=written.sha256),
         content=result.content, position=result.position, reason=decision["reason"],

@@ -182,3 +182,57 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_still_backed_up(tmp_path):
     dest = tmp_path / "restore"
     restore_source(spec, "OMS", dest, stem)
     assert (dest / str(target).lstrip("/")).read_text() == "port=2\n"
+
+
+def test_a_file_that_shrinks_while_read_fails_the_set_instead_of_archiving_padding(tmp_path, monkeypatch):
+    from metabackup.sources import files as files_kind
+
+    src = tmp_path / "conf"
+    src.mkdir()
+    victim = src / "rotating.log"
+    victim.write_bytes(b"x" * 100_000)
+    spec = make_spec(tmp_path, src)
+    real_tarinfo = files_kind._tarinfo
+
+    def truncate_after_stat(member, entry):  # runs after the file was opened and stat'ed, before it is read
+        info = real_tarinfo(member, entry)
+        if member.endswith("rotating.log"):
+            os.truncate(victim, 10)
+        return info
+
+    monkeypatch.setattr(files_kind, "_tarinfo", truncate_after_stat)
+    run = pipeline.SetRun.of(spec, "OMS", T0)
+    pipeline.decide(run)
+    pipeline.snapshot(run)
+    with pytest.raises(RestoreError, match="rotating.log shrank by 99990 bytes while it was read"):
+        pipeline.archive(run)
+    assert not run.staged_archive.exists(), "no archive that looks complete is left behind"
+    monkeypatch.setattr(files_kind, "_tarinfo", real_tarinfo)
+    pipeline.snapshot(run)  # the retry
+    pipeline.archive(run)
+    pipeline.upload(run)
+    pipeline.verify(run)
+    dest = tmp_path / "restore"
+    restore_source(spec, "OMS", dest)
+    assert (dest / str(victim).lstrip("/")).read_bytes() == b"x" * 10
+
+
+def test_hourly_names_that_repeat_at_dst_fall_back_fail_loudly(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "a").write_text("a")
+    path = tmp_path / "dst.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "dst", "created": "2026-10-01T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "timezone": "America/New_York", "data_path": str(tmp_path / "data"),
+        "sources": {"OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}}}))
+    spec = load_spec(path)
+    first = pendulum.datetime(2026, 11, 1, 5, tz="UTC")  # 01:00 EDT
+    run = pipeline.SetRun.of(spec, "OMS", first)
+    pipeline.decide(run)
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify):
+        step(run)
+    again = pipeline.SetRun.of(spec, "OMS", first.add(hours=1))  # 01:00 EST: the same local name
+    assert again.name.stem == run.name.stem
+    with pytest.raises(RuntimeError, match="local time repeats in America/New_York"):
+        pipeline.decide(again)

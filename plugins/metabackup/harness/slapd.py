@@ -179,12 +179,26 @@ def stop(directory: str | Path, timeout: float = 20) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
+    _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:  # not our child: someone else reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def load(directory: str | Path) -> SlapdInstance:

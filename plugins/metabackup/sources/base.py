@@ -33,6 +33,9 @@ class SourceKind(ABC):
     def tool_versions(self) -> dict[str, str]:
         return {}
 
+    def check(self) -> None:
+        """Raise with a clear message if the source cannot be read now (run by preflight)."""
+
     def incremental_blocker(self, parent: Manifest) -> str | None:
         """Why an incremental on ``parent`` is impossible now (the source lost what it needs,
         e.g. a purged change log), or None.  The decision then falls back to a full backup."""

@@ -14,6 +14,7 @@ absolute path without the leading slash (``etc/oms/server.xml``).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import grp
 import hashlib
 import json
@@ -44,16 +45,25 @@ _COMPARED = ("type", "mode", "uid", "gid", "size", "mtime_ns", "target", "ctime_
 _SOURCE_ONLY = ("ctime_ns", "ino")
 
 
+@functools.lru_cache(maxsize=4096)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
 def _owner_names(st: os.stat_result) -> tuple[str, str]:
-    try:
-        user = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        user = ""
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = ""
-    return user, group
+    """Names as well as ids (cached: on a node whose accounts live in LDAP each lookup is a query)."""
+    return _user_name(st.st_uid), _group_name(st.st_gid)
 
 
 def _entry(path: str, st: os.stat_result) -> Entry | None:
@@ -120,6 +130,13 @@ class FilesSource(SourceKind):
     kind = "files"
     supports_incremental = True
 
+    def check(self) -> None:
+        for path in self.source.options["paths"]:
+            if not os.path.isdir(path) or os.path.islink(path):
+                raise FileNotFoundError(f"{self.source.name}: source directory {path} does not exist or is not a directory")
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise PermissionError(f"{self.source.name}: source directory {path} is not readable by this worker")
+
     def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         opts = self.source.options
@@ -166,7 +183,15 @@ class FilesSource(SourceKind):
                 fresh["set"] = set_stem
                 info = _tarinfo(member, fresh)
                 digest = hashlib.sha256()
-                tar.addfile(info, _HashingReader(handle, digest, fresh["size"]))
+                reader = _HashingReader(handle, digest, fresh["size"])
+                tar.addfile(info, reader)
+                if reader.short_by:
+                    # the bytes in the archive are not a state the file ever had: fail, the retry rereads it
+                    raise RestoreError(f"{path} shrank by {reader.short_by} bytes while it was read; retry the task")
+                after = os.fstat(handle.fileno())
+                if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                    changed_during.append(path)
+                    log.warning("%s was written to while it was read; archived its first %d bytes", path, fresh["size"])
                 fresh["sha256"] = digest.hexdigest()
                 index[member] = fresh
             total_bytes += fresh["size"]
@@ -185,7 +210,8 @@ class FilesSource(SourceKind):
         files = sum(1 for e in index.values() if e["type"] == "f")
         return ArchiveResult(
             content={"entries": len(index), "files": files, "files_archived": len(plan["include"]),
-                     "bytes_archived": total_bytes, "deleted": len(plan["deleted"])},
+                     "bytes_archived": total_bytes, "deleted": len(plan["deleted"]),
+                     "changed_during_backup": len(changed_during)},
             position={"file_index_sha256": index_digest, "entries": len(index), "paths": self.source.options["paths"]},
         )
 
@@ -195,10 +221,12 @@ class FilesSource(SourceKind):
 
 
 class _HashingReader:
-    """Read exactly ``size`` bytes (zero-padded if the file shrank), hashing what is handed out."""
+    """Read exactly ``size`` bytes, hashing what is handed out; if the file ends early the rest is
+    zero-padded (tar needs the announced size) and counted in ``short_by``."""
 
     def __init__(self, raw: BinaryIO, digest: Any, size: int):
         self.raw, self.digest, self.left = raw, digest, size
+        self.short_by = 0  # bytes padded because the file ended early
 
     def read(self, n: int = -1) -> bytes:
         if self.left <= 0:
@@ -208,7 +236,8 @@ class _HashingReader:
         while len(data) < n:
             block = self.raw.read(n - len(data))
             if not block:
-                data += b"\0" * (n - len(data))  # the file shrank under us; tar needs the announced size
+                self.short_by += n - len(data)
+                data += b"\0" * (n - len(data))  # tar needs the announced size; the caller fails the set
                 break
             data += block
         self.left -= len(data)

@@ -61,6 +61,8 @@ DYNAMIC_ATTRS = {"entrydn", "subschemasubentry", "hassubordinates", "numsubordin
 VOLATILE_ATTRS = {"entrycsn", "contextcsn"}
 PROGRESS_EVERY = 10_000
 RELAX = [RelaxRulesControl(criticality=True)]
+# Set by the server on every write unless the replayed change carries them.
+REPLAY_STAMPS = {"modifytimestamp", "modifiersname"}
 # Computed by the server when an entry is added over LDAP (the Relax Rules control cannot set them).
 SERVER_COMPUTED_ON_ADD = VOLATILE_ATTRS | {"structuralobjectclass"}
 
@@ -380,6 +382,17 @@ class LdapSource(SourceKind):
             return "digest", "comparison with the parent's per-entry digest index"
         return None, "the accesslog cannot be used and the parent has no per-entry index"
 
+    def check(self) -> None:
+        client = connect(self.conn)
+        try:
+            for base in self.bases:
+                try:
+                    client.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
+                except ldap.NO_SUCH_OBJECT:
+                    raise LdapSourceError(f"LDAP connection {self.conn.conn_id!r}: base DN {base!r} does not exist") from None
+        finally:
+            client.unbind_s()
+
     def incremental_blocker(self, parent: Manifest) -> str | None:
         client = connect(self.conn)
         try:
@@ -490,8 +503,12 @@ class LdapSource(SourceKind):
                     # would make a password policy record a password change that never happened
                     old = _parse_digests(parent_entries[ndn][1])
                     new = _parse_digests(current[ndn][1])
+                    # modifyTimestamp/modifiersName always ride along (as in accesslog records):
+                    # at one-second resolution they may look unchanged, and the restoring server
+                    # would otherwise stamp the replay time.
                     mods = [(ldap.MOD_REPLACE, a, v) for a, v in entry.items()
-                            if a.lower() in new and old.get(a.lower(), ("", ""))[1] != new[a.lower()][1]]
+                            if a.lower() in new and (old.get(a.lower(), ("", ""))[1] != new[a.lower()][1]
+                                                     or a.lower() in REPLAY_STAMPS)]
                     mods += [(ldap.MOD_DELETE, old[a][0], None) for a in sorted(set(old) - set(new))]
                     pending[ndn] = Change("modify", dn, modlist=mods)
         with _private_text(workdir / "changes.ldif") as out:
