@@ -18,6 +18,14 @@ mkdir -p "$REPO/build" "$AIRFLOW_HOME"
 # 1. The demo sources: the default task's OMS directories, seeded only where they do not exist.
 "$PY" "$REPO/scripts/seed_demo_sources.py" /srv/BigData/om-server/conf /srv/BigData/om-server/workspace
 
+# The demo LdapServer: a seeded slapd on loopback (kept between demo runs, so its chain goes on),
+# and the Airflow connection the default task names, as an environment variable.
+SLAPD_DIR=$REPO/build/demo-slapd
+slapd_json=$("$PY" -m metabackup.harness.slapd start "$SLAPD_DIR" --seed --reuse)
+export AIRFLOW_CONN_METABACKUP_LDAPSERVER=$(cat "$SLAPD_DIR/airflow-connection.json")
+LDAP_URL=$(printf '%s' "$slapd_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+echo "demo LdapServer listening on $LDAP_URL (data in $SLAPD_DIR)"
+
 # 2. Airflow's database, then the spec folder check (any bad spec is an error here too).
 "$AIRFLOW" db migrate >>"$LOG" 2>&1
 "$PY" -m metabackup validate
@@ -33,6 +41,15 @@ run_backup() {
 }
 run_backup "first run"
 echo "# changed by make demo at $(date -u +%FT%TZ)" >> /srv/BigData/om-server/conf/oms-server.properties
+"$PY" - <<'PYEOF'
+import json, os, ldap
+conn = json.loads(os.environ["AIRFLOW_CONN_METABACKUP_LDAPSERVER"])
+client = ldap.initialize(f"ldap://{conn['host']}:{conn['port']}")
+client.simple_bind_s(conn["login"], conn["password"])
+dn = "uid=user00001,ou=People,dc=hadoop,dc=com"
+client.modify_s(dn, [(ldap.MOD_REPLACE, "description", [f"changed by make demo".encode()])])
+print(f"changed {dn} in the demo directory")
+PYEOF
 run_backup "after a configuration change"
 
 echo
@@ -41,5 +58,9 @@ echo "== backup sets of task 'default' (catalog read from the manifests at the t
 echo
 echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*)"
 echo "Restore the latest OMS set:  PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
-echo "Open the Airflow UI on it:   AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
+echo "Restore LdapServer into an empty slapd:"
+echo "  PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd start /tmp/ldap-restore"
+echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
+echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd stop $SLAPD_DIR"
+echo "Open the Airflow UI on it:   AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"

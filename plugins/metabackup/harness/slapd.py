@@ -1,6 +1,8 @@
 """Throwaway OpenLDAP servers for tests, benchmarks and the demo (Debian's slapd, loopback only).
 
-    python -m metabackup.harness.slapd start DIR [--no-accesslog] [--seed]   # prints a JSON with url, bind DN
+    python -m metabackup.harness.slapd start DIR [--no-accesslog] [--seed] [--reuse]
+        # prints a JSON with url and bind DN; DIR/airflow-connection.json (0600) is an Airflow
+        # connection for it: AIRFLOW_CONN_<ID>="$(cat DIR/airflow-connection.json)"
     python -m metabackup.harness.slapd stop DIR
 
 A generated ``slapd.conf`` with the mdb backend, the accesslog overlay (optional) writing to
@@ -26,6 +28,7 @@ from pathlib import Path
 
 SUFFIX = "dc=hadoop,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
+ACCESSLOG_ADMIN_DN = "cn=accesslog-admin,cn=accesslog"  # can purge the log in tests
 CONFIG_ADMIN_DN = "cn=admin,cn=config"
 SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 DEFAULT_PASSWORD = "metabackup-admin-pw"
@@ -80,7 +83,8 @@ def write_config(directory: Path, port: int, password: str, accesslog: bool) -> 
 database mdb
 suffix "cn=accesslog"
 directory {directory}/accesslog
-rootdn "cn=accesslog-admin,cn=accesslog"
+rootdn "{ACCESSLOG_ADMIN_DN}"
+rootpw {hashed}
 index reqStart,reqEnd eq
 access to * by dn.exact="{ADMIN_DN}" read by * none
 """
@@ -272,18 +276,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("directory")
     p.add_argument("--no-accesslog", action="store_true")
     p.add_argument("--seed", action="store_true", help="load the demo cluster DIT")
+    p.add_argument("--reuse", action="store_true", help="restart an existing instance in DIRECTORY, keeping its data")
     p = sub.add_parser("stop")
     p.add_argument("directory")
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop(args.directory)
         return 0
-    instance = prepare(args.directory, accesslog=not args.no_accesslog)
-    if args.seed:
-        seed_offline(instance, seed_ldif())
+    if args.reuse and (Path(args.directory) / "instance.json").exists():
+        instance = load(args.directory)
+        stop(instance.directory)
+    else:
+        instance = prepare(args.directory, accesslog=not args.no_accesslog)
+        if args.seed:
+            seed_offline(instance, seed_ldif())
     start(instance)
+    conn_file = Path(instance.directory) / "airflow-connection.json"
+    fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(instance.connection_uri())
     print(json.dumps({"url": instance.url, "bind_dn": instance.admin_dn, "suffix": instance.suffix,
-                      "pid": instance.pid, "directory": instance.directory}))
+                      "pid": instance.pid, "directory": instance.directory, "airflow_connection_file": str(conn_file)}))
     return 0
 
 

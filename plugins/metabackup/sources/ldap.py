@@ -748,9 +748,10 @@ def dump_state(conn: ConnectionInfo, bases: list[str]) -> dict[str, dict[str, li
     try:
         state = {}
         for base in bases:
-            for dn, entry in paged_search(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"]):
-                state[normalize_dn(dn)] = {a.lower(): sorted(v) for a, v in entry.items()
-                                           if a.lower() not in DYNAMIC_ATTRS | VOLATILE_ATTRS}
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # an absent base holds no entries
+                for dn, entry in paged_search(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"]):
+                    state[normalize_dn(dn)] = {a.lower(): sorted(v) for a, v in entry.items()
+                                               if a.lower() not in DYNAMIC_ATTRS | VOLATILE_ATTRS}
         return state
     finally:
         client.unbind_s()

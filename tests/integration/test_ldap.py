@@ -1,0 +1,165 @@
+"""The ldap source kind against real slapd: failures, fallbacks, offline restore, corrupt chains."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pendulum
+import pytest
+import yaml
+
+from metabackup import pipeline
+from metabackup.connections import get_connection
+from metabackup.harness import slapd
+from metabackup.restore import restore_source
+from metabackup.sources import RestoreError
+from metabackup.sources.ldap import LdapDestination, dump_state
+from metabackup.spec import load_spec
+
+T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
+BASE = slapd.SUFFIX
+
+
+@pytest.fixture()
+def server(tmp_path, monkeypatch):
+    instance = slapd.prepare(tmp_path / "src")
+    slapd.seed_offline(instance, slapd.seed_ldif(users=15, groups=3))
+    slapd.start(instance)
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_SRC", instance.connection_uri())
+    yield instance
+    instance.stop()
+
+
+def make_spec(tmp_path: Path, conn_id: str = "ldap_src", **options):
+    path = tmp_path / "lt.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "lt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "data_path": str(tmp_path / "data"),
+        "sources": {"LdapServer": {"kind": "ldap", "conn_id": conn_id, "base_dns": [BASE], **options,
+                                   "target": {"type": "LocalDir", "max_backups": 5}}}}))
+    return load_spec(path)
+
+
+def backup(spec, hour: int) -> dict:
+    run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
+    pipeline.preflight(spec, ["LdapServer"])
+    decision = pipeline.decide(run)
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+        step(run)
+    return {**decision, "stem": run.name.stem}
+
+
+def task_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "LocalBackup" / "lt_20261124000000"
+
+
+def ldapmodify(server, text: str) -> None:
+    subprocess.run(["ldapmodify", "-x", "-H", server.url, "-D", server.admin_dn, "-w", server.password],
+                   input=text, text=True, check=True, capture_output=True)
+
+
+def test_bad_credentials_fail_preflight_naming_the_connection_and_write_nothing(tmp_path, server, monkeypatch):
+    conn = json.loads(server.connection_uri())
+    conn["password"] = "wrong-password"
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_BAD", json.dumps(conn))
+    spec = make_spec(tmp_path, "ldap_bad")
+    with pytest.raises(pipeline.PreflightError) as failure:
+        pipeline.preflight(spec, ["LdapServer"])
+    message = str(failure.value)
+    assert "LDAP connection 'ldap_bad'" in message and "rejected the bind DN" in message
+    assert "wrong-password" not in message
+    assert not any(p.is_file() for p in task_dir(tmp_path).glob("*")) if task_dir(tmp_path).exists() else True
+
+
+def test_unreachable_server_and_undefined_connection_fail_clearly(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_DOWN", json.dumps({"conn_type": "ldap", "host": "127.0.0.1", "port": port,
+                                                             "login": "cn=x", "password": "p", "extra": {"timeout": 3}}))
+    with pytest.raises(pipeline.PreflightError, match=rf"LDAP connection 'ldap_down' \(ldap://127.0.0.1:{port}\): cannot reach"):
+        pipeline.preflight(make_spec(tmp_path, "ldap_down"), ["LdapServer"])
+    with pytest.raises(pipeline.PreflightError, match="Airflow connection 'ldap_nowhere' is not defined"):
+        pipeline.preflight(make_spec(tmp_path, "ldap_nowhere"), ["LdapServer"])
+
+
+def test_purged_accesslog_makes_the_next_run_full_with_the_reason(tmp_path, server):
+    spec = make_spec(tmp_path, change_method="accesslog")
+    backup(spec, 0)
+    ldapmodify(server, f"dn: uid=user00001,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: a@b\n")
+    second = backup(spec, 1)
+    assert second["type"] == "incremental"
+    watermark = json.loads((task_dir(tmp_path) / f"{second['stem']}.manifest.json").read_text())["position"]["watermark"]
+    # the log is purged past the watermark (as logpurge would after days of downtime)
+    subprocess.run(["ldapdelete", "-x", "-H", server.url, "-D", slapd.ACCESSLOG_ADMIN_DN, "-w", server.password,
+                    f"reqStart={watermark},cn=accesslog"], check=True, capture_output=True)
+    third = backup(spec, 2)
+    assert third["type"] == "full"
+    assert f"no longer holds the parent's watermark {watermark}" in third["reason"]
+    manifest = json.loads((task_dir(tmp_path) / f"{third['stem']}.manifest.json").read_text())
+    assert "purged" in manifest["reason"]
+
+
+def test_offline_slapadd_restore_then_online_incrementals(tmp_path, server):
+    spec = make_spec(tmp_path)
+    backup(spec, 0)
+    ldapmodify(server, f"dn: cn=group0,ou=Groups,{BASE}\nchangetype: modify\nadd: memberUid\nmemberUid: someone\n")
+    last = backup(spec, 1)
+    expected = dump_state(get_connection("ldap_src"), [BASE])
+    target = slapd.prepare(tmp_path / "dst", accesslog=False)
+    try:
+        dest = LdapDestination(conn=get_connection_for(target), slapd_conf=str(target.conf),
+                               start_server=lambda: slapd.start(target))
+        result = restore_source(spec, "LdapServer", dest, last["stem"])
+        assert result["full_entries"] == len(expected) and result["changes_applied"] == 1
+        assert dump_state(get_connection_for(target), [BASE]) == expected
+    finally:
+        target.stop()
+
+
+def get_connection_for(instance):
+    from metabackup.connections import ConnectionInfo
+
+    return ConnectionInfo(conn_id="restore-target", conn_type="ldap", host="127.0.0.1", port=instance.port,
+                          login=instance.admin_dn, password=instance.password)
+
+
+def test_restore_refuses_a_corrupt_member_and_a_non_empty_destination(tmp_path, server, monkeypatch):
+    spec = make_spec(tmp_path)
+    full = backup(spec, 0)["stem"]
+    ldapmodify(server, f"dn: uid=user00002,ou=People,{BASE}\nchangetype: delete\n")
+    inc = backup(spec, 1)["stem"]
+    with pytest.raises(RestoreError, match="destination already holds"):
+        restore_source(spec, "LdapServer", "ldap_src", inc)  # the source itself is not empty
+    archive = task_dir(tmp_path) / f"{full}.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[-40] ^= 0x01
+    archive.write_bytes(bytes(data))
+    target = slapd.prepare(tmp_path / "dst", accesslog=False)
+    slapd.start(target)
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_DST", target.connection_uri())
+    try:
+        with pytest.raises(RestoreError, match=f"chain member {full} failed verification"):
+            restore_source(spec, "LdapServer", "ldap_dst", inc)
+        assert dump_state(get_connection("ldap_dst"), [BASE]) == {}, "nothing was written"
+    finally:
+        target.stop()
+
+
+def test_backup_files_are_private_and_hold_hashes_only_inside(tmp_path, server):
+    spec = make_spec(tmp_path)
+    stem = backup(spec, 0)["stem"]
+    archive = task_dir(tmp_path) / f"{stem}.tar.gz"
+    assert archive.stat().st_mode & 0o777 == 0o600
+    assert task_dir(tmp_path).stat().st_mode & 0o777 == 0o700
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        ldif_text = tar.extractfile("ldap/base-0.ldif").read().decode()
+        assert all(m.mode == 0o600 for m in tar.getmembers())
+    assert names[-1] == "ldap/index.json" and "ldap/config.ldif" in names
+    assert "userPassword::" in ldif_text or "userPassword:" in ldif_text
