@@ -1,0 +1,44 @@
+"""Validation of the ldap source kind's options."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from metabackup.spec import SpecError, load_spec
+
+
+def write(tmp_path, ldap_options: dict):
+    path = tmp_path / "dir.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "dir", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "sources": {"LdapServer": {"kind": "ldap", **ldap_options, "target": {"type": "LocalDir"}}}}))
+    return path
+
+
+
+
+def test_valid_ldap_source_and_its_defaults(tmp_path):
+    spec = load_spec(write(tmp_path, {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"]}))
+    options = spec.source("LdapServer").options
+    assert options == {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"], "change_method": "auto",
+                       "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog"}
+
+
+@pytest.mark.parametrize(("options", "field", "reason"), [
+    ({"base_dns": ["dc=x"]}, "sources.LdapServer.conn_id", "is required"),
+    ({"conn_id": "bad id!", "base_dns": ["dc=x"]}, "sources.LdapServer.conn_id", "not a valid Airflow connection id"),
+    ({"conn_id": "c"}, "sources.LdapServer.base_dns", "is required"),
+    ({"conn_id": "c", "base_dns": []}, "sources.LdapServer.base_dns", "at least one base DN"),
+    ({"conn_id": "c", "base_dns": ["hadoop.com"]}, "sources.LdapServer.base_dns[0]", "is not a DN"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "change_method": "syncrepl"}, "sources.LdapServer.change_method", "must be one of auto, accesslog, digest"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "page_size": 0}, "sources.LdapServer.page_size", "between 1 and 10000"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "include_config": "yes"}, "sources.LdapServer.include_config", "must be true or false"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "password": "s3cret"}, "sources.LdapServer.password", "unknown field"),
+])
+def test_bad_ldap_options_name_file_field_and_reason(tmp_path, options, field, reason):
+    path = write(tmp_path, options)
+    with pytest.raises(SpecError) as failure:
+        load_spec(path)
+    assert any(f == str(path) and fld == field and reason in why for f, fld, why in failure.value.problems), \
+        failure.value.problems
