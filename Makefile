@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv test unit demo bench lock clean

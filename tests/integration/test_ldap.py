@@ -80,7 +80,7 @@ def test_unreachable_server_and_undefined_connection_fail_clearly(tmp_path, monk
         port = s.getsockname()[1]  # closed again: nothing listens there
     monkeypatch.setenv("AIRFLOW_CONN_LDAP_DOWN", json.dumps({"conn_type": "ldap", "host": "127.0.0.1", "port": port,
                                                              "login": "cn=x", "password": "p", "extra": {"timeout": 3}}))
-    with pytest.raises(pipeline.PreflightError, match=rf"LDAP connection 'ldap_down' \(ldap://127.0.0.1:{port}\): cannot reach"):
+    with pytest.raises(pipeline.PreflightError, match=rf"LDAP connection 'ldap_down' \(ldap://127.0.0.1:{port}\): cannot reach the server"):
         pipeline.preflight(make_spec(tmp_path, "ldap_down"), ["LdapServer"])
     with pytest.raises(pipeline.PreflightError, match="Airflow connection 'ldap_nowhere' is not defined"):
         pipeline.preflight(make_spec(tmp_path, "ldap_nowhere"), ["LdapServer"])
@@ -163,3 +163,29 @@ def test_backup_files_are_private_and_hold_hashes_only_inside(tmp_path, server):
         assert all(m.mode == 0o600 for m in tar.getmembers())
     assert names[-1] == "ldap/index.json" and "ldap/config.ldif" in names
     assert "userPassword::" in ldif_text or "userPassword:" in ldif_text
+
+
+@pytest.mark.parametrize("mode", ["ldaps", "starttls"])
+def test_ldaps_and_starttls_connections_back_up(tmp_path, monkeypatch, mode):
+    instance = slapd.prepare(tmp_path / "tls", tls=True)
+    slapd.seed_offline(instance, slapd.seed_ldif(users=3, groups=1))
+    slapd.start(instance)
+    try:
+        conn = json.loads(instance.connection_uri())
+        conn["extra"] = {"ca_file": instance.ca_file}
+        if mode == "ldaps":
+            conn.update(port=instance.tls_port)
+            conn["extra"]["scheme"] = "ldaps"
+        else:
+            conn["extra"].update(scheme="ldap", starttls=True)
+        monkeypatch.setenv("AIRFLOW_CONN_LDAP_TLS", json.dumps(conn))
+        first = backup(make_spec(tmp_path, "ldap_tls"), 0)
+        assert first["type"] == "full"
+        # the same server without trusting its CA is refused, naming the connection
+        conn["extra"].pop("ca_file")
+        monkeypatch.setenv("AIRFLOW_CONN_LDAP_UNTRUSTED", json.dumps(conn))
+        with pytest.raises(pipeline.PreflightError, match="LDAP connection 'ldap_untrusted'") as failure:
+            pipeline.preflight(make_spec(tmp_path, "ldap_untrusted"), ["LdapServer"])
+        assert "certificate is trusted (extra.ca_file)" in str(failure.value)
+    finally:
+        instance.stop()

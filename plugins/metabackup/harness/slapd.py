@@ -55,10 +55,19 @@ class SlapdInstance:
     password: str
     accesslog: bool
     pid: int = 0
+    tls_port: int = 0  # ldaps:// listener when prepared with tls=True (StartTLS works on ``port`` then too)
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(Path(self.directory) / "ca.pem")
 
     @property
     def conf(self) -> Path:
@@ -73,7 +82,26 @@ class SlapdInstance:
         stop(self.directory)
 
 
-def write_config(directory: Path, port: int, password: str, accesslog: bool) -> Path:
+def make_certificates(directory: Path) -> str:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (openssl); the slapd.conf lines."""
+    def run(*args: str) -> None:
+        result = subprocess.run(["openssl", *args], cwd=directory, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=metabackup throwaway CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
+    for name in ("ca.key", "server.key"):
+        os.chmod(directory / name, 0o600)
+    return (f"TLSCACertificateFile {directory}/ca.pem\nTLSCertificateFile {directory}/server.pem\n"
+            f"TLSCertificateKeyFile {directory}/server.key\n")
+
+
+def write_config(directory: Path, port: int, password: str, accesslog: bool, tls: str = "") -> Path:
     schema = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
     hashed = ssha(password)
     overlays = ""
@@ -103,7 +131,7 @@ moduleload back_mdb
 moduleload accesslog
 moduleload syncprov
 moduleload ppolicy
-pidfile {directory}/slapd.pid
+{tls}pidfile {directory}/slapd.pid
 argsfile {directory}/slapd.args
 sizelimit unlimited
 
@@ -134,7 +162,8 @@ ppolicy_default "cn=default,ou=policies,{SUFFIX}"
     return path
 
 
-def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAULT_PASSWORD) -> SlapdInstance:
+def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAULT_PASSWORD,
+            tls: bool = False) -> SlapdInstance:
     """Create a fresh, empty, stopped instance (config and database directories)."""
     directory = Path(directory).resolve()
     if (directory / "slapd.pid").exists():
@@ -143,11 +172,12 @@ def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAU
     for sub in ("data", "accesslog"):
         (directory / sub).mkdir(parents=True, mode=0o700)
     port = free_port()
-    write_config(directory, port, password, accesslog)
+    tls_port = free_port() if tls else 0
+    write_config(directory, port, password, accesslog, make_certificates(directory) if tls else "")
     check = subprocess.run(["slaptest", "-Q", "-u", "-f", str(directory / "slapd.conf")], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"slaptest rejected the generated config: {check.stderr.strip()}")
-    instance = SlapdInstance(str(directory), port, SUFFIX, ADMIN_DN, password, accesslog)
+    instance = SlapdInstance(str(directory), port, SUFFIX, ADMIN_DN, password, accesslog, tls_port=tls_port)
     (directory / "instance.json").write_text(json.dumps(asdict(instance)))
     return instance
 
@@ -155,7 +185,8 @@ def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAU
 def start(instance: SlapdInstance, timeout: float = 20) -> SlapdInstance:
     directory = Path(instance.directory)
     log = open(directory / "slapd.log", "ab")  # noqa: SIM115 - handed to the daemon
-    proc = subprocess.Popen(["slapd", "-f", str(instance.conf), "-h", instance.url + "/", "-d", "0"],
+    urls = instance.url + "/" + (f" {instance.ldaps_url}/" if instance.tls_port else "")
+    proc = subprocess.Popen(["slapd", "-f", str(instance.conf), "-h", urls, "-d", "0"],
                             stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

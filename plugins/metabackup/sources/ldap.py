@@ -118,8 +118,11 @@ def connect(conn: ConnectionInfo) -> ldap.ldapobject.LDAPObject:
         client.simple_bind_s(conn.login, conn.password)
     except ldap.INVALID_CREDENTIALS:
         raise LdapSourceError(f"{where}: the server rejected the bind DN {conn.login!r} or its password") from None
-    except ldap.SERVER_DOWN:
-        raise LdapSourceError(f"{where}: cannot reach the server") from None
+    except (ldap.SERVER_DOWN, ldap.CONNECT_ERROR) as exc:  # TLS handshake failures surface as these too
+        tls = url.startswith("ldaps:") or conn.extra.get("starttls")
+        hint = ("; with TLS, also check that the server certificate is trusted (extra.ca_file) and matches the host"
+                if tls else "")
+        raise LdapSourceError(f"{where}: cannot reach the server or set up the connection ({_ldap_message(exc)}){hint}") from None
     except ldap.LDAPError as exc:
         raise LdapSourceError(f"{where}: bind failed: {_ldap_message(exc)}") from None
     return client
