@@ -111,7 +111,8 @@ def test_chain_round_trip_with_renames_deletions_links_and_metadata(tmp_path):
     assert any(m.endswith("server.xml") for m in members)
 
 
-def test_restore_refuses_a_corrupt_chain_member_before_writing_anything(tmp_path):
+def two_set_chain(tmp_path: Path):
+    """A full and one incremental of a one-file source: (spec, full stem, incremental stem)."""
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a").write_text("one")
@@ -119,6 +120,11 @@ def test_restore_refuses_a_corrupt_chain_member_before_writing_anything(tmp_path
     (_, full) = backup(spec, 0)
     (src / "a").write_text("two")
     (_, inc) = backup(spec, 1)
+    return spec, full, inc
+
+
+def test_restore_refuses_a_corrupt_chain_member_before_writing_anything(tmp_path):
+    spec, full, inc = two_set_chain(tmp_path)
     archive = tmp_path / "data" / "LocalBackup" / "rt_20261124000000" / f"{full}.tar.gz"
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -130,13 +136,7 @@ def test_restore_refuses_a_corrupt_chain_member_before_writing_anything(tmp_path
 
 
 def test_restore_refuses_missing_parent_and_non_empty_destination(tmp_path):
-    src = tmp_path / "conf"
-    src.mkdir()
-    (src / "a").write_text("one")
-    spec = make_spec(tmp_path, src)
-    (_, full) = backup(spec, 0)
-    (src / "a").write_text("two")
-    (_, inc) = backup(spec, 1)
+    spec, full, inc = two_set_chain(tmp_path)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("keep me")
