@@ -189,3 +189,22 @@ def test_ldaps_and_starttls_connections_back_up(tmp_path, monkeypatch, mode):
         assert "certificate is trusted (extra.ca_file)" in str(failure.value)
     finally:
         instance.stop()
+
+
+def test_parents_first_orders_children_after_parents_whatever_the_input_order(tmp_path):
+    import io
+
+    import ldif as ldif_module
+
+    from metabackup.sources.ldap import iter_entries, parents_first
+
+    source = tmp_path / "in.ldif"
+    source.write_text(
+        "dn: uid=a,ou=Moved,dc=x\nuid: a\n\n"          # child before its parent (after a subtree move)
+        "dn: ou=Moved,dc=x\nou: Moved\n\n"
+        "dn: dc=x\ndc: x\n\n"
+        "dn: cn=deep,uid=a,ou=Moved,dc=x\ncn: deep\n\n")
+    out = io.StringIO()
+    assert parents_first(source, ldif_module.LDIFWriter(out)) == 4
+    order = [dn for dn, _ in iter_entries(io.BytesIO(out.getvalue().encode()))]
+    assert order.index("dc=x") < order.index("ou=Moved,dc=x") < order.index("uid=a,ou=Moved,dc=x") < order.index("cn=deep,uid=a,ou=Moved,dc=x")

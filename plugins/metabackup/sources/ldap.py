@@ -634,9 +634,10 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                     with _private_binary(target) as out:
                         shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
         ordered = [scratch / f"base-{i}.ordered.ldif" for i in range(len(bases))]
+        full_entries = 0
         for i in range(len(bases)):
-            with open(scratch / f"base-{i}.ldif", "rb") as src, _private_text(ordered[i]) as out:
-                parents_first(src, ldif.LDIFWriter(out, cols=76))
+            with _private_text(ordered[i]) as out:
+                full_entries += parents_first(scratch / f"base-{i}.ldif", ldif.LDIFWriter(out, cols=76))
         stats = {"full_entries": 0, "changes_applied": 0, "changes_already_applied": 0}
         if dest.slapd_conf:
             for i, base in enumerate(bases):
@@ -644,7 +645,7 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                                         capture_output=True, text=True)
                 if result.returncode != 0:
                     raise RestoreError(f"slapadd of {base} failed: {result.stderr.strip()[-1500:]}")
-            stats["full_entries"] = sum(1 for p in ordered for _ in iter_entries(open(p, "rb")))
+            stats["full_entries"] = full_entries
             if dest.start_server:
                 dest.start_server()
         client = connect(dest.conn)
@@ -683,24 +684,34 @@ def _private_binary(path: Path) -> Iterator[BinaryIO]:
         yield handle
 
 
-def parents_first(stream: BinaryIO, writer: ldif.LDIFWriter) -> None:
-    """Rewrite an LDIF so every entry follows its parent (servers return no such order after moves)."""
-    entries = list(iter_entries(stream))
-    known = {normalize_dn(dn) for dn, _ in entries}
+def parents_first(path: Path, writer: ldif.LDIFWriter) -> int:
+    """Rewrite the LDIF at ``path`` so every entry follows its parent (a server returns no such
+    order after subtree moves).  Two streaming passes; only entries that come before their parent
+    are held in memory.  Returns the number of entries."""
+    with open(path, "rb") as stream:
+        known = {normalize_dn(dn) for dn, _ in iter_entries(stream)}
     written: set[str] = set()
-    pending = entries
-    while pending:
-        deferred = []
-        for dn, entry in pending:
+    deferred: list[tuple[str, dict[str, list[bytes]]]] = []
+    with open(path, "rb") as stream:
+        for dn, entry in iter_entries(stream):
             parent = parent_dn(dn)
             if parent not in known or parent in written:
                 writer.unparse(dn, entry)
                 written.add(normalize_dn(dn))
             else:
                 deferred.append((dn, entry))
-        if len(deferred) == len(pending):
-            raise RestoreError(f"{len(deferred)} entries have no parent in the backup, e.g. {deferred[0][0]}")
-        pending = deferred
+    while deferred:
+        still = []
+        for dn, entry in deferred:
+            if parent_dn(dn) in written:
+                writer.unparse(dn, entry)
+                written.add(normalize_dn(dn))
+            else:
+                still.append((dn, entry))
+        if len(still) == len(deferred):
+            raise RestoreError(f"{len(still)} entries have no parent in the backup, e.g. {still[0][0]}")
+        deferred = still
+    return len(written)
 
 
 def apply_change(client, change: Change) -> bool:
