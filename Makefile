@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql
 STAMP := $(VENV)/.installed
 
 .PHONY: setup apt venv test unit demo bench lock clean
@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 setup: apt $(STAMP)
 
 # Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
-# libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness); skipped when present.
+# libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness; PostgreSQL 15 for the
+# PostgreSQL harness); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

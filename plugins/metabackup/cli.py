@@ -119,7 +119,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from metabackup.restore import restore_source
 
-    result = restore_source(load_spec(args.spec), args.source, args.dest, args.set)
+    spec = load_spec(args.spec)
+    dest = args.dest
+    if spec.source(args.source).kind == "postgres":
+        from metabackup.sources.postgres import PostgresDestination
+
+        dest = PostgresDestination(data_dir=args.dest, port=args.port, keep_running=args.keep_running)
+    result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -146,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)
     p.add_argument("--set", help="set name <version>_<source>_<time> (default: the latest restorable)")
-    p.add_argument("--dest", required=True, help="a new, empty directory")
+    p.add_argument("--dest", required=True,
+                   help="files: a new directory; postgres: a new data directory; ldap: the Airflow connection of an empty server")
+    p.add_argument("--point-in-time", help="postgres: recover to this ISO-8601 time (with offset) instead of a set's end")
+    p.add_argument("--port", type=int, default=0, help="postgres: port for the recovered server (default: a free one)")
+    p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")
     p.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -75,7 +75,7 @@ class SetRun:
 
     @property
     def kind(self) -> SourceKind:
-        return kind_class(self.source.kind)(self.source)
+        return kind_class(self.source.kind)(self.source, task=self.spec.name)
 
     def catalog(self) -> Catalog:
         return Catalog.of(self.target.manifests(self.task_dir, self.source.name))
@@ -108,7 +108,7 @@ def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
     for name in source_names:
         source = spec.source(name)
         try:
-            kind_class(source.kind)(source).check()
+            kind_class(source.kind)(source, task=spec.name).check()
             target = open_target(source.target)
             target.ensure_writable(task_dir)
             removed = target.remove_partials(task_dir)

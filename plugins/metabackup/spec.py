@@ -155,7 +155,24 @@ def _ldap_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, A
     }
 
 
-SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options}
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def _postgres_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    conn_id = v.required(raw, where, "conn_id", str)
+    if conn_id is not None and not _CONN_ID.match(conn_id):
+        v.error(f"{where}.conn_id", f"{conn_id!r} is not a valid Airflow connection id")
+    slot = v.optional(raw, where, "slot", str, None)
+    if slot is not None and not _SLOT.match(slot):
+        v.error(f"{where}.slot", f"{slot!r} must be 1-63 lower-case letters, digits or '_' (a replication slot name)")
+    bin_dir = v.optional(raw, where, "bin_dir", str, None)
+    if bin_dir is not None:
+        bin_dir = v.absolute_local_path(f"{where}.bin_dir", bin_dir)
+    warn = v.in_range(v.optional(raw, where, "slot_warn_mb", int, 1024), f"{where}.slot_warn_mb", 1, 10**7)
+    return {"conn_id": conn_id, "slot": slot, "bin_dir": bin_dir, "slot_warn_mb": warn or 1024}
+
+
+SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options, "postgres": _postgres_options}
 
 
 class _Validator:

@@ -16,6 +16,8 @@ def source_assets(source: Source) -> list[Asset]:
     if source.kind == "ldap":  # the host part names the Airflow connection: no lookup at parse time
         conn = source.options["conn_id"]
         return [Asset(uri=f"ldap://{conn}/{quote(base)}", group="metabackup-source") for base in source.options["base_dns"]]
+    if source.kind == "postgres":  # a whole cluster: postgres:// URIs name one table, so an x- scheme
+        return [Asset(uri=f"x-postgres-cluster://{source.options['conn_id']}", group="metabackup-source")]
     raise ValueError(f"no lineage mapping for source kind {source.kind!r}")
 
 

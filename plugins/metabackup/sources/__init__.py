@@ -9,6 +9,7 @@ from metabackup.sources.base import RestoreError, SourceKind
 KINDS: dict[str, str] = {
     "files": "metabackup.sources.files:FilesSource",
     "ldap": "metabackup.sources.ldap:LdapSource",
+    "postgres": "metabackup.sources.postgres:PostgresSource",
 }
 
 

@@ -27,8 +27,9 @@ class SourceKind(ABC):
     kind: ClassVar[str]
     supports_incremental: ClassVar[bool]
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, task: str = ""):
         self.source = source
+        self.task = task  # the backup task's name (e.g. to name server-side resources per task)
 
     def tool_versions(self) -> dict[str, str]:
         return {}
