@@ -267,14 +267,16 @@ class PostgresSource(SourceKind):
 
     def _incremental(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path, parent: dict[str, Any]) -> dict[str, Any]:
         with sql_session(conn) as session:
-            session.execute("SELECT pg_switch_wal()")  # close the current segment so the newest changes are in it
-            end = parse_lsn(str(session.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]))
+            # Close the current segment: everything committed so far is before the switch record's
+            # end, which pg_switch_wal returns (or the current position when nothing was written).
+            end = parse_lsn(str(session.execute("SELECT pg_switch_wal()").fetchone()[0]))
         start = parse_lsn(parent["end_lsn"])
         wal = workdir / "wal"
         wal.mkdir()
         with passfile_env(conn) as env:
             run_logged([self._bin("pg_receivewal", server["major"]), "-D", str(wal), "--slot", self.slot,
-                        "--endpos", format_lsn(end), "--no-loop", "-w", "--verbose"], env, "pg_receivewal")
+                        "--endpos", format_lsn(end), "--no-loop", "--status-interval=1", "-w", "--verbose"],
+                       env, "pg_receivewal")
         for partial in wal.glob("*.partial"):  # the last segment may be incomplete: its records up to endpos are whole
             partial.rename(partial.with_suffix(""))
         size, timeline = server["segment_size"], server["timeline"]
