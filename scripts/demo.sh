@@ -26,6 +26,14 @@ export AIRFLOW_CONN_METABACKUP_LDAPSERVER=$(cat "$SLAPD_DIR/airflow-connection.j
 LDAP_URL=$(printf '%s' "$slapd_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 echo "demo LdapServer listening on $LDAP_URL (data in $SLAPD_DIR)"
 
+# The demo's OMS database and DBService: one throwaway PostgreSQL 15 cluster (kept between runs),
+# reached through two Airflow connections (each source gets its own replication slot).
+PG_DIR=/tmp/metabackup-demo-postgres   # the postgres user must be able to enter it
+"$PY" -m metabackup.harness.postgres start "$PG_DIR" --reuse >/dev/null
+export AIRFLOW_CONN_METABACKUP_OMS_DB=$(cat "$PG_DIR/airflow-connection.json")
+export AIRFLOW_CONN_METABACKUP_DBSERVICE=$AIRFLOW_CONN_METABACKUP_OMS_DB
+echo "demo PostgreSQL running from $PG_DIR"
+
 # 2. Airflow's database, then the spec folder check (any bad spec is an error here too).
 "$AIRFLOW" db migrate >>"$LOG" 2>&1
 "$PY" -m metabackup validate
@@ -46,6 +54,12 @@ import json, os, ldap
 conn = json.loads(os.environ["AIRFLOW_CONN_METABACKUP_LDAPSERVER"])
 client = ldap.initialize(f"ldap://{conn['host']}:{conn['port']}")
 client.simple_bind_s(conn["login"], conn["password"])
+import psycopg
+pg = json.load(open("/tmp/metabackup-demo-postgres/instance.json"))
+with psycopg.connect(f"host=127.0.0.1 port={pg['port']} user=postgres password={pg['superuser_password']} dbname=postgres", autocommit=True) as db:
+    db.execute("CREATE TABLE IF NOT EXISTS hive_tbls (id serial PRIMARY KEY, name text, created timestamptz DEFAULT now())")
+    db.execute("INSERT INTO hive_tbls (name) SELECT 'table_' || g FROM generate_series(1, 100) g")
+print("inserted 100 rows into the demo database")
 dn = "uid=user00001,ou=People,dc=hadoop,dc=com"
 client.modify_s(dn, [(ldap.MOD_REPLACE, "description", [f"changed by make demo".encode()])])
 print(f"changed {dn} in the demo directory")
@@ -57,10 +71,12 @@ echo "== backup sets of task 'default' (catalog read from the manifests at the t
 "$PY" -m metabackup list --spec include/backup_tasks/default.yaml
 echo
 echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*)"
-echo "Restore the latest OMS set:  PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
+echo "Restore the latest OMS set (database + configuration): PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
+echo "  (for OMS and DBService, --dest must be a new folder the postgres user can enter; add --keep-running to use the recovered server)"
 echo "Restore LdapServer into an empty slapd:"
 echo "  PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd start /tmp/ldap-restore"
 echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
 echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd stop $SLAPD_DIR"
-echo "Open the Airflow UI on it:   AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
+echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.postgres stop $PG_DIR"
+echo "Open the Airflow UI on it:   AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"

@@ -121,10 +121,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     dest = args.dest
-    if spec.source(args.source).kind == "postgres":
+    kind = spec.source(args.source).kind
+    if kind in ("postgres", "oms"):
         from metabackup.sources.postgres import PostgresDestination
 
-        dest = PostgresDestination(data_dir=args.dest, port=args.port, keep_running=args.keep_running)
+        data_dir = args.dest if kind == "postgres" else str(Path(args.dest) / "database")
+        dest = PostgresDestination(data_dir=data_dir, port=args.port, keep_running=args.keep_running)
+        if kind == "oms":
+            from metabackup.sources.oms import OmsDestination
+
+            dest = OmsDestination(database=dest, files_dir=str(Path(args.dest) / "files"))
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
     print(json.dumps(result, indent=2))
     return 0
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", required=True)
     p.add_argument("--set", help="set name <version>_<source>_<time> (default: the latest restorable)")
     p.add_argument("--dest", required=True,
-                   help="files: a new directory; postgres: a new data directory; ldap: the Airflow connection of an empty server")
+                   help="files: a new directory; postgres: a new data directory; oms: a new folder (database/ and "
+                        "files/ inside); ldap: the Airflow connection of an empty server")
     p.add_argument("--point-in-time", help="postgres: recover to this ISO-8601 time (with offset) instead of a set's end")
     p.add_argument("--port", type=int, default=0, help="postgres: port for the recovered server (default: a free one)")
     p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")

@@ -156,7 +156,10 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
             policy=run.spec.policy, catalog=catalog, supports_incremental=kind.supports_incremental,
             cluster_version=run.spec.cluster_version, max_backups=run.source.target.max_backups, force_full=force_full,
         )
-        if chosen.parent is not None and (blocker := kind.incremental_blocker(catalog.get(chosen.parent))):
+        parent = catalog.get(chosen.parent) if chosen.parent else None
+        if parent is not None and parent.kind != run.source.kind:
+            chosen = Decision(FULL, None, f"the source kind changed from {parent.kind} to {run.source.kind}")
+        elif parent is not None and (blocker := kind.incremental_blocker(parent)):
             chosen = Decision(FULL, None, f"the source cannot continue the chain of {chosen.parent}: {blocker}")
         decision = {**chosen.as_dict(), "committed": False}
     decision["set"] = run.name.stem

@@ -172,7 +172,17 @@ def _postgres_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[st
     return {"conn_id": conn_id, "slot": slot, "bin_dir": bin_dir, "slot_warn_mb": warn or 1024}
 
 
-SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options, "postgres": _postgres_options}
+def _oms_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The manager: ``database`` (postgres options) plus ``paths``/``exclude`` (files options)."""
+    database = v.required(raw, where, "database", dict) or {}
+    v.only_known(database, f"{where}.database", {"conn_id", "slot", "bin_dir", "slot_warn_mb"})
+    return {"database": _postgres_options(v, f"{where}.database", database),
+            "files": _files_options(v, where, {k: val for k, val in raw.items() if k != "database"})}
+
+
+SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options, "postgres": _postgres_options,
+                       "oms": _oms_options}
+_OMS_FIELDS = {"database", "paths", "exclude"}
 
 
 class _Validator:
@@ -413,8 +423,8 @@ def _sources(v: _Validator, raw: Any, data_path: str) -> list[Source]:
         options_raw = {k: val for k, val in body.items() if k not in ("kind", "target")}
         options = SOURCE_KIND_OPTIONS[kind](v, where, options_raw) if kind else {}
         if kind:
-            allowed = {"kind", "target"} | set(options)
-            v.only_known(body, where, allowed)
+            allowed = {"kind", "target"} | set(options) | (_OMS_FIELDS if kind == "oms" else set())
+            v.only_known(body, where, allowed - {"files"} if kind == "oms" else allowed)
         if target_raw is None:
             v.error(f"{where}.target", "is required: where this source's backups are kept (LocalDir or LocalHDFS)")
             continue

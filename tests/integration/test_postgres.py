@@ -159,3 +159,47 @@ def test_incrementals_with_and_without_new_writes_restore(tmp_path, cluster):
         pg.stop_data_dir(folder / "data", "immediate")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_oms_backs_up_database_and_configuration_together_and_restores_both(tmp_path, cluster):
+    from metabackup.sources.files import iter_tree
+    from metabackup.sources.oms import OmsDestination
+    from metabackup.sources.postgres import PostgresDestination
+
+    conf = tmp_path / "om-server" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "oms.properties").write_text("port=1\n")
+    path = tmp_path / "oms.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "oms", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "data_path": str(tmp_path / "data"),
+        "sources": {"OMS": {"kind": "oms", "database": {"conn_id": "pg_src"}, "paths": [str(conf)],
+                            "target": {"type": "LocalDir", "max_backups": 5}}}}))
+    spec = load_spec(path)
+    stems = []
+    for hour in range(2):
+        run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
+        pipeline.preflight(spec, ["OMS"])
+        assert pipeline.decide(run)["type"] == ("full" if hour == 0 else "incremental")
+        for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify):
+            step(run)
+        stems.append(run.name.stem)
+        if hour == 0:
+            write(cluster, "INSERT INTO t VALUES (4242, 'manager change')")
+            (conf / "oms.properties").write_text("port=2\n")
+            (conf / "new.xml").write_text("<new/>")
+    expected_tree = dict(iter_tree(conf))
+    manifest = json.loads((tmp_path / "data" / "LocalBackup" / "oms_20261124000000" / f"{stems[1]}.manifest.json").read_text())
+    assert set(manifest["position"]) == {"postgres", "files"} and manifest["position"]["postgres"]["method"] == "wal"
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-oms-restore-"))
+    folder.chmod(0o755)
+    try:
+        dest = OmsDestination(PostgresDestination(data_dir=str(folder / "database"), keep_running=True), str(folder / "files"))
+        result = restore_source(spec, "OMS", dest, stems[1])
+        with psycopg.connect(f"host=127.0.0.1 port={result['postgres']['port']} user=postgres "
+                             f"password={cluster.superuser_password} dbname=postgres") as conn:
+            assert conn.execute("SELECT v FROM t WHERE id = 4242").fetchone() == ("manager change",)
+        pg.stop_data_dir(folder / "database", "immediate")
+        assert dict(iter_tree(folder / "files" / str(conf).lstrip("/"))) == expected_tree
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

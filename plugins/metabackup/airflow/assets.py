@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import quote
 
 from airflow.sdk import Asset
@@ -18,6 +19,10 @@ def source_assets(source: Source) -> list[Asset]:
         return [Asset(uri=f"ldap://{conn}/{quote(base)}", group="metabackup-source") for base in source.options["base_dns"]]
     if source.kind == "postgres":  # a whole cluster: postgres:// URIs name one table, so an x- scheme
         return [Asset(uri=f"x-postgres-cluster://{source.options['conn_id']}", group="metabackup-source")]
+    if source.kind == "oms":
+        database = dataclasses.replace(source, kind="postgres", options=source.options["database"])
+        files = dataclasses.replace(source, kind="files", options=source.options["files"])
+        return source_assets(database) + source_assets(files)
     raise ValueError(f"no lineage mapping for source kind {source.kind!r}")
 
 

@@ -10,6 +10,7 @@ KINDS: dict[str, str] = {
     "files": "metabackup.sources.files:FilesSource",
     "ldap": "metabackup.sources.ldap:LdapSource",
     "postgres": "metabackup.sources.postgres:PostgresSource",
+    "oms": "metabackup.sources.oms:OmsSource",
 }
 
 
