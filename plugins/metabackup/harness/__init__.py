@@ -1,0 +1,42 @@
+"""Throwaway servers (slapd, PostgreSQL) on loopback for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+CONNECTION_FILE = "airflow-connection.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_private_json(path: Path, data: Any) -> Path:
+    """Write JSON readable by the owner only (it holds a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+def command_line_parser(prog: str):
+    """``start DIR [--reuse]`` / ``stop DIR``; the caller adds its own start options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start")
+    start.add_argument("directory")
+    start.add_argument("--reuse", action="store_true", help="restart an existing instance in DIRECTORY, keeping its data")
+    sub.add_parser("stop").add_argument("directory")
+    return parser, start
+
+
+def reusable(directory: str | Path, reuse: bool) -> bool:
+    return reuse and (Path(directory) / "instance.json").exists()

@@ -10,12 +10,10 @@ port with ``wal_level=replica``, replication slots and WAL senders, SCRAM authen
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +21,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
+
 PG_MAJOR = 15
 BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 OS_USER = "postgres"
 BACKUP_ROLE = "metabackup"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_postgres(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -121,10 +115,7 @@ full_page_writes = on
 
 
 def _save(instance: PgInstance) -> None:
-    path = Path(instance.directory) / "instance.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(instance), handle)
+    write_private_json(Path(instance.directory) / "instance.json", asdict(instance))
 
 
 def load(directory: str | Path) -> PgInstance:
@@ -180,27 +171,18 @@ def wait_ready(port: int, timeout: float = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metabackup.harness.postgres")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("start")
-    p.add_argument("directory")
-    p.add_argument("--reuse", action="store_true", help="restart an existing cluster in DIRECTORY, keeping its data")
-    p = sub.add_parser("stop")
-    p.add_argument("directory")
+    parser, _ = command_line_parser("python -m metabackup.harness.postgres")
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop(args.directory)
         return 0
-    if args.reuse and (Path(args.directory) / "instance.json").exists():
+    if reusable(args.directory, args.reuse):
         instance = load(args.directory)
         stop(args.directory)
     else:
         instance = prepare(Path(args.directory).resolve())
     start(instance)
-    conn_file = Path(instance.directory) / "airflow-connection.json"
-    fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(instance.connection(), handle)
+    conn_file = write_private_json(Path(instance.directory) / CONNECTION_FILE, instance.connection())
     print(json.dumps({"port": instance.port, "directory": instance.directory, "airflow_connection_file": str(conn_file)}))
     return 0
 

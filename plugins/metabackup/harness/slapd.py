@@ -12,7 +12,6 @@ readiness detected by binding, not by sleeping.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -26,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
+
 SUFFIX = "dc=hadoop,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 ACCESSLOG_ADMIN_DN = "cn=accesslog-admin,cn=accesslog"  # can purge the log in tests
@@ -38,12 +39,6 @@ def ssha(password: str) -> str:
     salt = os.urandom(8)
     digest = hashlib.sha1(password.encode() + salt).digest()
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -301,20 +296,14 @@ def seed_offline(instance: SlapdInstance, ldif_text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metabackup.harness.slapd")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("start")
-    p.add_argument("directory")
-    p.add_argument("--no-accesslog", action="store_true")
-    p.add_argument("--seed", action="store_true", help="load the demo cluster DIT")
-    p.add_argument("--reuse", action="store_true", help="restart an existing instance in DIRECTORY, keeping its data")
-    p = sub.add_parser("stop")
-    p.add_argument("directory")
+    parser, start_options = command_line_parser("python -m metabackup.harness.slapd")
+    start_options.add_argument("--no-accesslog", action="store_true")
+    start_options.add_argument("--seed", action="store_true", help="load the demo cluster DIT")
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop(args.directory)
         return 0
-    if args.reuse and (Path(args.directory) / "instance.json").exists():
+    if reusable(args.directory, args.reuse):
         instance = load(args.directory)
         stop(instance.directory)
     else:
@@ -322,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.seed:
             seed_offline(instance, seed_ldif())
     start(instance)
-    conn_file = Path(instance.directory) / "airflow-connection.json"
-    fd = os.open(conn_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(instance.connection_uri())
+    conn_file = write_private_json(Path(instance.directory) / CONNECTION_FILE, json.loads(instance.connection_uri()))
     print(json.dumps({"url": instance.url, "bind_dn": instance.admin_dn, "suffix": instance.suffix,
                       "pid": instance.pid, "directory": instance.directory, "airflow_connection_file": str(conn_file)}))
     return 0
