@@ -157,5 +157,6 @@ def test_ldap_chain_through_airflow_restores_every_point(airflow_project, tmp_pa
             target.stop()
 
     printed = capfd.readouterr()
+    assert "verified and committed" in printed.out + printed.err, "the runs' logs were captured"
     assert "{SSHA}" not in printed.out + printed.err, "password hashes never reach the logs"
     assert source_server.password not in printed.out + printed.err

@@ -127,13 +127,32 @@ def test_restore_refuses_a_corrupt_wal_archive_before_starting_anything(tmp_path
     assert not dest.exists()
 
 
-def test_password_never_reaches_logs_or_manifests(tmp_path, cluster, caplog):
+@pytest.fixture()
+def our_logs():
+    """Records of the metabackup loggers (Airflow's logging set-up replaces pytest's caplog handler)."""
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("metabackup")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def test_password_never_reaches_logs_or_manifests(tmp_path, cluster, our_logs):
     spec = make_spec(tmp_path)
     run_steps(spec, 0)
     write(cluster, "INSERT INTO t VALUES (8000, 'z')")
     run_steps(spec, 1)
     password = cluster.backup_password
-    assert password not in caplog.text
+    text = "\n".join(our_logs)
+    assert "running" in text and "pg_receivewal" in text, "the run's log was captured"
+    assert password not in text
     folder = tmp_path / "data" / "LocalBackup" / "pgt_20261124000000"
     assert all(password not in p.read_text() for p in folder.glob("*.manifest.json"))
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in folder.iterdir())
@@ -203,3 +222,18 @@ def test_oms_backs_up_database_and_configuration_together_and_restores_both(tmp_
         assert dict(iter_tree(folder / "files" / str(conf).lstrip("/"))) == expected_tree
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_preflight_warns_when_the_slot_holds_back_too_much_wal(tmp_path, cluster, our_logs):
+    path = tmp_path / "pgt.yaml"
+    make_spec(tmp_path)
+    spec_dict = yaml.safe_load(path.read_text())
+    spec_dict["sources"]["DBService"]["slot_warn_mb"] = 1
+    path.write_text(yaml.safe_dump(spec_dict))
+    spec = load_spec(path)
+    run_steps(spec, 0)
+    write(cluster, "INSERT INTO t SELECT g, repeat('w', 500) FROM generate_series(2000, 12000) g")  # several MB of WAL
+    our_logs.clear()
+    pipeline.preflight(spec, ["DBService"])
+    text = "\n".join(our_logs)
+    assert "replication slot metabackup_pgt_dbservice holds back" in text and "max_slot_wal_keep_size" in text
