@@ -69,3 +69,23 @@ def files_spec(name: str, tmp: Path, sources: dict, **overrides) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+@pytest.fixture()
+def our_logs():
+    """Messages our code logged during the test, also inside ``dag.test()`` task runs.  (Airflow's
+    logging set-up replaces pytest's caplog handler, so this hangs a handler on the loggers.)"""
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = lambda record: records.append(record.getMessage())
+    loggers = [logging.getLogger("metabackup")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield records
+    for logger, level in zip(loggers, levels):
+        logger.removeHandler(handler)
+        logger.setLevel(level)

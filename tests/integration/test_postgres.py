@@ -127,23 +127,6 @@ def test_restore_refuses_a_corrupt_wal_archive_before_starting_anything(tmp_path
     assert not dest.exists()
 
 
-@pytest.fixture()
-def our_logs():
-    """Records of the metabackup loggers (Airflow's logging set-up replaces pytest's caplog handler)."""
-    import logging
-
-    records: list[str] = []
-    handler = logging.Handler(level=logging.DEBUG)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger("metabackup")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
-
-
 def test_password_never_reaches_logs_or_manifests(tmp_path, cluster, our_logs):
     spec = make_spec(tmp_path)
     run_steps(spec, 0)
