@@ -13,6 +13,11 @@ In order, the first rule that applies wins:
    ``max_backups`` (retention could then never drop the old chain)    -> full
 8. otherwise                                                          -> incremental on the latest
                                                                          restorable set
+
+Two more rules need the source itself, so ``pipeline.decide`` applies them to an incremental
+chosen here: the source kind changed since the parent, or the kind cannot continue the chain
+(``SourceKind.incremental_blocker``: a purged LDAP accesslog, a lost PostgreSQL slot, a new
+timeline) -> full, with the reason.
 """
 
 from __future__ import annotations

@@ -295,7 +295,7 @@ class PostgresSource(SourceKind):
                 "last_record_lsn": last_record, "segments": needed}
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
-        position = json.loads((workdir / "pg-position.json").read_text())  # noqa: the archive follows the snapshot
+        position = json.loads((workdir / "pg-position.json").read_text())
         members: list[tuple[Path, str]] = []
         if (workdir / "base").exists():
             members += [(p, f"{MEMBER_DIR}/{p.name}") for p in sorted((workdir / "base").iterdir())]
