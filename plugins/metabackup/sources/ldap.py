@@ -61,6 +61,7 @@ DYNAMIC_ATTRS = {"entrydn", "subschemasubentry", "hassubordinates", "numsubordin
 VOLATILE_ATTRS = {"entrycsn", "contextcsn"}
 PROGRESS_EVERY = 10_000
 RELAX = [RelaxRulesControl(criticality=True)]
+NOT_COMPARED = VOLATILE_ATTRS | DYNAMIC_ATTRS
 # Set by the server on every write unless the replayed change carries them.
 REPLAY_STAMPS = {"modifytimestamp", "modifiersname"}
 # Computed by the server when an entry is added over LDAP (the Relax Rules control cannot set them).
@@ -153,7 +154,7 @@ def attribute_digests(entry: dict[str, list[bytes]]) -> str:
     (the index of a 100k-entry directory stays tens of MB), enough to tell which attributes changed."""
     parts = []
     for attr in sorted(entry, key=str.lower):
-        if attr.lower() in VOLATILE_ATTRS | DYNAMIC_ATTRS:
+        if attr.lower() in NOT_COMPARED:
             continue
         digest = hashlib.sha256()
         for value in sorted(entry[attr]):
@@ -765,7 +766,7 @@ def dump_state(conn: ConnectionInfo, bases: list[str]) -> dict[str, dict[str, li
             with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # an absent base holds no entries
                 for dn, entry in paged_search(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"]):
                     state[normalize_dn(dn)] = {a.lower(): sorted(v) for a, v in entry.items()
-                                               if a.lower() not in DYNAMIC_ATTRS | VOLATILE_ATTRS}
+                                               if a.lower() not in NOT_COMPARED}
         return state
     finally:
         client.unbind_s()
