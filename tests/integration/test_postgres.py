@@ -220,3 +220,25 @@ def test_preflight_warns_when_the_slot_holds_back_too_much_wal(tmp_path, cluster
     pipeline.preflight(spec, ["DBService"])
     text = "\n".join(our_logs)
     assert "replication slot metabackup_pgt_dbservice holds back" in text and "max_slot_wal_keep_size" in text
+
+
+def test_a_new_timeline_after_failover_makes_the_next_run_full(tmp_path, cluster, monkeypatch):
+    """The 'failed-over' server is our own restore of the full: same system identifier, promoted
+    onto timeline 2 (as a promoted standby would be)."""
+    from metabackup.sources.postgres import PostgresDestination
+
+    spec = make_spec(tmp_path)
+    full = run_steps(spec, 0)["stem"]
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-pg-failover-"))
+    folder.chmod(0o755)
+    try:
+        promoted = restore_source(spec, "DBService", PostgresDestination(data_dir=str(folder / "data"), keep_running=True), full)
+        monkeypatch.setenv("AIRFLOW_CONN_PG_SRC", json.dumps({**cluster.connection(), "port": promoted["port"]}))
+        with psycopg.connect(f"host=127.0.0.1 port={promoted['port']} user=postgres password={cluster.superuser_password} "
+                             "dbname=postgres", autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the new timeline reaches pg_control
+        second = run_steps(spec, 1)
+        assert second["type"] == "full" and "the timeline changed from 1 to 2" in second["reason"]
+    finally:
+        pg.stop_data_dir(folder / "data", "immediate")
+        shutil.rmtree(folder, ignore_errors=True)
