@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from metabackup.manifest import Manifest
 
@@ -21,8 +22,12 @@ class Catalog:
     def of(cls, manifests: Iterable[Manifest]) -> Catalog:
         return cls(tuple(sorted(manifests, key=lambda m: (m.executed_at, m.set))))
 
-    def by_name(self) -> dict[str, Manifest]:
+    @cached_property
+    def _index(self) -> dict[str, Manifest]:
         return {m.set: m for m in self.sets}
+
+    def by_name(self) -> dict[str, Manifest]:
+        return self._index
 
     def get(self, stem: str) -> Manifest | None:
         return self.by_name().get(stem)
