@@ -322,6 +322,10 @@ def load_spec(path: str | Path) -> TaskSpec:
         timezone = "UTC"
 
     created = v.aware_time(v.required(raw, "", "created", (str, object)), "created")
+    if created is not None and created > pendulum.now("UTC").add(minutes=5):
+        # Airflow starts no task of a run dated before the DAG's start date (the creation time)
+        v.error("created", f"{created.isoformat()} is in the future: a task is created before it runs, and manual "
+                           "runs would do nothing until then")
     version = v.required(raw, "", "cluster_version", (str, int, float))
     if version is not None:
         version = str(version)

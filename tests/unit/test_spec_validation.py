@@ -75,6 +75,7 @@ CATALOGUE = [
     ("naive created", setitem("created", "2026-11-24T10:00:00"), "created", "is a naive time"),
     ("created is a date", setitem("created", "2026-11-24"), "created", "must be a date and time"),
     ("created not a time", setitem("created", "yesterday"), "created", "is not an ISO-8601 time"),
+    ("created in the future", setitem("created", "2099-01-01T00:00:00Z"), "created", "is in the future"),
     ("naive schedule start", setitem("schedule.start", "2026-11-25 01:00:00"), "schedule.start", "is a naive time"),
     ("unknown timezone", setitem("timezone", "Mars/Olympus"), "timezone", "unknown IANA timezone"),
     ("bad type", setitem("type", "hourly"), "type", "must be one of periodic, manual"),
