@@ -1,5 +1,5 @@
-"""Backup task "default": compiled from include/backup_tasks/default.yaml."""
+"""Backup task "default": its backup and restore DAGs, compiled from include/backup_tasks/default.yaml."""
 
-from metabackup.airflow.dag_factory import dag_for_dag_file
+from metabackup.airflow.dag_factory import dags_for_dag_file
 
-dag = dag_for_dag_file(__file__)
+backup_dag, restore_dag = dags_for_dag_file(__file__)

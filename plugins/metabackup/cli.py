@@ -45,11 +45,11 @@ sources:
       max_backups: 7
 """
 
-DAG_TEMPLATE = '''"""Backup task "{name}": compiled from include/backup_tasks/{name}.yaml."""
+DAG_TEMPLATE = '''"""Backup task "{name}": its backup and restore DAGs, compiled from include/backup_tasks/{name}.yaml."""
 
-from metabackup.airflow.dag_factory import dag_for_dag_file
+from metabackup.airflow.dag_factory import dags_for_dag_file
 
-dag = dag_for_dag_file(__file__)
+backup_dag, restore_dag = dags_for_dag_file(__file__)
 '''
 
 

@@ -296,3 +296,17 @@ def record(spec: TaskSpec, source_names: list[str], executed: str) -> dict[str, 
     for name, event in summary.items():
         log.info("%s: %s", name, f"{event['type']} set at {event['location']}" if event else "no set committed")
     return summary
+
+
+def safety_backup(spec: TaskSpec, source_name: str, executed: str) -> dict[str, Any]:
+    """A full set of the source's current state, taken before it is restored over in place.
+    It is an ordinary committed set (restorable like any other); retention is not run."""
+    run = SetRun.of(spec, source_name, executed)
+    decide(run, force_full=True)
+    snapshot(run)
+    archive(run)
+    upload(run)
+    event = verify(run)
+    fsutil.remove_tree(run.workdir)
+    log.info("%s: safety backup %s taken before the restore", source_name, event["set"])
+    return event

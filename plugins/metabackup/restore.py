@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pendulum
 
@@ -12,7 +16,7 @@ from metabackup.catalog import Catalog
 from metabackup.manifest import Manifest
 from metabackup.naming import task_dir_name
 from metabackup.sources import RestoreError, kind_class
-from metabackup.spec import TaskSpec
+from metabackup.spec import Source, TaskSpec
 from metabackup.targets import BackupTarget, TargetError, open_target
 
 log = logging.getLogger(__name__)
@@ -66,25 +70,204 @@ def set_for_point_in_time(catalog: Catalog, moment: pendulum.DateTime) -> str:
                        f"{catalog.sets[-1].finished_at if catalog.sets else 'never'}")
 
 
-def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | None = None,
-                   point_in_time: str | None = None) -> dict[str, Any]:
-    """Restore ``source_name`` at a set (default: the latest) or at a point in time (PostgreSQL
-    kinds: the chain of the first set that reaches it, replayed up to that moment)."""
+@dataclass
+class RestorePlan:
+    """What a restore will read: the chain of one source's set at its target."""
+
+    spec: TaskSpec
+    source: Source
+    target: BackupTarget
+    task_dir: str
+    catalog: Catalog
+    chain: list[Manifest]
+    point_in_time: str | None = None  # PostgreSQL recovery target (timestamptz text, UTC)
+
+    def open_archive(self, stem: str) -> BinaryIO:
+        return self.target.open_read(self.task_dir, self.catalog.get(stem).archive.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.spec.name, "source": self.source.name, "kind": self.source.kind,
+                "target": self.target.uri, "task_dir": self.task_dir, "set": self.chain[-1].set,
+                "chain": [m.set for m in self.chain], "bytes": sum(m.archive.size for m in self.chain),
+                "point_in_time": self.point_in_time, "cluster_version": self.chain[-1].cluster_version}
+
+
+def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
+                 point_in_time: str | None = None) -> RestorePlan:
+    """Resolve the chain to restore: a set (default: the latest restorable) or, for PostgreSQL
+    kinds, the chain of the first set that reaches ``point_in_time``."""
     source = spec.source(source_name)
     target = open_target(source.target)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
     catalog = Catalog.of(target.manifests(task_dir, source_name))
-    if point_in_time is not None:
+    if set_stem in ("", "latest"):
+        set_stem = None
+    target_time = None
+    if point_in_time:
         if source.kind not in POINT_IN_TIME_KINDS:
             raise RestoreError(f"source kind {source.kind} restores to backup sets only, not to a point in time")
-        moment = pendulum.parse(point_in_time)
-        if moment.tzinfo is None or "T" not in point_in_time:
+        try:
+            moment = pendulum.parse(point_in_time)
+        except Exception as exc:
+            raise RestoreError(f"point in time {point_in_time!r} is not an ISO-8601 time: {exc}") from None
+        if moment.tzinfo is None or "T" not in point_in_time or not re.search(r"(Z|[+-]\d\d:?\d\d)$", point_in_time):
             raise RestoreError(f"point in time {point_in_time!r} needs a date, a time and a UTC offset")
         set_stem = set_stem or set_for_point_in_time(catalog, moment)
-        dest = with_target_time(dest, moment.in_timezone("UTC").format("YYYY-MM-DD HH:mm:ss.SSSSSS") + "+00")
+        target_time = moment.in_timezone("UTC").format("YYYY-MM-DD HH:mm:ss.SSSSSS") + "+00"
     chain = resolve_chain(catalog, set_stem)
-    log.info("restoring %s from chain %s", chain[-1].set, " -> ".join(m.set for m in chain))
-    verify_chain(target, chain)
-    kind = kind_class(chain[-1].kind)
-    result = kind.restore(chain, lambda stem: target.open_read(task_dir, catalog.get(stem).archive.name), dest)
-    return {"set": chain[-1].set, "chain": [m.set for m in chain], **result}
+    return RestorePlan(spec, source, target, task_dir, catalog, chain, target_time)
+
+
+def check_cluster_version(plan: RestorePlan, allow_mismatch: bool = False) -> str | None:
+    """Refuse a set taken at another cluster version than the task's current one, unless allowed
+    (as the cluster manager's console does).  Returns a warning when a mismatch is allowed."""
+    taken, current = plan.chain[-1].cluster_version, plan.spec.cluster_version
+    if taken == current:
+        return None
+    message = f"{plan.chain[-1].set} was taken at cluster version {taken}; the cluster is at {current}"
+    if not allow_mismatch:
+        raise RestoreError(f"refusing to restore: {message}. Restoring metadata across versions can break the "
+                           "cluster; set allow_version_mismatch to restore anyway")
+    log.warning("restoring anyway (allow_version_mismatch): %s", message)
+    return message
+
+
+def destination_for(plan: RestorePlan, destination: str, keep_running: bool = False) -> Any:
+    """The kind's destination object from the text a user gives (a directory or a connection id)."""
+    kind = plan.source.kind
+    if not destination or not destination.strip():
+        raise RestoreError("a destination is required: a new directory (files, postgres, oms, namenode) or an "
+                           "Airflow connection of an empty directory server (ldap)")
+    if kind == "ldap":
+        from metabackup.connections import get_connection
+        from metabackup.sources.ldap import LdapDestination
+
+        return LdapDestination(conn=get_connection(destination))
+    if not destination.startswith("/"):
+        raise RestoreError(f"destination {destination!r} must be an absolute directory for a {kind} restore")
+    dest = Path(destination)
+    if kind in ("postgres", "oms"):
+        from metabackup.sources.postgres import PostgresDestination
+
+        database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"),
+                                       keep_running=keep_running, target_time=plan.point_in_time)
+        if kind == "postgres":
+            return database
+        from metabackup.sources.oms import OmsDestination
+
+        return OmsDestination(database=database, files_dir=str(dest / "files"))
+    return dest
+
+
+def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
+    kind = kind_class(plan.chain[-1].kind)
+    log.info("restoring %s from chain %s", plan.chain[-1].set, " -> ".join(m.set for m in plan.chain))
+    result = kind.restore(plan.chain, plan.open_archive, dest)
+    return {"set": plan.chain[-1].set, "chain": [m.set for m in plan.chain], **result}
+
+
+def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | None = None,
+                   point_in_time: str | None = None) -> dict[str, Any]:
+    """Restore ``source_name`` at a set (default: the latest) or at a point in time (PostgreSQL
+    kinds: the chain of the first set that reaches it, replayed up to that moment)."""
+    plan = plan_restore(spec, source_name, set_stem, point_in_time)
+    if plan.point_in_time:
+        dest = with_target_time(dest, plan.point_in_time)
+    verify_chain(plan.target, plan.chain)
+    return execute_plan(plan, dest)
+
+
+# ---------------------------------------------------------------------------------------------
+# In place (files) and validation
+# ---------------------------------------------------------------------------------------------
+IN_PLACE_KINDS = ("files",)
+
+
+def restore_files_in_place(plan: RestorePlan, stamp: str) -> dict[str, Any]:
+    """Restore a ``files`` source over its own directories: rebuild beside them, then swap each
+    directory in, keeping the current one as ``<dir>.pre-restore-<stamp>`` (nothing is deleted)."""
+    if plan.source.kind not in IN_PLACE_KINDS:
+        raise RestoreError(f"in-place restore is supported for {', '.join(IN_PLACE_KINDS)} sources; restore a "
+                           f"{plan.source.kind} source into a new destination and switch over to it")
+    paths = plan.chain[-1].position.get("paths") or plan.source.options["paths"]
+    scratch = Path(paths[0]).parent / f".metabackup-restore-{stamp}"
+    result = execute_plan(plan, scratch)
+    swapped = []
+    for path in paths:
+        rebuilt = scratch / path.lstrip("/")
+        if not rebuilt.exists():
+            continue
+        kept = f"{path}.pre-restore-{stamp}"
+        if os.path.lexists(path):
+            shutil.move(path, kept)
+        shutil.move(str(rebuilt), path)
+        swapped.append({"path": path, "previous": kept if os.path.lexists(kept) else None})
+        log.info("restored %s in place (previous contents kept at %s)", path, kept)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {**result, "in_place": swapped}
+
+
+def validate_restore(plan: RestorePlan, destination: Any, in_place: bool = False) -> dict[str, Any]:
+    """Check the restored state against what the set's manifest recorded; raise if it differs."""
+    position, kind = plan.chain[-1].position, plan.source.kind
+    checks: dict[str, Any] = {}
+    if kind == "files":
+        checks.update(_validate_tree(position, Path("/") if in_place else Path(destination)))
+    elif kind == "oms":
+        checks.update(_validate_tree(position["files"], Path(destination) / "files"))
+        checks.update(_validate_pg(position["postgres"], Path(destination) / "database"))
+    elif kind == "postgres":
+        checks.update(_validate_pg(position, Path(destination)))
+    elif kind == "ldap":
+        from metabackup.connections import get_connection
+        from metabackup.sources.ldap import dump_state
+
+        state = dump_state(get_connection(destination), position["base_dns"])
+        checks["entries"] = len(state)
+        if position.get("entries") is not None and len(state) != position["entries"]:
+            raise RestoreError(f"the restored directory holds {len(state)} entries under {position['base_dns']}; "
+                               f"the set recorded {position['entries']}")
+    elif kind == "namenode":
+        current = Path(destination) / "current"
+        version = dict(line.split("=", 1) for line in (current / "VERSION").read_text().splitlines() if "=" in line)
+        if (version.get("clusterID"), version.get("namespaceID")) != (position["cluster_id"], str(position["namespace_id"])):
+            raise RestoreError(f"{current}/VERSION names another namespace than the set")
+        missing = [n for m in plan.chain for n in m.position["segments"] if not (current / n).exists()]
+        if missing:
+            raise RestoreError(f"{current} lacks edit-log segments {missing[:3]}")
+        checks.update(last_txid=int((current / "seen_txid").read_text()), segments=sum(len(m.position["segments"]) for m in plan.chain))
+    log.info("validated the restore of %s: %s", plan.chain[-1].set, checks)
+    return checks
+
+
+def _validate_tree(position: dict[str, Any], root: Path) -> dict[str, Any]:
+    count = 0
+    for path in position["paths"]:
+        top = root / path.lstrip("/")
+        if not top.exists():
+            raise RestoreError(f"{top} was not restored")
+        count += 1  # the configured directory itself is an index entry
+        for _dirpath, dirnames, filenames in os.walk(top):
+            count += len(dirnames) + len(filenames)
+    expected = position.get("entries")
+    if expected is not None and count != expected:
+        raise RestoreError(f"{count} entries restored under {root} for {position['paths']}; the set recorded {expected}")
+    return {"entries": count}
+
+
+def _validate_pg(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    import subprocess
+
+    major = int(position["server_version"]) // 10000
+    controldata = f"/usr/lib/postgresql/{major}/bin/pg_controldata"
+    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RestoreError(f"pg_controldata on {data_dir} failed: {done.stderr.strip()}")
+    fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    system_id = fields.get("Database system identifier", "").strip()
+    state = fields.get("Database cluster state", "").strip()
+    if system_id != str(position["system_identifier"]):
+        raise RestoreError(f"{data_dir} has system identifier {system_id}; the set's server had {position['system_identifier']}")
+    if state not in ("shut down", "in production"):
+        raise RestoreError(f"{data_dir} is in state {state!r}, not a consistent recovered cluster")
+    return {"system_identifier": system_id, "cluster_state": state}

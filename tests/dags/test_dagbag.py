@@ -24,8 +24,9 @@ def test_shipped_dags_folder_loads_every_spec_without_import_errors(monkeypatch)
     bag = dagbag(REPO / "dags", REPO / "include" / "backup_tasks", monkeypatch)
     assert bag.import_errors == {}
     shipped = sorted(p.stem for p in (REPO / "include" / "backup_tasks").glob("*.yaml"))
-    assert sorted(bag.dag_ids) == [f"backup_{name}" for name in shipped]
-    assert "backup_default" in bag.dag_ids
+    assert {d for d in bag.dag_ids if d.startswith(("backup_", "restore_"))} == \
+        {f"{kind}_{name}" for name in shipped for kind in ("backup", "restore")}
+    assert {"backup_default", "restore_default"} <= set(bag.dag_ids)
 
 
 @pytest.fixture()
@@ -47,7 +48,7 @@ def project(tmp_path):
 def test_a_broken_spec_is_an_import_error_of_its_own_dag_file(project, monkeypatch):
     dags, specs = project
     bag = dagbag(dags, specs, monkeypatch)
-    assert sorted(bag.dag_ids) == ["backup_alsogood", "backup_good"]
+    assert sorted(bag.dag_ids) == ["backup_alsogood", "backup_good", "restore_alsogood", "restore_good"]
     assert len(bag.import_errors) == 1
     (failed_file, message), = bag.import_errors.items()
     assert failed_file.endswith("backup_broken.py")

@@ -29,6 +29,14 @@ from metabackup.airflow.operators import (
     BackupTypeBranchOperator,
     BackupVerifyOperator,
 )
+from metabackup.airflow.restore_operators import (
+    RestoreReportOperator,
+    RestoreResolveOperator,
+    RestoreRunOperator,
+    RestoreSafetyBackupOperator,
+    RestoreValidateOperator,
+    RestoreVerifyOperator,
+)
 from metabackup.airflow.timetable import PeriodicFromStartTimetable
 from metabackup.naming import TIMESTAMP_FORMAT, task_dir_name
 from metabackup.spec import TaskSpec, load_spec
@@ -52,14 +60,27 @@ def spec_path_for_dag_file(dag_file: str | Path) -> Path:
     return spec_dir_for(dag_file.parent) / f"{dag_file.stem.removeprefix(DAG_FILE_PREFIX)}.yaml"
 
 
-def dag_for_dag_file(dag_file: str | Path) -> DAG:
-    """Build the DAG of the spec named after ``dag_file``; a bad spec raises with file and field."""
+def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
     spec_path = spec_path_for_dag_file(dag_file)
     if not spec_path.exists():
         raise FileNotFoundError(f"{Path(dag_file).name} expects the task spec {spec_path}, which does not exist")
-    dag = build_dag(load_spec(spec_path))
+    return load_spec(spec_path)
+
+
+def dag_for_dag_file(dag_file: str | Path) -> DAG:
+    """Build the backup DAG of the spec named after ``dag_file``; a bad spec raises with file and field."""
+    dag = build_dag(_spec_for_dag_file(dag_file))
     dag.fileloc = str(Path(dag_file).resolve())  # the DAG belongs to its file, not to this factory
     return dag
+
+
+def dags_for_dag_file(dag_file: str | Path) -> tuple[DAG, DAG]:
+    """The backup DAG ``backup_<name>`` and the restore DAG ``restore_<name>`` of one spec."""
+    spec = _spec_for_dag_file(dag_file)
+    dags = build_dag(spec), build_restore_dag(spec)
+    for dag in dags:
+        dag.fileloc = str(Path(dag_file).resolve())
+    return dags
 
 
 def timetable_for(spec: TaskSpec) -> PeriodicFromStartTimetable | None:
@@ -147,4 +168,66 @@ def build_dag(spec: TaskSpec) -> DAG:
                 retention = BackupStepOperator(task_id="retention", step="retention", **common)
                 decide >> [full, incremental] >> archive >> upload >> verify >> retention
             preflight >> group >> record
+    return dag
+
+
+def restore_dag_id(spec: TaskSpec) -> str:
+    return f"restore_{spec.name}"
+
+
+def build_restore_dag(spec: TaskSpec) -> DAG:
+    """``restore_<name>``: resolve -> verify -> safety_backup -> restore -> validate -> report.
+
+    One restore DAG per task, so its form offers exactly that task's sources and its runs sit
+    beside the backups they read.  ``dry_run`` is on by default: a run does everything but the
+    safety backup, the restore and the validation, and reports what it would do.
+    """
+    source_names = [s.name for s in spec.sources]
+    default_args: dict = {"owner": "metabackup", "retries": 0}
+    if spec.queue:
+        default_args["queue"] = spec.queue
+    with DAG(
+        dag_id=restore_dag_id(spec),
+        description=f"Restore from backup task {spec.name}",
+        doc_md=f"""### Restore from backup task `{spec.name}`
+
+Pick a **source**, a **backup_set** (`latest` or a set name such as
+`{spec.cluster_version}_{source_names[0]}_<time>`) or, for PostgreSQL, a **point_in_time**
+(ISO-8601 with offset), and a **destination**: a new directory (files, postgres, oms, namenode) or
+the Airflow connection of an empty directory server (ldap). **in_place** (files only) restores
+over the source's own directories after a safety backup, keeping the old ones as
+`<dir>.pre-restore-<time>`. **dry_run** (on by default) resolves and verifies the chain and
+reports what would happen. A set taken at another cluster version is refused unless
+**allow_version_mismatch** is set.
+""",
+        schedule=None,
+        start_date=spec.created,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args,
+        tags=["metabackup", "restore", *source_names],
+        params={
+            "source": Param(source_names[0], type="string", enum=source_names, title="Source"),
+            "backup_set": Param("latest", type="string", minLength=1, title="Backup set",
+                                description="A set name from the Backups page, or latest."),
+            "point_in_time": Param(None, type=["null", "string"], title="Point in time (PostgreSQL)",
+                                   description="ISO-8601 with offset, e.g. 2026-11-24T10:30:00+08:00; empty for a set."),
+            "destination": Param("", type="string", title="Destination",
+                                 description="A new absolute directory, or (ldap) an Airflow connection id."),
+            "in_place": Param(False, type="boolean", title="Restore in place (files)",
+                              description="Over the source's own directories, after a safety backup."),
+            "dry_run": Param(True, type="boolean", title="Dry run",
+                             description="Resolve and verify only; report what would happen."),
+            "allow_version_mismatch": Param(False, type="boolean", title="Allow a cluster version mismatch"),
+            "keep_running": Param(False, type="boolean", title="Keep a restored PostgreSQL server running"),
+        },
+    ) as dag:
+        common = {"spec_path": spec.path}
+        resolve = RestoreResolveOperator(task_id="resolve", **common)
+        verify = RestoreVerifyOperator(task_id="verify", **common)
+        safety = RestoreSafetyBackupOperator(task_id="safety_backup", **common)
+        run = RestoreRunOperator(task_id="restore", trigger_rule=TriggerRule.NONE_FAILED, **common)
+        validate = RestoreValidateOperator(task_id="validate", **common)
+        report = RestoreReportOperator(task_id="report", trigger_rule=TriggerRule.NONE_FAILED, **common)
+        resolve >> verify >> safety >> run >> validate >> report
     return dag

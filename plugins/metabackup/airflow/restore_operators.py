@@ -1,0 +1,156 @@
+"""Operators of a task's restore DAG.  Each reads the run's params and calls the core
+(``metabackup.restore``); the chain resolved first is handed on through XCom (set names only) and
+re-checked by every later step, so a retention run in between cannot swap the chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from metabackup import pipeline, restore
+from metabackup.spec import TaskSpec, load_spec
+
+RESOLVE_TASK = "resolve"
+
+
+def restore_params(context: Context) -> dict[str, Any]:
+    params = context["params"]
+    return {
+        "source": params.get("source"),
+        "backup_set": (params.get("backup_set") or "latest").strip(),
+        "point_in_time": (params.get("point_in_time") or "").strip() or None,
+        "destination": (params.get("destination") or "").strip(),
+        "in_place": bool(params.get("in_place")),
+        "dry_run": bool(params.get("dry_run", True)),
+        "allow_version_mismatch": bool(params.get("allow_version_mismatch")),
+        "keep_running": bool(params.get("keep_running")),
+    }
+
+
+class _RestoreStep(BaseOperator):
+    ui_color = "#fce8e6"
+
+    def __init__(self, *, spec_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path = spec_path
+
+    def load(self) -> TaskSpec:
+        return load_spec(self.spec_path)
+
+    def plan(self, context: Context) -> restore.RestorePlan:
+        """The plan for this run's params, checked against the chain the resolve step chose."""
+        p = restore_params(context)
+        spec = self.load()
+        if p["source"] not in [s.name for s in spec.sources]:
+            raise restore.RestoreError(f"task {spec.name} has no source {p['source']!r}")
+        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK) if self.task_id != RESOLVE_TASK else None
+        # later steps restore the set resolve chose ("latest" must not move to the safety backup)
+        chosen = resolved["set"] if resolved else p["backup_set"]
+        plan = restore.plan_restore(spec, p["source"], chosen, p["point_in_time"])
+        if resolved and resolved["chain"] != [m.set for m in plan.chain]:
+            raise restore.RestoreError(f"the catalog changed since this run resolved {resolved['chain']}; "
+                                       f"it now gives {[m.set for m in plan.chain]}. Trigger the restore again")
+        return plan
+
+    def skip_if_dry_run(self, context: Context, what: str) -> None:
+        if restore_params(context)["dry_run"]:
+            raise AirflowSkipException(f"dry run: would {what}")
+
+
+class RestoreResolveOperator(_RestoreStep):
+    """Resolve the chain from the catalog (set, latest, or the set reaching a point in time)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        plan = self.plan(context)
+        described = plan.describe()
+        if p["in_place"] and plan.source.kind not in restore.IN_PLACE_KINDS:
+            raise restore.RestoreError(f"in_place is supported for {', '.join(restore.IN_PLACE_KINDS)} sources; "
+                                       f"give {plan.source.name} ({plan.source.kind}) a new destination")
+        if not p["in_place"] and not p["destination"]:
+            raise restore.RestoreError("destination is required unless in_place is set")
+        self.log.info("restore of %s: chain %s (%d bytes) at %s", described["source"], " -> ".join(described["chain"]),
+                      described["bytes"], described["target"])
+        return described
+
+
+class RestoreVerifyOperator(_RestoreStep):
+    """Re-read every archive of the chain against its SHA-256 and check the cluster version."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        plan = self.plan(context)
+        restore.verify_chain(plan.target, plan.chain)
+        warning = restore.check_cluster_version(plan, p["allow_version_mismatch"])
+        return {"verified": [m.set for m in plan.chain], "version_warning": warning}
+
+
+class RestoreSafetyBackupOperator(_RestoreStep):
+    """Before an in-place restore, take a full backup of what is there now."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        if not p["in_place"]:
+            raise AirflowSkipException("not an in-place restore: the current state is left untouched")
+        self.skip_if_dry_run(context, "take a safety backup of the current state first")
+        return pipeline.safety_backup(self.load(), p["source"], pendulum.now("UTC").isoformat())
+
+
+class RestoreRunOperator(_RestoreStep):
+    """Restore the chain into the destination (or in place)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        self.skip_if_dry_run(context, f"restore into {p['destination'] or 'place'}")
+        plan = self.plan(context)
+        if p["in_place"]:
+            stamp = pendulum.now("UTC").format("YYYYMMDDHHmmss")
+            return restore.restore_files_in_place(plan, stamp)
+        dest = restore.destination_for(plan, p["destination"], keep_running=p["keep_running"])
+        result = restore.execute_plan(plan, dest)
+        return {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+
+
+class RestoreValidateOperator(_RestoreStep):
+    """Compare the restored state with what the set recorded (entries, identifiers, txids)."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        self.skip_if_dry_run(context, "validate the restored state")
+        return restore.validate_restore(self.plan(context), p["destination"], in_place=p["in_place"])
+
+
+class RestoreReportOperator(_RestoreStep):
+    """Say what was done, or for a dry run what would be done."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        p = restore_params(context)
+        ti = context["ti"]
+        resolved = ti.xcom_pull(task_ids=RESOLVE_TASK) or {}
+        verified = ti.xcom_pull(task_ids="verify") or {}
+        safety = ti.xcom_pull(task_ids="safety_backup")
+        restored = ti.xcom_pull(task_ids="restore")
+        validated = ti.xcom_pull(task_ids="validate")
+        where = "in place" if p["in_place"] else p["destination"]
+        lines = [f"{'DRY RUN: would restore' if p['dry_run'] else 'restored'} {resolved.get('source')} "
+                 f"({resolved.get('kind')}) set {resolved.get('set')} into {where}",
+                 f"chain: {' -> '.join(resolved.get('chain', []))} ({resolved.get('bytes')} bytes at {resolved.get('target')}), "
+                 f"every archive verified",
+                 ]
+        if resolved.get("point_in_time"):
+            lines.append(f"recovery target time: {resolved['point_in_time']}")
+        if verified.get("version_warning"):
+            lines.append(f"WARNING: {verified['version_warning']}")
+        if p["in_place"]:
+            lines.append(f"safety backup: {safety['set'] if safety else 'would be taken first'}")
+        if restored:
+            lines.append(f"restore result: {restored}")
+        if validated:
+            lines.append(f"validation: {validated}")
+        for line in lines:
+            self.log.info("%s", line)
+        return {"dry_run": p["dry_run"], "resolved": resolved, "safety_backup": safety, "restored": restored,
+                "validated": validated, "summary": lines}
