@@ -26,7 +26,7 @@ def test_shipped_dags_folder_loads_every_spec_without_import_errors(monkeypatch)
     shipped = sorted(p.stem for p in (REPO / "include" / "backup_tasks").glob("*.yaml"))
     assert {d for d in bag.dag_ids if d.startswith(("backup_", "restore_"))} == \
         {f"{kind}_{name}" for name in shipped for kind in ("backup", "restore")}
-    assert {"backup_default", "restore_default"} <= set(bag.dag_ids)
+    assert {"backup_default", "restore_default", "metabackup_verify"} <= set(bag.dag_ids)
 
 
 @pytest.fixture()

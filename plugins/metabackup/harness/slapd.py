@@ -96,7 +96,9 @@ def make_certificates(directory: Path) -> str:
             f"TLSCertificateKeyFile {directory}/server.key\n")
 
 
-def write_config(directory: Path, port: int, password: str, accesslog: bool, tls: str = "") -> Path:
+def write_config(directory: Path, port: int, password: str, accesslog: bool, tls: str = "",
+                 suffix: str = SUFFIX) -> Path:
+    admin_dn = f"cn=admin,{suffix}"
     schema = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
     hashed = ssha(password)
     overlays = ""
@@ -109,7 +111,7 @@ directory {directory}/accesslog
 rootdn "{ACCESSLOG_ADMIN_DN}"
 rootpw {hashed}
 index reqStart,reqEnd eq
-access to * by dn.exact="{ADMIN_DN}" read by * none
+access to * by dn.exact="{admin_dn}" read by * none
 """
         overlays = """
 overlay accesslog
@@ -133,23 +135,23 @@ sizelimit unlimited
 database config
 rootdn "{CONFIG_ADMIN_DN}"
 rootpw {hashed}
-access to * by dn.exact="{ADMIN_DN}" read by * none
+access to * by dn.exact="{admin_dn}" read by * none
 {accesslog_db}
 database mdb
-suffix "{SUFFIX}"
-rootdn "{ADMIN_DN}"
+suffix "{suffix}"
+rootdn "{admin_dn}"
 rootpw {hashed}
 directory {directory}/data
 maxsize 1073741824
 index objectClass,entryUUID,entryCSN eq
 index uid,cn,memberUid eq
-limits dn.exact="{ADMIN_DN}" size=unlimited time=unlimited
+limits dn.exact="{admin_dn}" size=unlimited time=unlimited
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by self read by users read by * none
 overlay syncprov
 syncprov-checkpoint 100 10
 {overlays}overlay ppolicy
-ppolicy_default "cn=default,ou=policies,{SUFFIX}"
+ppolicy_default "cn=default,ou=policies,{suffix}"
 """
     path = directory / "slapd.conf"
     path.write_text(conf)
@@ -158,7 +160,7 @@ ppolicy_default "cn=default,ou=policies,{SUFFIX}"
 
 
 def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAULT_PASSWORD,
-            tls: bool = False) -> SlapdInstance:
+            tls: bool = False, suffix: str = SUFFIX) -> SlapdInstance:
     """Create a fresh, empty, stopped instance (config and database directories)."""
     directory = Path(directory).resolve()
     if (directory / "slapd.pid").exists():
@@ -168,11 +170,11 @@ def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAU
         (directory / sub).mkdir(parents=True, mode=0o700)
     port = free_port()
     tls_port = free_port() if tls else 0
-    write_config(directory, port, password, accesslog, make_certificates(directory) if tls else "")
+    write_config(directory, port, password, accesslog, make_certificates(directory) if tls else "", suffix)
     check = subprocess.run(["slaptest", "-Q", "-u", "-f", str(directory / "slapd.conf")], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"slaptest rejected the generated config: {check.stderr.strip()}")
-    instance = SlapdInstance(str(directory), port, SUFFIX, ADMIN_DN, password, accesslog, tls_port=tls_port)
+    instance = SlapdInstance(str(directory), port, suffix, f"cn=admin,{suffix}", password, accesslog, tls_port=tls_port)
     (directory / "instance.json").write_text(json.dumps(asdict(instance)))
     return instance
 

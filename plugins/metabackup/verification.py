@@ -1,0 +1,148 @@
+"""Scheduled verification: re-read every committed set, and test-restore the newest chain.
+
+Results are kept at the target beside the sets, one hidden file per source
+(``.metabackup-verification-<source>.json``, written atomically, 0600), so anything that can
+read the catalog (the Backups page, the CLI) also sees when each set was last verified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from metabackup.catalog import Catalog
+from metabackup.connections import ConnectionInfo
+from metabackup.naming import task_dir_name
+from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
+from metabackup.sources import RestoreError
+from metabackup.spec import TaskSpec
+from metabackup.targets import BackupTarget, TargetError, open_target
+
+log = logging.getLogger(__name__)
+
+RECORD_PREFIX = ".metabackup-verification-"
+
+
+class VerificationFailed(RuntimeError):
+    """At least one set failed verification; the message lists them."""
+
+
+def record_name(source: str) -> str:
+    return f"{RECORD_PREFIX}{source}.json"
+
+
+def read_record(target: BackupTarget, task_dir: str, source: str) -> dict[str, Any]:
+    """``{"sets": {set: {...}}, "test_restore": {...}}``, empty when never verified."""
+    name = record_name(source)
+    try:
+        if name not in target.list_names(task_dir):
+            return {}
+        with target.open_read(task_dir, name) as handle:
+            return json.loads(handle.read())
+    except (TargetError, OSError, ValueError) as exc:
+        log.warning("cannot read %s at %s/%s: %s", name, target.uri, task_dir, exc)
+        return {}
+
+
+def last_verification(target: BackupTarget, task_dir: str, source: str, set_stem: str) -> dict[str, Any] | None:
+    return read_record(target, task_dir, source).get("sets", {}).get(set_stem)
+
+
+def _write_record(target: BackupTarget, task_dir: str, source: str, record: dict[str, Any]) -> None:
+    target.put_bytes(json.dumps(record, indent=2, sort_keys=True).encode(), task_dir, record_name(source))
+
+
+def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
+    """Re-read every committed set of the source against its manifest; record and report."""
+    source = spec.source(source_name)
+    target = open_target(source.target)
+    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    catalog = Catalog.of(target.manifests(task_dir, source_name))
+    record = read_record(target, task_dir, source_name)
+    sets = {k: v for k, v in record.get("sets", {}).items() if catalog.get(k) is not None}
+    failed = []
+    for number, manifest in enumerate(catalog.sets, 1):
+        now = pendulum.now("UTC").to_iso8601_string()
+        try:
+            target.verify(task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)
+            sets[manifest.set] = {"ok": True, "verified_at": now, "error": None}
+            log.info("%s: %d/%d %s ok (%d bytes)", source_name, number, len(catalog.sets), manifest.set, manifest.archive.size)
+        except (TargetError, OSError) as exc:
+            sets[manifest.set] = {"ok": False, "verified_at": now, "error": str(exc)}
+            failed.append(f"{manifest.set}: {exc}")
+            log.error("%s: %s FAILED verification: %s", source_name, manifest.set, exc)
+    for orphan in catalog.orphans():
+        failed.append(f"{orphan.set}: its chain is broken (a parent set is missing)")
+    _write_record(target, task_dir, source_name, {**record, "sets": sets})
+    summary = {"target": target.uri, "sets": len(catalog.sets), "failed": failed}
+    if failed:
+        raise VerificationFailed(f"{spec.name}/{source_name} at {target.uri}: {len(failed)} problem(s):\n  " + "\n  ".join(failed))
+    return summary
+
+
+def test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
+    """Restore the newest restorable chain of the source into a scratch instance, validate, discard."""
+    source = spec.source(source_name)
+    plan = plan_restore(spec, source_name)
+    scratch = Path(tempfile.mkdtemp(prefix=f"metabackup-verify-{spec.name}-{source_name}-", dir=scratch_root))
+    os.chmod(scratch, 0o755)  # a PostgreSQL restore runs as the postgres user, which must enter it
+    started = pendulum.now("UTC")
+    try:
+        verify_chain(plan.target, plan.chain)
+        checks = _restore_into_scratch(plan, scratch)
+        outcome = {"set": plan.chain[-1].set, "ok": True, "at": started.to_iso8601_string(), "checks": checks,
+                   "seconds": round((pendulum.now("UTC") - started).total_seconds(), 1), "error": None}
+    except Exception as exc:
+        outcome = {"set": plan.chain[-1].set, "ok": False, "at": started.to_iso8601_string(), "error": str(exc)}
+        _record_test_restore(plan, source.name, outcome)
+        raise VerificationFailed(f"test restore of {plan.chain[-1].set} failed: {exc}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _record_test_restore(plan, source.name, outcome)
+    log.info("%s: test restore of %s passed in %.1f s: %s", source_name, outcome["set"], outcome["seconds"], checks)
+    return outcome
+
+
+def _record_test_restore(plan: RestorePlan, source: str, outcome: dict[str, Any]) -> None:
+    record = read_record(plan.target, plan.task_dir, source)
+    _write_record(plan.target, plan.task_dir, source, {**record, "test_restore": outcome})
+
+
+def _restore_into_scratch(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
+    kind = plan.source.kind
+    if kind == "ldap":
+        return _ldap_scratch_restore(plan, scratch)
+    from metabackup.restore import destination_for
+
+    destination = str(scratch / "restored")
+    execute_plan(plan, destination_for(plan, destination))
+    return validate_restore(plan, destination)
+
+
+def _ldap_scratch_restore(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
+    """A throwaway slapd (the project's harness) whose suffix is the backed-up base DN."""
+    from metabackup.harness import slapd
+    from metabackup.sources.ldap import LdapDestination, dump_state
+
+    bases = plan.chain[0].position["base_dns"]
+    if len(bases) != 1:
+        raise RestoreError(f"a scratch test restore needs one base DN per source; {plan.source.name} has {bases}")
+    instance = slapd.start(slapd.prepare(scratch / "slapd", accesslog=False, suffix=bases[0]))
+    try:
+        conn = ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=instance.port,
+                              login=instance.admin_dn, password=instance.password)
+        execute_plan(plan, LdapDestination(conn=conn))
+        entries = len(dump_state(conn, bases))
+        expected = plan.chain[-1].position.get("entries")
+        if expected is not None and entries != expected:
+            raise RestoreError(f"the scratch directory holds {entries} entries; the set recorded {expected}")
+        return {"entries": entries}
+    finally:
+        slapd.stop(instance.directory)
