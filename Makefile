@@ -3,16 +3,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql \
+                openjdk-17-jdk-headless maven
 STAMP := $(VENV)/.installed
+HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
 
-.PHONY: setup apt venv test unit demo bench lock clean
+.PHONY: setup apt venv hadoop test unit demo bench lock clean
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) $(HADOOP_JAR)
 
 # Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
 # libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness; PostgreSQL 15 for the
-# PostgreSQL harness); skipped when present.
+# PostgreSQL harness; a JDK and Maven for the HDFS harness and NameNodeTool); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -21,6 +23,11 @@ apt:
 	  $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ $$(id -u) -eq 0 ] || echo sudo ) apt-get install -y -qq $$missing; \
 	fi
+
+# Hadoop 3.4 client + minicluster jars from Maven Central, and our NameNodeTool/HdfsCluster jar.
+hadoop: $(HADOOP_JAR)
+$(HADOOP_JAR): hadoop/pom.xml $(wildcard hadoop/src/main/java/metabackup/hdfs/*.java)
+	mvn -q -B -f hadoop/pom.xml package
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -89,3 +89,32 @@ def our_logs():
     for logger, level in zip(loggers, levels):
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def hdfs_cluster(tmp_path_factory):
+    """A real single-NameNode HDFS (the project's harness) shared by one test module."""
+    from metabackup.harness import hdfs
+
+    instance = hdfs.start(tmp_path_factory.mktemp("hdfs") / "single")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture()
+def hdfs_connected(hdfs_cluster, monkeypatch):
+    """``hdfs_cluster`` as the Airflow connection of the NameService hacluster."""
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_HACLUSTER", hdfs_cluster.connection_uri())
+    return hdfs_cluster
+
+
+def backup_once(spec, source: str, when) -> dict:
+    """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
+    from metabackup import pipeline
+
+    run = pipeline.SetRun.of(spec, source, when)
+    pipeline.preflight(spec, [source])
+    decision = pipeline.decide(run)
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+        step(run)
+    return {**decision, "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}

@@ -68,6 +68,12 @@ class Target:
     max_backups: int
     mirror: str | None = None  # LocalDir only: standby copy
     nameservice: str | None = None  # LocalHDFS only
+    conn_id: str | None = None  # LocalHDFS only: the NameService's WebHDFS connection
+
+    @property
+    def webhdfs_conn_id(self) -> str:
+        """LocalHDFS: the Airflow connection of the NameService (``webhdfs_<nameservice>`` by default)."""
+        return self.conn_id or f"webhdfs_{self.nameservice}"
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,36 @@ def _oms_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, An
             "files": _files_options(v, where, {k: val for k, val in raw.items() if k != "database"})}
 
 
+DEFAULT_NAMENODE_TOOL = "hadoop metabackup.hdfs.NameNodeTool"
+
+
+def _nameservice_and_connection(v: _Validator, where: str, raw: dict[str, Any]) -> tuple[str, str | None]:
+    """``nameservice`` (default hacluster) and an optional WebHDFS ``conn_id``."""
+    nameservice = v.optional(raw, where, "nameservice", str, DEFAULT_NAMESERVICE)
+    if not _NAMESERVICE.match(nameservice):
+        v.error(f"{where}.nameservice", f"{nameservice!r} is not a valid NameService name")
+    conn_id = v.optional(raw, where, "conn_id", str, None)
+    if conn_id is not None and not _CONN_ID.match(conn_id):
+        v.error(f"{where}.conn_id", f"{conn_id!r} is not a valid Airflow connection id")
+    return nameservice, conn_id
+
+
+def _namenode_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """HDFS NameNode metadata: the NameService, its WebHDFS connection, and the RPC helper."""
+    nameservice, conn_id = _nameservice_and_connection(v, where, raw)
+    fs_uri = v.optional(raw, where, "fs_uri", str, f"hdfs://{nameservice}")
+    if not re.match(r"^hdfs://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$", fs_uri or ""):
+        v.error(f"{where}.fs_uri", f"{fs_uri!r} must be hdfs://<nameservice> or hdfs://<host>:<rpc port>")
+    tool = v.optional(raw, where, "tool_command", str, DEFAULT_NAMENODE_TOOL)
+    if not (tool or "").strip():
+        v.error(f"{where}.tool_command", "must be a command line, e.g. 'hadoop metabackup.hdfs.NameNodeTool'")
+    timeout = v.in_range(v.optional(raw, where, "timeout", int, 600), f"{where}.timeout", 10, 86400)
+    return {"nameservice": nameservice, "conn_id": conn_id or f"webhdfs_{nameservice}", "fs_uri": fs_uri,
+            "tool_command": tool, "timeout": timeout or 600}
+
+
 SOURCE_KIND_OPTIONS = {"files": _files_options, "ldap": _ldap_options, "postgres": _postgres_options,
-                       "oms": _oms_options}
+                       "oms": _oms_options, "namenode": _namenode_options}
 _OMS_FIELDS = {"database", "paths", "exclude"}
 
 
@@ -457,16 +491,14 @@ def _target(v: _Validator, where: str, raw: Any, data_path: str) -> Target | Non
             return None
         return Target(type=kind, path=path, max_backups=max_backups, mirror=mirror)
     if kind == "LocalHDFS":
-        v.only_known(raw, where, {"type", "path", "max_backups", "nameservice"})
+        v.only_known(raw, where, {"type", "path", "max_backups", "nameservice", "conn_id"})
         path = v.required(raw, where, "path", str)
         if path is not None:
             path = hdfs_path_problem_free(v, f"{where}.path", path)
-        nameservice = v.optional(raw, where, "nameservice", str, DEFAULT_NAMESERVICE)
-        if not _NAMESERVICE.match(nameservice):
-            v.error(f"{where}.nameservice", f"{nameservice!r} is not a valid NameService name")
+        nameservice, conn_id = _nameservice_and_connection(v, where, raw)
         if path is None or max_backups is None:
             return None
-        return Target(type=kind, path=path, max_backups=max_backups, nameservice=nameservice)
+        return Target(type=kind, path=path, max_backups=max_backups, nameservice=nameservice, conn_id=conn_id)
     return None
 
 

@@ -19,6 +19,8 @@ def source_assets(source: Source) -> list[Asset]:
         return [Asset(uri=f"ldap://{conn}/{quote(base)}", group="metabackup-source") for base in source.options["base_dns"]]
     if source.kind == "postgres":  # a whole cluster: postgres:// URIs name one table, so an x- scheme
         return [Asset(uri=f"x-postgres-cluster://{source.options['conn_id']}", group="metabackup-source")]
+    if source.kind == "namenode":  # the namespace of a NameService, named as HDFS clients name it
+        return [Asset(uri=f"hdfs://{source.options['nameservice']}/", group="metabackup-source")]
     if source.kind == "oms":
         database = dataclasses.replace(source, kind="postgres", options=source.options["database"])
         files = dataclasses.replace(source, kind="files", options=source.options["files"])

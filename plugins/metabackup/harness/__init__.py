@@ -40,3 +40,20 @@ def command_line_parser(prog: str):
 
 def reusable(directory: str | Path, reuse: bool) -> bool:
     return reuse and (Path(directory) / "instance.json").exists()
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie)."""
+    if pid <= 0:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:  # not our child: someone else reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

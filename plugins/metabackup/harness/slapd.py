@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
+from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json
 
 SUFFIX = "dc=hadoop,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -211,26 +211,11 @@ def stop(directory: str | Path, timeout: float = 20) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
-    _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:  # not our child: someone else reaps it
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    process_alive(pid)
 
 
 def load(directory: str | Path) -> SlapdInstance:

@@ -11,6 +11,7 @@ KINDS: dict[str, str] = {
     "ldap": "metabackup.sources.ldap:LdapSource",
     "postgres": "metabackup.sources.postgres:PostgresSource",
     "oms": "metabackup.sources.oms:OmsSource",
+    "namenode": "metabackup.sources.namenode:NameNodeSource",
 }
 
 

@@ -10,10 +10,11 @@ from metabackup.targets.localdir import LocalDirTarget
 def open_target(target: Target) -> BackupTarget:
     if target.type == "LocalDir":
         return LocalDirTarget(target.path, target.mirror)
-    raise TargetError(
-        f"target type {target.type} is accepted in specs but not implemented yet in this release; "
-        "use LocalDir for now"
-    )
+    if target.type == "LocalHDFS":
+        from metabackup.targets.localhdfs import LocalHDFSTarget
+
+        return LocalHDFSTarget(target)
+    raise TargetError(f"unknown target type {target.type!r}")
 
 
 __all__ = ["BackupTarget", "LocalDirTarget", "TargetError", "open_target"]

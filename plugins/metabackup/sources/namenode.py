@@ -1,0 +1,294 @@
+"""The ``namenode`` source kind: HDFS namespace metadata (fsimage and edit log) of a NameService.
+
+Full: the active NameNode's latest fsimage, fetched over its HTTP image-transfer servlet
+(``/imagetransfer?getimage=1&txid=latest``) and checked against the MD5 the NameNode stores
+beside it, plus every finalized edit-log segment after the image up to a roll of the edit log
+taken by this run, so the set holds the namespace as of this run and not as of the last
+checkpoint.  Incremental: the finalized segments from the parent's last transaction up to a new
+roll.  Segments are fetched through the same servlet (``getedit=1``); their transaction ids must
+follow each other without a gap, from the parent's end to the roll.
+
+The three calls that have no HTTP form (namespace ids, rolling the edit log, listing finalized
+segments) go through ``metabackup.hdfs.NameNodeTool``, a small Java program run with the
+cluster's Hadoop client (``tool_command``, default ``hadoop metabackup.hdfs.NameNodeTool`` with
+``build/hadoop/metabackup-hdfs.jar`` on ``HADOOP_CLASSPATH``).  They need HDFS superuser rights.
+
+Restore lays out a NameNode name directory (``current/VERSION``, ``fsimage_N`` with its
+``.md5``, the segments, ``seen_txid``); a NameNode started on it loads the image, replays the
+segments and serves the namespace as of the restored set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shlex
+import subprocess
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pendulum
+
+from metabackup.archive import open_tar_stream
+from metabackup.fsutil import FILE_MODE, ensure_private_dir
+from metabackup.manifest import FULL, Manifest
+from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
+
+log = logging.getLogger(__name__)
+
+MEMBER_DIR = "namenode/current"
+IMAGE_RE = re.compile(r"^fsimage_(\d{19})$")
+EDITS_RE = re.compile(r"^edits_(\d{19})-(\d{19})$")
+MD5_HEADER = "X-MD5-Digest"
+NAME_HEADER = "X-Image-Edits-Name"
+CHUNK = 1 << 20
+
+
+class NameNodeSourceError(RuntimeError):
+    pass
+
+
+def image_name(txid: int) -> str:
+    return f"fsimage_{txid:019d}"
+
+
+def edits_name(start: int, end: int) -> str:
+    return f"edits_{start:019d}-{end:019d}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: int
+    end: int
+
+    @property
+    def name(self) -> str:
+        return edits_name(self.start, self.end)
+
+
+def segments_covering(logs: list[dict[str, Any]], first: int, last: int) -> list[Segment]:
+    """The finalized segments holding every txid in [first, last], checked to follow each other.
+
+    ``logs`` is the NameNode's edit-log manifest (finalized segments holding txids >= first).
+    """
+    segments = sorted((Segment(int(x["start"]), int(x["end"])) for x in logs if not x.get("inProgress")),
+                      key=lambda s: s.start)
+    chosen = [s for s in segments if s.end >= first and s.start <= last]
+    if last < first:
+        return []
+    if not chosen:
+        raise NameNodeSourceError(f"the NameNode has no finalized edit-log segment for txids {first}..{last} "
+                                  "(purged after a checkpoint?)")
+    if chosen[0].start > first:
+        raise NameNodeSourceError(f"edit log gap: the first segment available starts at txid {chosen[0].start}, "
+                                  f"the set needs txid {first} onwards (purged after a checkpoint?)")
+    for before, after in zip(chosen, chosen[1:]):
+        if after.start != before.end + 1:
+            raise NameNodeSourceError(f"edit log gap between {before.name} and {after.name}")
+    if chosen[-1].end < last:
+        raise NameNodeSourceError(f"the finalized edit log ends at txid {chosen[-1].end}, before {last}")
+    return chosen
+
+
+class NameNodeTool:
+    """Runs ``metabackup.hdfs.NameNodeTool`` through the configured command; parses its JSON."""
+
+    def __init__(self, command: str, fs_uri: str, timeout: int):
+        self.command = shlex.split(command)
+        self.fs_uri = fs_uri
+        self.timeout = timeout
+
+    def __call__(self, *args: str) -> dict[str, Any]:
+        argv = [*self.command, self.fs_uri, *args]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+        except FileNotFoundError:
+            raise NameNodeSourceError(f"NameNode tool {self.command[0]!r} not found; set the source's tool_command "
+                                      "(see the README's NameNode section)") from None
+        except subprocess.TimeoutExpired:
+            raise NameNodeSourceError(f"NameNode tool {' '.join(args)} on {self.fs_uri} took over {self.timeout} s") from None
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+            raise NameNodeSourceError(f"NameNode tool {' '.join(args)} on {self.fs_uri} failed "
+                                      f"(exit {done.returncode}):\n{tail}")
+        return json.loads(lines[-1])
+
+
+class NameNodeSource(SourceKind):
+    kind = "namenode"
+    supports_incremental = True
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.source.options
+
+    @property
+    def tool(self) -> NameNodeTool:
+        return NameNodeTool(self.options["tool_command"], self.options["fs_uri"], self.options.get("timeout", 600))
+
+    def active_url(self) -> str:
+        from metabackup.airflow.hooks import NameServiceWebHDFSHook
+
+        try:
+            return NameServiceWebHDFSHook(webhdfs_conn_id=self.options["conn_id"]).active_namenode_url()
+        except Exception as exc:
+            raise NameNodeSourceError(f"{self.options['nameservice']}: {exc}") from exc
+
+    def check(self) -> None:
+        url = self.active_url()
+        info = self.tool("info")
+        log.info("%s: active NameNode %s, cluster %s, namespace %s, last txid %s", self.source.name, url,
+                 info["clusterId"], info["namespaceId"], info["transactionId"])
+
+    def tool_versions(self) -> dict[str, str]:
+        return {"hadoop": str(self.tool("info").get("softwareVersion"))}
+
+    def incremental_blocker(self, parent: Manifest) -> str | None:
+        pos = parent.position
+        info = self.tool("info")
+        if (info["clusterId"], info["namespaceId"]) != (pos["cluster_id"], pos["namespace_id"]):
+            return (f"the NameService now has cluster {info['clusterId']} / namespace {info['namespaceId']}, "
+                    f"the parent was taken of {pos['cluster_id']} / {pos['namespace_id']} (reformatted?)")
+        logs = self.tool("manifest", str(pos["end_txid"] + 1))["logs"]
+        finalized = sorted((x for x in logs if not x.get("inProgress")), key=lambda x: x["start"])
+        if finalized and finalized[0]["start"] > pos["end_txid"] + 1:
+            return f"the edit log from txid {pos['end_txid'] + 1} was purged (it now starts at {finalized[0]['start']})"
+        return None
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+                 open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
+        import requests
+
+        url = self.active_url()
+        info = self.tool("info")
+        files = workdir / "namenode"
+        ensure_private_dir(files)
+        position: dict[str, Any] = {
+            "nameservice": self.options["nameservice"], "namenode": url, "cluster_id": info["clusterId"],
+            "namespace_id": info["namespaceId"], "block_pool_id": info["blockPoolId"], "ctime": info["cTime"],
+            "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"],
+        }
+        session = requests.Session()
+        if decision["type"] == FULL:
+            image = self._fetch(session, url, "getimage=1&txid=latest", files, expect=None)
+            txid = int(IMAGE_RE.match(image["name"]).group(1))
+            position.update(image_txid=txid, image_md5=image["md5"], start_txid=txid + 1)
+        else:
+            blocker = self.incremental_blocker(parent)
+            if blocker:
+                raise NameNodeSourceError(f"cannot take an incremental on {parent.set}: {blocker}; the next run will be full")
+            position.update(start_txid=parent.position["end_txid"] + 1)
+        rolled = self.tool("roll")["segmentStartTxId"]  # everything before it is now in finalized segments
+        end = int(rolled) - 1
+        logs = self.tool("manifest", str(position["start_txid"]))["logs"]
+        segments = segments_covering(logs, position["start_txid"], end)
+        for number, segment in enumerate(segments, 1):
+            self._fetch(session, url, f"getedit=1&startTxId={segment.start}&endTxId={segment.end}", files,
+                        expect=segment.name)
+            log.info("%s: edit-log segment %d/%d %s", self.source.name, number, len(segments), segment.name)
+        position.update(end_txid=end, segments=[s.name for s in segments], taken_at=pendulum.now("UTC").isoformat())
+        (workdir / "namenode-position.json").write_text(json.dumps(position))
+        log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision["type"],
+                 position["start_txid"], end, len(segments),
+                 f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
+        return {k: position[k] for k in ("start_txid", "end_txid", "cluster_id")}
+
+    def _fetch(self, session, url: str, query: str, directory: Path, expect: str | None) -> dict[str, Any]:
+        """Stream one file from the image servlet, checking its length and (images) its MD5."""
+        response = session.get(f"{url}/imagetransfer?{query}", stream=True, timeout=self.options.get("timeout", 600))
+        with response:
+            if response.status_code != 200:
+                raise NameNodeSourceError(f"{url}/imagetransfer?{query}: HTTP {response.status_code} "
+                                          f"{response.text[:300].strip()}")
+            name = response.headers.get(NAME_HEADER, "")
+            if not (IMAGE_RE.match(name) or EDITS_RE.match(name)) or (expect and name != expect):
+                raise NameNodeSourceError(f"{url}/imagetransfer?{query} sent {name!r}, expected {expect or 'an fsimage'}")
+            length = int(response.headers.get("Content-Length", -1))
+            md5 = hashlib.md5(usedforsecurity=False)
+            size = 0
+            with open(directory / name, "wb") as out:
+                for block in response.iter_content(CHUNK):
+                    out.write(block)
+                    md5.update(block)
+                    size += len(block)
+        if length >= 0 and size != length:
+            raise NameNodeSourceError(f"{name}: received {size} bytes of {length}")
+        stored = response.headers.get(MD5_HEADER)
+        if stored and stored != md5.hexdigest():
+            raise NameNodeSourceError(f"{name}: MD5 {md5.hexdigest()} does not match the NameNode's {stored}")
+        if IMAGE_RE.match(name) and not stored:
+            raise NameNodeSourceError(f"{name}: the NameNode sent no MD5 for the image")
+        return {"name": name, "size": size, "md5": md5.hexdigest()}
+
+    def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
+        position = json.loads((workdir / "namenode-position.json").read_text())
+        files = sorted((workdir / "namenode").iterdir())
+        total = 0
+        for path in files:
+            info = tar.gettarinfo(str(path), arcname=f"{MEMBER_DIR}/{path.name}")
+            info.mode, info.uid, info.gid, info.uname, info.gname = FILE_MODE, 0, 0, "", ""
+            with open(path, "rb") as handle:
+                tar.addfile(info, handle)
+            total += info.size
+        return ArchiveResult(content={"files": len(files), "bytes": total, "segments": len(position["segments"]),
+                                      "transactions": position["end_txid"] - position["start_txid"] + 1},
+                             position=position)
+
+    @classmethod
+    def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Any) -> dict[str, Any]:
+        return restore_name_dir(chain, open_archive, Path(dest))
+
+
+def version_file(position: dict[str, Any]) -> str:
+    """A NameNode storage ``VERSION`` file for the backed-up namespace."""
+    stamp = pendulum.now("UTC").format("ddd MMM DD HH:mm:ss zz YYYY")
+    return (f"#{stamp}\nnamespaceID={position['namespace_id']}\nclusterID={position['cluster_id']}\n"
+            f"cTime={position['ctime']}\nstorageType=NAME_NODE\nblockpoolID={position['block_pool_id']}\n"
+            f"layoutVersion={position['layout_version']}\n")
+
+
+def restore_name_dir(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Path) -> dict[str, Any]:
+    """Lay out a NameNode name directory at ``dest`` (new or empty) holding the namespace at ``chain[-1]``."""
+    if dest.exists() and any(dest.iterdir()):
+        raise RestoreError(f"{dest} is not empty; a NameNode name directory is restored into a new directory")
+    ids = {(m.position["cluster_id"], m.position["namespace_id"]) for m in chain}
+    if len(ids) != 1:
+        raise RestoreError(f"the chain mixes namespaces {sorted(ids)}; it cannot be restored as one")
+    expected = chain[0].position["start_txid"]
+    for manifest in chain:
+        if manifest.position["start_txid"] != expected:
+            raise RestoreError(f"{manifest.set} starts at txid {manifest.position['start_txid']}, expected {expected}")
+        expected = manifest.position["end_txid"] + 1
+    current = dest / "current"
+    ensure_private_dir(current)
+    written = []
+    for manifest in chain:
+        with open_archive(manifest.set) as raw, open_tar_stream(raw) as tar:
+            for member in tar:
+                name = member.name.removeprefix(f"{MEMBER_DIR}/")
+                if member.name == name or "/" in name or not (IMAGE_RE.match(name) or EDITS_RE.match(name)):
+                    raise RestoreError(f"{manifest.archive.name}: unexpected member {member.name!r}")
+                with tar.extractfile(member) as src, open(current / name, "wb") as out:
+                    while block := src.read(CHUNK):
+                        out.write(block)
+                written.append(name)
+    full = chain[0].position
+    image = image_name(full["image_txid"])
+    (current / f"{image}.md5").write_text(f"{full['image_md5']} *{image}\n")
+    last = chain[-1].position["end_txid"]
+    (current / "seen_txid").write_text(f"{last}\n")
+    (current / "VERSION").write_text(version_file(chain[-1].position))
+    for path in current.iterdir():
+        path.chmod(0o600)
+    log.info("NameNode name directory %s: %s and %d edit-log segments, txids up to %d", dest, image,
+             sum(1 for n in written if n.startswith("edits_")), last)
+    return {"name_dir": str(dest), "image": image, "last_txid": last, "files": len(written) + 3,
+            "cluster_id": full["cluster_id"], "namespace_id": full["namespace_id"]}

@@ -1,0 +1,217 @@
+"""LocalHDFS: backup sets in the cluster's own HDFS, through WebHDFS.
+
+The NameService's Airflow connection (``webhdfs_<nameservice>`` unless the spec names another)
+is read through :class:`~metabackup.airflow.hooks.NameServiceWebHDFSHook`, the hdfs provider's
+hook made HA-aware.  Same contract as LocalDir: a file is written under a hidden ``.partial-``
+name with permission 0600 and renamed into place only when whole (its length checked), task
+directories are 0700, and the verify step re-reads every byte against the manifest's SHA-256.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import secrets
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from metabackup.naming import is_temp_name, temp_name
+from metabackup.spec import Target
+from metabackup.targets.base import BackupTarget, TargetError
+
+log = logging.getLogger(__name__)
+
+FILE_PERMISSION = "600"
+DIR_PERMISSION = "700"
+
+
+class _Stream:
+    """A file-like reader over a WebHDFS OPEN response; closing releases the connection."""
+
+    def __init__(self, response):
+        self._response = response
+        self._raw = response.raw
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(None if size is None or size < 0 else size)
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalHDFSTarget(BackupTarget):
+    def __init__(self, target: Target, client_factory=None):
+        self.root = target.path.rstrip("/") or "/"
+        self.nameservice = target.nameservice
+        self.conn_id = target.webhdfs_conn_id
+        self.uri = f"hdfs://{self.nameservice}{self.root}"
+        self._client_factory = client_factory or self._client_from_connection
+        self._client = None
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _client_from_connection(self):
+        from metabackup.airflow.hooks import NameServiceWebHDFSHook
+
+        return NameServiceWebHDFSHook(webhdfs_conn_id=self.conn_id).get_conn()
+
+    @property
+    def client(self):
+        if self._client is None:
+            try:
+                self._client = self._client_factory()
+            except TargetError:
+                raise
+            except Exception as exc:  # missing connection, no NameNode answering
+                raise TargetError(f"{self.uri}: cannot reach a NameNode of {self.nameservice} "
+                                  f"(connection {self.conn_id!r}): {exc}") from exc
+        return self._client
+
+    def _call(self, what: str, func, *args, **kwargs):
+        """Run one WebHDFS call; a failure becomes a TargetError naming the path and the cause."""
+        from hdfs import HdfsError
+        from requests import RequestException
+
+        try:
+            return func(*args, **kwargs)
+        except (HdfsError, RequestException, OSError) as exc:
+            raise TargetError(f"{self.uri}: {what} failed: {exc}") from exc
+
+    def _dir(self, task_dir: str) -> str:
+        if "/" in task_dir or task_dir in ("", ".", ".."):
+            raise TargetError(f"bad task directory name {task_dir!r}")
+        return posixpath.join(self.root, task_dir)
+
+    def _path(self, task_dir: str, name: str) -> str:
+        if "/" in name or name in ("", ".", ".."):
+            raise TargetError(f"bad file name {name!r}")
+        return posixpath.join(self._dir(task_dir), name)
+
+    # -- BackupTarget ------------------------------------------------------------------------
+
+    def ensure_writable(self, task_dir: str) -> None:
+        directory = self._dir(task_dir)
+        client = self.client
+        status = self._call(f"status of {directory}", client.status, directory, strict=False)
+        if status is None:
+            self._call(f"creating {directory}", client.makedirs, directory, permission=DIR_PERMISSION)
+        elif status["type"] != "DIRECTORY":
+            raise TargetError(f"{self.uri}/{task_dir} exists and is not a directory")
+        elif status["permission"] != DIR_PERMISSION:
+            self._call(f"chmod {directory}", client.set_permission, directory, DIR_PERMISSION)
+        probe = posixpath.join(directory, f".write-probe-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            client.write(probe, data=b"", overwrite=True, permission=FILE_PERMISSION)
+            client.delete(probe)
+        except Exception as exc:
+            raise TargetError(f"LocalHDFS {self.uri}/{task_dir} is not writable: {exc}") from exc
+
+    def free_bytes(self) -> int | None:
+        """The least of the cluster's remaining capacity and every quota on the way to the path."""
+        limits = []
+        capacity = self._capacity_remaining()
+        if capacity is not None:
+            limits.append(capacity)
+        for directory in _ancestors(self.root):
+            quota = self._quota_usage(directory)
+            if quota is None:
+                continue
+            space_quota, consumed = quota.get("spaceQuota", -1), quota.get("spaceConsumed", 0)
+            if space_quota is not None and space_quota >= 0:
+                limits.append(max(space_quota - consumed, 0))
+            if quota.get("quota", -1) >= 0 and quota.get("quota") - quota.get("fileAndDirectoryCount", 0) < 4:
+                limits.append(0)  # the namespace quota cannot take a set's files
+        return min(limits) if limits else None
+
+    def _capacity_remaining(self) -> int | None:
+        beans = self._namenode_json("/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState", "beans")
+        if not beans:
+            log.info("%s: cannot read the NameNode's remaining capacity; quotas still count", self.uri)
+            return None
+        return int(beans[0]["CapacityRemaining"])
+
+    def _quota_usage(self, directory: str) -> dict[str, Any] | None:
+        from urllib.parse import quote
+
+        return self._namenode_json(f"/webhdfs/v1{quote(directory)}?op=GETQUOTAUSAGE", "QuotaUsage")
+
+    def _namenode_json(self, path_and_query: str, key: str) -> Any:
+        """GET from the first NameNode that answers (the client lists the active one first)."""
+        client = self.client
+        for url in getattr(client, "urls", [client.url]):
+            try:
+                response = client._session.get(url.rstrip("/") + path_and_query, timeout=30)
+                if response.status_code == 200:
+                    return response.json().get(key)
+            except Exception as exc:  # an unreachable or standby NameNode: try the next
+                log.debug("%s%s: %s", url, path_and_query, exc)
+        return None
+
+    def list_names(self, task_dir: str) -> list[str]:
+        directory = self._dir(task_dir)
+        status = self._call(f"status of {directory}", self.client.status, directory, strict=False)
+        if status is None:
+            return []
+        return sorted(self._call(f"listing {directory}", self.client.list, directory))
+
+    def open_read(self, task_dir: str, name: str) -> BinaryIO:
+        path = self._path(task_dir, name)
+        response = self._call(f"opening {path}", self.client._open, path, offset=0)
+        return _Stream(response)  # type: ignore[return-value]
+
+    def put_file(self, local: Path, task_dir: str, name: str) -> None:
+        size = os.path.getsize(local)
+        with open(local, "rb") as handle:
+            self._put(handle, size, task_dir, name)
+
+    def put_bytes(self, data: bytes, task_dir: str, name: str) -> None:
+        self._put(data, len(data), task_dir, name)
+
+    def _put(self, data, size: int, task_dir: str, name: str) -> None:
+        final = self._path(task_dir, name)
+        temp = self._path(task_dir, temp_name(name, secrets.token_hex(6)))
+        client = self.client
+        try:
+            self._call(f"writing {temp}", client.write, temp, data=data, overwrite=True, permission=FILE_PERMISSION)
+            written = self._call(f"status of {temp}", client.status, temp)["length"]
+            if written != size:
+                raise TargetError(f"{self.uri}: {temp} has {written} bytes after the upload; expected {size}")
+            self._rename_over(temp, final)
+        except BaseException:
+            try:
+                client.delete(temp)
+            except Exception:  # the NameNode may be the reason we failed; preflight clears partials
+                log.warning("%s: could not remove the partial %s; the next run removes it", self.uri, temp)
+            raise
+
+    def _rename_over(self, source: str, destination: str) -> None:
+        """Atomic rename replacing ``destination`` (WebHDFS RENAME with ``renameoptions=OVERWRITE``)."""
+        response = self._call(f"renaming {source} to {destination}", self.client._rename, source,
+                              destination=destination, renameoptions="OVERWRITE")
+        if response.status_code != 200:
+            raise TargetError(f"{self.uri}: renaming {source} to {destination} failed: HTTP {response.status_code}")
+
+    def delete(self, task_dir: str, name: str) -> None:
+        path = self._path(task_dir, name)
+        self._call(f"deleting {path}", self.client.delete, path)  # skips the trash: retention is final
+
+    def remove_partials(self, task_dir: str, name: str | None = None) -> list[str]:
+        removed = []
+        for entry in self.list_names(task_dir):
+            if is_temp_name(entry) and (name is None or entry.startswith(f".{name}")):
+                self.delete(task_dir, entry)
+                removed.append(entry)
+        return removed
+
+
+def _ancestors(path: str) -> list[str]:
+    """``/a/b/c`` → ``['/a/b/c', '/a/b', '/a']`` (the root's quota is the cluster's capacity)."""
+    parts = [p for p in path.split("/") if p]
+    return ["/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]

@@ -1,0 +1,95 @@
+"""NameNode source logic that needs no HDFS: spec options, segment selection, the name directory."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from metabackup.airflow.hooks import NameNodeAddress, parse_namenodes
+from metabackup.sources.namenode import (
+    NameNodeSourceError, Segment, edits_name, image_name, segments_covering, version_file,
+)
+from metabackup.spec import SpecError, load_spec
+
+
+def write(tmp_path, options: dict, target: dict | None = None):
+    path = tmp_path / "nn.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "nn", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "sources": {"NameNode": {"kind": "namenode", **options,
+                                 "target": target or {"type": "LocalHDFS", "path": "/backup/meta"}}}}))
+    return path
+
+
+def test_namenode_defaults_follow_the_nameservice(tmp_path):
+    spec = load_spec(write(tmp_path, {}))
+    source = spec.source("NameNode")
+    assert source.options == {"nameservice": "hacluster", "conn_id": "webhdfs_hacluster", "fs_uri": "hdfs://hacluster",
+                              "tool_command": "hadoop metabackup.hdfs.NameNodeTool", "timeout": 600}
+    assert source.target.webhdfs_conn_id == "webhdfs_hacluster"
+    spec = load_spec(write(tmp_path, {"nameservice": "ns2"}, {"type": "LocalHDFS", "path": "/b", "nameservice": "ns2",
+                                                              "conn_id": "hdfs_backup"}))
+    assert spec.source("NameNode").options["fs_uri"] == "hdfs://ns2"
+    assert spec.source("NameNode").target.webhdfs_conn_id == "hdfs_backup"
+
+
+@pytest.mark.parametrize(("options", "field", "reason"), [
+    ({"nameservice": "bad/ns"}, "sources.NameNode.nameservice", "not a valid NameService"),
+    ({"fs_uri": "http://nn:9870"}, "sources.NameNode.fs_uri", "must be hdfs://"),
+    ({"tool_command": "  "}, "sources.NameNode.tool_command", "must be a command line"),
+    ({"timeout": 1}, "sources.NameNode.timeout", "between 10 and 86400"),
+    ({"conn_id": "bad id"}, "sources.NameNode.conn_id", "not a valid Airflow connection id"),
+    ({"image_dir": "/x"}, "sources.NameNode.image_dir", "unknown field"),
+])
+def test_bad_namenode_options_name_the_field(tmp_path, options, field, reason):
+    path = write(tmp_path, options)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert any(f == field and reason in r and file == str(path) for file, f, r in err.value.problems), err.value.problems
+
+
+def test_bad_hdfs_target_connection_id(tmp_path):
+    with pytest.raises(SpecError) as err:
+        load_spec(write(tmp_path, {}, {"type": "LocalHDFS", "path": "/b", "conn_id": "no spaces"}))
+    assert [f for _, f, _ in err.value.problems] == ["sources.NameNode.target.conn_id"]
+
+
+def logs(*ranges, in_progress=None):
+    found = [{"start": a, "end": b, "inProgress": False} for a, b in ranges]
+    if in_progress:
+        found.append({"start": in_progress, "end": -12345, "inProgress": True})
+    return found
+
+
+def test_segments_covering_picks_the_contiguous_run():
+    chosen = segments_covering(logs((1, 2), (3, 10), (11, 11), (12, 20), in_progress=21), 3, 20)
+    assert chosen == [Segment(3, 10), Segment(11, 11), Segment(12, 20)]
+    # an image taken in the middle of a segment: the segment holding the first txid is included
+    assert segments_covering(logs((1, 9), (10, 20)), 5, 20) == [Segment(1, 9), Segment(10, 20)]
+
+
+@pytest.mark.parametrize(("available", "first", "last", "message"), [
+    (logs((8, 20)), 5, 20, "first segment available starts at txid 8"),
+    (logs((1, 4), (6, 20)), 1, 20, "gap between"),
+    (logs((1, 10)), 1, 20, "ends at txid 10, before 20"),
+    (logs(in_progress=5), 5, 20, "no finalized edit-log segment"),
+])
+def test_segments_covering_refuses_gaps(available, first, last, message):
+    with pytest.raises(NameNodeSourceError, match=message):
+        segments_covering(available, first, last)
+
+
+def test_file_names_and_version_file():
+    assert image_name(42) == "fsimage_0000000000000000042"
+    assert edits_name(1, 2) == "edits_0000000000000000001-0000000000000000002"
+    text = version_file({"namespace_id": 7, "cluster_id": "CID-x", "ctime": 0, "block_pool_id": "BP-1",
+                         "layout_version": -66})
+    lines = dict(line.split("=", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert lines == {"namespaceID": "7", "clusterID": "CID-x", "cTime": "0", "storageType": "NAME_NODE",
+                     "blockpoolID": "BP-1", "layoutVersion": "-66"}
+
+
+def test_namenode_addresses_take_their_own_or_the_connection_port():
+    assert parse_namenodes("a:1,b, c:3 ", 9870) == [NameNodeAddress("a", 1), NameNodeAddress("b", 9870),
+                                                     NameNodeAddress("c", 3)]
+    assert parse_namenodes("", 1) == []
