@@ -1,0 +1,62 @@
+"""Every task's backup sets per source and target, with chains and last verification: the data
+behind the Airflow "Backups" page and ``/metabackup/api/backups``.  Reads the catalog at each
+target (never Airflow's database); a target that cannot be read is reported, not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from metabackup.catalog import Catalog
+from metabackup.naming import task_dir_name
+from metabackup.spec import TaskSpec, load_spec_dir
+
+
+def overview(spec_dir: str | Path) -> dict[str, Any]:
+    specs, errors = load_spec_dir(spec_dir)
+    return {
+        "tasks": [task_overview(spec) for spec in specs.values()],
+        "spec_errors": [str(e) for e in errors],
+    }
+
+
+def task_overview(spec: TaskSpec) -> dict[str, Any]:
+    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    return {
+        "name": spec.name, "type": spec.type, "policy": spec.policy.type, "description": spec.description,
+        "backup_dag_id": spec.dag_id, "restore_dag_id": f"restore_{spec.name}", "task_dir": task_dir,
+        "schedule": (f"every {spec.schedule.every} {spec.schedule.period}(s) from {spec.schedule.start.isoformat()}"
+                     if spec.schedule else "manual"),
+        "sources": [source_overview(spec, name, task_dir) for name in (s.name for s in spec.sources)],
+    }
+
+
+def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str, Any]:
+    from metabackup.targets import open_target
+    from metabackup.verification import read_record
+
+    source = spec.source(source_name)
+    row: dict[str, Any] = {"source": source.name, "kind": source.kind, "target_type": source.target.type,
+                           "max_backups": source.target.max_backups, "sets": [], "error": None,
+                           "test_restore": None}
+    try:
+        target = open_target(source.target)
+        row["target"] = f"{target.uri}/{task_dir}"
+        catalog = Catalog.of(target.manifests(task_dir, source.name))
+        record = read_record(target, task_dir, source.name)
+    except Exception as exc:  # one unreachable target must not hide the others
+        row["target"] = f"{source.target.type}:{source.target.path}/{task_dir}"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    verified = record.get("sets", {})
+    for manifest in reversed(catalog.sets):  # newest first
+        chain = catalog.chain(manifest.set)
+        row["sets"].append({
+            "set": manifest.set, "type": manifest.type, "parent": manifest.parent, "chain_root": manifest.chain_root,
+            "chain_length": len(chain) if chain else None, "restorable": chain is not None,
+            "executed_at": manifest.executed_at, "finished_at": manifest.finished_at,
+            "size": manifest.archive.size, "archive": manifest.archive.name, "cluster_version": manifest.cluster_version,
+            "verification": verified.get(manifest.set),
+        })
+    row["test_restore"] = record.get("test_restore")
+    return row
