@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql \
-                openjdk-17-jdk-headless maven
+                openjdk-17-jdk-headless maven chromium chromium-driver
 STAMP := $(VENV)/.installed
 HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
 
@@ -14,7 +14,8 @@ setup: apt $(STAMP) $(HADOOP_JAR)
 
 # Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
 # libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness; PostgreSQL 15 for the
-# PostgreSQL harness; a JDK and Maven for the HDFS harness and NameNodeTool); skipped when present.
+# PostgreSQL harness; a JDK and Maven for the HDFS harness and NameNodeTool; Chromium and its
+# driver for the browser test); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -56,7 +57,8 @@ lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
-	  apache-airflow-providers-standard apache-airflow-providers-postgres pendulum pyyaml pytest python-ldap
+	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
+	  pendulum pyyaml pytest python-ldap selenium
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 

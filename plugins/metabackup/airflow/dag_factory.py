@@ -164,7 +164,7 @@ def build_dag(spec: TaskSpec) -> DAG:
                 archive = BackupStepOperator(task_id="archive", step="archive",
                                              trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common)
                 upload = BackupStepOperator(task_id="upload", step="upload", **common)
-                verify = BackupVerifyOperator(task_id="verify", outlets=[location_asset(spec, source)], **common)
+                verify = BackupVerifyOperator(task_id="verify", inlets=inlets, outlets=[location_asset(spec, source)], **common)
                 retention = BackupStepOperator(task_id="retention", step="retention", **common)
                 decide >> [full, incremental] >> archive >> upload >> verify >> retention
             preflight >> group >> record
