@@ -51,6 +51,7 @@ bench: setup
 	PYTHONPATH=plugins $(PY) bench/parse_time.py
 	PYTHONPATH=plugins $(PY) bench/ldap_export.py
 	PYTHONPATH=plugins $(PY) bench/postgres_backup.py
+	PYTHONPATH=plugins $(PY) bench/hdfs_upload.py
 
 # Re-resolve the pins from the direct dependencies.
 lock:

@@ -34,6 +34,16 @@ export AIRFLOW_CONN_METABACKUP_OMS_DB=$(cat "$PG_DIR/airflow-connection.json")
 export AIRFLOW_CONN_METABACKUP_DBSERVICE=$AIRFLOW_CONN_METABACKUP_OMS_DB
 echo "demo PostgreSQL running from $PG_DIR"
 
+# The demo NameNode and the LocalHDFS target: a real HDFS HA pair (NameService hacluster) from the
+# Hadoop 3.4 minicluster, recreated each demo run (so its NameNode chain starts with a full).
+# Its bin/ holds `hadoop`, which runs the namenode kind's default tool_command.
+HDFS_DIR=$REPO/build/demo-hdfs
+"$PY" -m metabackup.harness.hdfs start "$HDFS_DIR" --ha >/dev/null
+export AIRFLOW_CONN_WEBHDFS_HACLUSTER=$(cat "$HDFS_DIR/airflow-connection.json")
+export PATH=$HDFS_DIR/bin:$PATH
+"$HDFS_DIR/bin/hdfs" dfs -mkdir -p /user/hive/warehouse/demo.db /hbase-demo/data 2>/dev/null
+echo "demo HDFS (NameService hacluster) serving WebHDFS at $("$PY" -c "import json; print(json.load(open('$HDFS_DIR/airflow-connection.json'))['host'])")"
+
 # 2. Airflow's database, then the spec folder check (any bad spec is an error here too).
 "$AIRFLOW" db migrate >>"$LOG" 2>&1
 "$PY" -m metabackup validate
@@ -64,13 +74,19 @@ dn = "uid=user00001,ou=People,dc=hadoop,dc=com"
 client.modify_s(dn, [(ldap.MOD_REPLACE, "description", [f"changed by make demo".encode()])])
 print(f"changed {dn} in the demo directory")
 PYEOF
+"$HDFS_DIR/bin/hdfs" dfs -mkdir -p /user/hive/warehouse/demo.db/new_table 2>/dev/null && echo "created a directory in the demo HDFS"
 run_backup "after a configuration change"
 
 echo
 echo "== backup sets of task 'default' (catalog read from the manifests at the target)"
 "$PY" -m metabackup list --spec include/backup_tasks/default.yaml
 echo
-echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*)"
+echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*) (OMS, DBService, LdapServer)"
+echo "            and: hdfs://hacluster$(ls -d /srv/BigData/LocalBackup/default_* | sed 's|/srv/BigData/LocalBackup|/backup/metadata|') (NameNode, LocalHDFS):"
+"$HDFS_DIR/bin/hdfs" dfs -ls -R /backup/metadata 2>/dev/null | sed 's/^/    /'
+echo "Restore the latest NameNode set into a new name directory: PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source NameNode --dest /tmp/nn-restore"
+echo "  (needs AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\")"
+echo "The demo HDFS keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.hdfs stop $HDFS_DIR"
 echo "Restore the latest OMS set (database + configuration): PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
 echo "  (for OMS and DBService, --dest must be a new folder the postgres user can enter; add --keep-running to use the recovered server)"
 echo "Restore LdapServer into an empty slapd:"
@@ -78,5 +94,5 @@ echo "  PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd start /t
 echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
 echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd stop $SLAPD_DIR"
 echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.postgres stop $PG_DIR"
-echo "Open the Airflow UI on it:   AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
+echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"

@@ -9,8 +9,8 @@
 * ``namenode`` - only a NameNode on an existing (restored) name directory.
 
 Each instance directory gets ``instance.json``, Hadoop client config in ``conf/``, ``bin/hdfs``
-(``dfs``, ``dfsadmin``, ``haadmin``, ``oiv``) and ``bin/namenode-tool`` (NameNodeTool with this
-cluster's config), and ``airflow-connection.json`` (the WebHDFS connection, 0600).  The running
+(``dfs``, ``dfsadmin``, ``haadmin``, ``oiv``), ``bin/namenode-tool`` (NameNodeTool with this
+cluster's config) and ``bin/hadoop`` (``hadoop CLASSNAME ...``), and ``airflow-connection.json`` (the WebHDFS connection, 0600).  The running
 launcher takes commands on a loopback control port (:func:`command`).
 """
 
@@ -151,7 +151,10 @@ esac
 """)
     (bin_dir / "namenode-tool").write_text(
         f"#!/bin/sh\nexec {java} -cp '{cp}' metabackup.hdfs.NameNodeTool \"$@\"\n")
-    for script in ("hdfs", "namenode-tool"):
+    # `hadoop CLASSNAME args`, as Hadoop's own script runs a class: the namenode kind's default
+    # tool_command works with this directory's bin/ on PATH
+    (bin_dir / "hadoop").write_text(f"#!/bin/sh\nexec {java} -cp '{cp}' \"$@\"\n")
+    for script in ("hdfs", "namenode-tool", "hadoop"):
         (bin_dir / script).chmod(0o755)
 
 
