@@ -68,7 +68,8 @@ def project(tmp_path_factory, servers):
     periodic = {
         "name": "e2eper", "created": TASK_CREATED, "cluster_version": "3.1.0", "timezone": "UTC", "type": "periodic",
         "schedule": {"start": "2030-01-01T00:00:00+00:00", "period": "day"}, "data_path": str(data),
-        "sources": {"OMS": {"kind": "files", "paths": [str(conf)], "target": {"type": "LocalDir", "max_backups": 3}}},
+        "sources": {"OMS": {"kind": "oms", "database": {"conn_id": "e2e_oms_db"}, "paths": [str(conf)],
+                            "target": {"type": "LocalDir", "max_backups": 3}}},
     }
     for spec in (manual, periodic):
         (specs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -84,6 +85,7 @@ def airflow(project, servers, tmp_path_factory):
         "AIRFLOW_CONN_E2E_LDAP": servers["ldap_src"].connection_uri(),
         "AIRFLOW_CONN_E2E_LDAP_EMPTY": servers["ldap_empty"].connection_uri(),
         "AIRFLOW_CONN_E2E_PG": json.dumps(servers["pg"].connection()),
+        "AIRFLOW_CONN_E2E_OMS_DB": json.dumps(servers["pg"].connection()),
         "AIRFLOW_CONN_WEBHDFS_HACLUSTER": servers["hdfs"].connection_uri(),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(project["root"] / "openlineage.jsonl"), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "metabackup-e2e",
@@ -96,7 +98,7 @@ def airflow(project, servers, tmp_path_factory):
 @pytest.fixture(scope="session")
 def client(airflow):
     api = airflow.client()
-    for dag_id in ("backup_e2eman", "restore_e2eman", "backup_e2eper"):
+    for dag_id in ("backup_e2eman", "restore_e2eman", "backup_e2eper", "restore_e2eper"):
         api.wait_for_dag(dag_id)
     assert api.import_errors() == []
     return api

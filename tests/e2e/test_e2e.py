@@ -77,6 +77,22 @@ def test_back_up_now_runs_a_periodic_task_before_its_first_scheduled_time(client
     assert len(sets) == 1
 
 
+def test_restore_of_the_manager_oms_kind_database_and_directories(client, project):
+    if not list((project["data"] / "LocalBackup" / "e2eper_20261124020000").glob("3.1.0_OMS_*.tar.gz")):
+        run_ok(client, "backup_e2eper")
+    dest_root = Path(tempfile.mkdtemp(prefix="metabackup-e2e-oms-"))
+    dest_root.chmod(0o755)
+    try:
+        outcome = run_ok(client, "restore_e2eper", {"source": "OMS", "destination": str(dest_root / "oms"),
+                                                    "dry_run": False})
+        assert outcome["tasks"]["validate"] == "success"
+        assert (dest_root / "oms" / "database" / "PG_VERSION").exists()
+        restored = dest_root / "oms" / "files" / str(project["conf"]).lstrip("/")
+        assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in project["conf"].iterdir())
+    finally:
+        shutil.rmtree(dest_root, ignore_errors=True)
+
+
 def test_restore_each_source_kind_through_the_restore_dag(client, backed_up, project, servers):
     dest_root = Path(tempfile.mkdtemp(prefix="metabackup-e2e-restore-"))
     dest_root.chmod(0o755)
