@@ -401,13 +401,15 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
         target = "recovery_target = 'immediate'"  # the full's consistency point: its end LSN
     else:
         target = ""  # all of the chain's WAL: the last set ends where its WAL ends
-    (work / "sock").mkdir()
+    # Unix socket paths are limited to 107 bytes, so the socket lives in a short temp directory
+    # rather than under a (possibly deep) destination.
+    sock = Path(tempfile.mkdtemp(prefix="mb-pg-"))
     with open(data / "postgresql.auto.conf", "a") as conf:
         conf.write(f"""
 # added by metabackup restore of {last.set}
 port = {port}
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '{work / "sock"}'
+unix_socket_directories = '{sock}'
 restore_command = 'cp "{work / "wal"}/%f" "%p"'
 {target}
 recovery_target_action = 'promote'
@@ -415,7 +417,7 @@ recovery_target_action = 'promote'
     (data / "recovery.signal").touch()
     logfile = work / "postgres.log"
     logfile.touch()
-    for path in (work, data):
+    for path in (work, data, sock):
         _chown_tree(path, dest.os_user)
     log.info("recovering %s on port %d towards %s", data, port, target)
     started = _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "300", "start"])
@@ -429,14 +431,16 @@ recovery_target_action = 'promote'
             outcome = f"replay stopped at {done[-1] if done else 'nothing'} before the set's last record {expected}"
     if started.returncode != 0 or outcome != "promoted":
         _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(sock, ignore_errors=True)
         raise RestoreError(f"recovery of {last.set} did not reach its target ({outcome}); log: {logfile}\n"
                            + logfile.read_text()[-1500:])
     reached = [line.split("LOG:", 1)[-1].strip() for line in logfile.read_text().splitlines()
                if "recovery stopping" in line or "redo done at" in line]
     result = {"data_dir": str(data), "port": port, "target": target or "end of the chain's WAL",
-              "recovery": reached[-1] if reached else "", "running": dest.keep_running}
+              "recovery": reached[-1] if reached else "", "running": dest.keep_running, "socket_dir": str(sock)}
     if not dest.keep_running:
         _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(sock, ignore_errors=True)
     return result
 
 
