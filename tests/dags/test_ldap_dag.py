@@ -14,7 +14,7 @@ from metabackup.airflow.dag_factory import dag_for_dag_file
 from metabackup.connections import get_connection
 from metabackup.harness import slapd
 from metabackup.restore import restore_source
-from metabackup.sources.ldap import LdapDestination, dump_state
+from metabackup.sources.ldap import dump_state
 from metabackup.spec import load_spec
 
 pytestmark = pytest.mark.airflow

@@ -8,7 +8,6 @@ import threading
 
 import pendulum
 import pytest
-import yaml
 
 from conftest import files_spec
 from metabackup.airflow.dag_factory import dags_for_dag_file

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from chains import catalog, full, inc, linear, reference_chain, stem, time_of, times
+from chains import catalog, full, inc, linear, reference_chain, time_of, times
 
 from metabackup.catalog import Catalog
 from metabackup.manifest import FULL, Manifest
