@@ -92,6 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from metabackup.targets import open_target
+    from metabackup.verification import read_record
 
     spec = load_spec(args.spec)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
@@ -101,18 +102,22 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         target = open_target(source.target)
         catalog = Catalog.of(target.manifests(task_dir, source.name))
+        verified = read_record(target, task_dir, source.name).get("sets", {})
         for m in catalog.sets:
             chain = catalog.chain(m.set)
             rows.append({"source": source.name, "set": m.set, "type": m.type, "parent": m.parent,
                          "size": m.archive.size, "executed_at": m.executed_at,
-                         "restorable": chain is not None,
+                         "restorable": chain is not None, "verification": verified.get(m.set),
                          "path": f"{source.target.path}/{task_dir}/{m.archive.name}"})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             flag = "" if r["restorable"] else "  (BROKEN CHAIN)"
-            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}")
+            check = r["verification"]
+            checked = "never verified" if not check else (
+                f"{'verified' if check['ok'] else 'FAILED verification'} {check['verified_at'][:19]}")
+            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]")
     return 0
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 
 import pendulum
@@ -72,6 +75,9 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     assert record["test_restore"]["checks"] == {"entries": 2}
     assert oct((task_dir / record_name("OMS")).stat().st_mode & 0o777) == "0o600"
     assert received == []
+    listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", str(specs / "verified.yaml"), "--json"],
+                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "plugins"})
+    assert [r["verification"]["ok"] for r in json.loads(listed.stdout)] == [True, True]
 
     archive = task_dir / "3.1.0_OMS_20261124110000.tar.gz"  # the full: the newest chain needs it too
     data = bytearray(archive.read_bytes())
