@@ -12,7 +12,7 @@ import threading
 import pendulum
 import pytest
 
-from conftest import files_spec
+from conftest import REPO, files_spec
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.naming import MANIFEST_SUFFIX
 from metabackup.verification import record_name
@@ -76,7 +76,7 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     assert oct((task_dir / record_name("OMS")).stat().st_mode & 0o777) == "0o600"
     assert received == []
     listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", str(specs / "verified.yaml"), "--json"],
-                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": "plugins"})
+                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
     assert [r["verification"]["ok"] for r in json.loads(listed.stdout)] == [True, True]
 
     archive = task_dir / "3.1.0_OMS_20261124110000.tar.gz"  # the full: the newest chain needs it too
