@@ -93,3 +93,51 @@ def test_namenode_addresses_take_their_own_or_the_connection_port():
     assert parse_namenodes("a:1,b, c:3 ", 9870) == [NameNodeAddress("a", 1), NameNodeAddress("b", 9870),
                                                      NameNodeAddress("c", 3)]
     assert parse_namenodes("", 1) == []
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: bytes = b"", name: str = ""):
+        self.status_code, self.body = status, body
+        self.headers = {"X-Image-Edits-Name": name, "Content-Length": str(len(body))} if status == 200 else {}
+        self.text = "" if status == 200 else "GetImage failed. No edits file"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def iter_content(self, size):
+        yield self.body
+
+
+class FakeSession:
+    """NameNode HTTP servers by base URL: which segment files each one holds."""
+
+    def __init__(self, holdings: dict[str, dict[str, bytes]]):
+        self.holdings, self.asked = holdings, []
+
+    def get(self, url, **kwargs):
+        base = url.split("/imagetransfer")[0]
+        self.asked.append(base)
+        start, end = (int(x.split("=")[1]) for x in url.split("&")[1:3])
+        name = edits_name(start, end)
+        data = self.holdings.get(base, {}).get(name)
+        return FakeResponse(200, data, name) if data is not None else FakeResponse(410)
+
+
+def test_a_segment_missing_on_the_active_namenode_is_fetched_from_another(tmp_path):
+    from metabackup.sources.namenode import NameNodeSource
+    from metabackup.spec import Source, Target
+
+    source = NameNodeSource(Source(name="NameNode", kind="namenode", options={"timeout": 10},
+                                   target=Target(type="LocalDir", path="/x", max_backups=1)))
+    name = edits_name(1, 4)
+    session = FakeSession({"http://old": {name: b"segment bytes"}})
+    got = source._fetch_from_any(session, ["http://new", "http://old"], "getedit=1&startTxId=1&endTxId=4",
+                                 tmp_path, expect=name)
+    assert got["name"] == name and (tmp_path / name).read_bytes() == b"segment bytes"
+    assert session.asked == ["http://new", "http://old"]
+    with pytest.raises(NameNodeSourceError, match="no NameNode could send"):
+        source._fetch_from_any(FakeSession({}), ["http://new", "http://old"], "getedit=1&startTxId=1&endTxId=4",
+                               tmp_path, expect=name)

@@ -91,13 +91,6 @@ class NameServiceWebHDFSHook(WebHDFSHook):
         urls.sort(key=lambda u: order.get(states[u], 1))
         return urls, connection
 
-    def active_namenode_url(self) -> str:
-        urls, _ = self.namenode_urls()
-        if namenode_state(urls[0]) != "active":
-            # a single NameNode without HA reports "active" too; anything else means no active one
-            raise AirflowWebHDFSHookException(f"no active NameNode among {urls} (connection {self.webhdfs_conn_id!r})")
-        return urls[0]
-
     def _find_valid_server(self) -> Any:
         urls, connection = self.namenode_urls()
         first = self._get_client(urls[0].split("://", 1)[1], None, connection.login, connection.password,

@@ -133,12 +133,20 @@ class NameNodeSource(SourceKind):
         return NameNodeTool(self.options["tool_command"], self.options["fs_uri"], self.options.get("timeout", 600))
 
     def active_url(self) -> str:
-        from metabackup.airflow.hooks import NameServiceWebHDFSHook
+        return self.namenode_urls()[0]
+
+    def namenode_urls(self) -> list[str]:
+        """HTTP addresses of the NameService's NameNodes, the active one first (raises if none is)."""
+        from metabackup.airflow.hooks import NameServiceWebHDFSHook, namenode_state
 
         try:
-            return NameServiceWebHDFSHook(webhdfs_conn_id=self.options["conn_id"]).active_namenode_url()
+            urls, _ = NameServiceWebHDFSHook(webhdfs_conn_id=self.options["conn_id"]).namenode_urls()
         except Exception as exc:
             raise NameNodeSourceError(f"{self.options['nameservice']}: {exc}") from exc
+        if namenode_state(urls[0]) != "active":
+            raise NameNodeSourceError(f"{self.options['nameservice']}: no active NameNode among {urls} "
+                                      f"(connection {self.options['conn_id']!r})")
+        return urls
 
     def check(self) -> None:
         url = self.active_url()
@@ -167,7 +175,8 @@ class NameNodeSource(SourceKind):
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         import requests
 
-        url = self.active_url()
+        urls = self.namenode_urls()
+        url = urls[0]
         info = self.tool("info")
         files = workdir / "namenode"
         ensure_private_dir(files)
@@ -191,8 +200,8 @@ class NameNodeSource(SourceKind):
         logs = self.tool("manifest", str(position["start_txid"]))["logs"]
         segments = segments_covering(logs, position["start_txid"], end)
         for number, segment in enumerate(segments, 1):
-            self._fetch(session, url, f"getedit=1&startTxId={segment.start}&endTxId={segment.end}", files,
-                        expect=segment.name)
+            self._fetch_from_any(session, urls, f"getedit=1&startTxId={segment.start}&endTxId={segment.end}",
+                                 files, expect=segment.name)
             log.info("%s: edit-log segment %d/%d %s", self.source.name, number, len(segments), segment.name)
         position.update(end_txid=end, segments=[s.name for s in segments], taken_at=pendulum.now("UTC").isoformat())
         (workdir / "namenode-position.json").write_text(json.dumps(position))
@@ -200,6 +209,18 @@ class NameNodeSource(SourceKind):
                  position["start_txid"], end, len(segments),
                  f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
         return {k: position[k] for k in ("start_txid", "end_txid", "cluster_id")}
+
+    def _fetch_from_any(self, session, urls: list[str], query: str, directory: Path, expect: str) -> dict[str, Any]:
+        """A finalized segment from the first NameNode that holds it: after a failover (with QJM)
+        the new active NameNode keeps only the segments it wrote; the others are on the old one."""
+        problems = []
+        for url in urls:
+            try:
+                return self._fetch(session, url, query, directory, expect)
+            except (NameNodeSourceError, OSError) as exc:
+                problems.append(str(exc))
+                log.info("%s not available from %s: %s", expect, url, exc)
+        raise NameNodeSourceError(f"no NameNode could send {expect}: " + "; ".join(problems))
 
     def _fetch(self, session, url: str, query: str, directory: Path, expect: str | None) -> dict[str, Any]:
         """Stream one file from the image servlet, checking its length and (images) its MD5."""
