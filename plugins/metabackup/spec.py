@@ -31,8 +31,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
 _NAMESERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
-# HDFS locations a backup must never be written to (published in README).
-HDFS_SYSTEM_DIRS = ("/", "/tmp", "/system", "/hbase", "/mr-history", "/app-logs", "/user", "/apps")
+# HDFS locations a backup must never be written to (published in README).  The trees are owned by
+# a service that cleans or rewrites them (HBase, YARN log aggregation, the MapReduce history server,
+# tmp sweepers): nothing below them either.  The shared parents are refused only themselves, since
+# /user/<name>/... and /apps/<name>/... are ordinary places of one's own.
+HDFS_SYSTEM_TREES = ("/tmp", "/system", "/hbase", "/mr-history", "/app-logs")
+HDFS_SYSTEM_DIRS = ("/", "/user", "/apps", *HDFS_SYSTEM_TREES)
 
 
 class SpecError(ValueError):
@@ -518,6 +522,11 @@ def hdfs_path_problem_free(v: _Validator, fld: str, path: str) -> str | None:
     norm = "/" + "/".join(parts)
     if norm in HDFS_SYSTEM_DIRS:
         v.error(fld, f"{norm!r} is an HDFS system directory; choose a directory of its own, e.g. /backup/metadata")
+        return None
+    owner = next((tree for tree in HDFS_SYSTEM_TREES if norm.startswith(tree + "/")), None)
+    if owner:
+        v.error(fld, f"{norm!r} lies inside the HDFS system directory {owner!r}, whose service may clean it; "
+                     "choose a directory of its own, e.g. /backup/metadata")
         return None
     return norm
 

@@ -107,6 +107,11 @@ CATALOGUE = [
      "must not contain a hidden component such as '.snapshot'"),
     ("hdfs trash", setitem(OMS_TARGET, {**HDFS, "path": "/user/hdfs/.Trash"}), f"{OMS_TARGET}.path", "hidden component"),
     ("hdfs system dir", setitem(OMS_TARGET, {**HDFS, "path": "/tmp"}), f"{OMS_TARGET}.path", "is an HDFS system directory"),
+    ("hdfs inside a system tree", setitem(OMS_TARGET, {**HDFS, "path": "/hbase/backup"}), f"{OMS_TARGET}.path",
+     "lies inside the HDFS system directory '/hbase'"),
+    ("hdfs inside tmp", setitem(OMS_TARGET, {**HDFS, "path": "/tmp/meta"}), f"{OMS_TARGET}.path",
+     "lies inside the HDFS system directory '/tmp'"),
+    ("hdfs root", setitem(OMS_TARGET, {**HDFS, "path": "/"}), f"{OMS_TARGET}.path", "is an HDFS system directory"),
     ("hdfs dot-dot", setitem(OMS_TARGET, {**HDFS, "path": "/backup/../tmp"}), f"{OMS_TARGET}.path", "must be normalised"),
     ("hdfs nameservice", setitem(OMS_TARGET, {**HDFS, "path": "/backup/meta", "nameservice": "bad name"}),
      f"{OMS_TARGET}.nameservice", "is not a valid NameService"),
@@ -162,6 +167,10 @@ def test_valid_spec_is_parsed_with_defaults(tmp_path):
     assert spec.staging_dir == "/srv/BigData/LocalBackup/.staging" and spec.retries == 2
     hdfs = load_spec(write(tmp_path, mutate(setitem(OMS_TARGET, {**HDFS, "path": "/backup/meta"})))).source("OMS").target
     assert (hdfs.path, hdfs.nameservice) == ("/backup/meta", "hacluster")
+    for own in ("/user/metabackup/backups", "/apps/metabackup", "/tmpdata/meta", "/hbase-backups"):
+        # below a shared parent, or a sibling that only starts like a system tree: one's own place
+        target = load_spec(write(tmp_path, mutate(setitem(OMS_TARGET, {**HDFS, "path": own})))).source("OMS").target
+        assert target.path == own
     relative = load_spec(write(tmp_path, mutate(setitem(f"{OMS_TARGET}.path", "Backups/meta")))).source("OMS").target
     assert relative.path == "/srv/BigData/Backups/meta"
 
