@@ -24,6 +24,38 @@ T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
 
 @pytest.fixture()
+def mailbox(monkeypatch):
+    """A real SMTP server on loopback (aiosmtpd) and the Airflow connection to it."""
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    from metabackup.harness import free_port
+
+    received = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
+            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
+        "extra": {"from_email": "airflow@example.com", "disable_tls": True, "disable_ssl": True, "retry_limit": 0}}))
+    monkeypatch.setenv("METABACKUP_ALERT_SMTP_CONN_ID", "smtp_alerts")
+    yield received
+    controller.stop()
+
+
+def mail_body(message) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/html")
+    return part.get_payload(decode=True).decode()
+
+
+@pytest.fixture()
 def webhook():
     received = []
 
@@ -42,7 +74,8 @@ def webhook():
     server.shutdown()
 
 
-def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflow_project, tmp_path, monkeypatch, webhook):
+def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflow_project, tmp_path, monkeypatch, webhook,
+                                                                          mailbox):
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a.conf").write_text("a=1\n")
@@ -65,6 +98,7 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     task_dir = tmp_path / "data" / "LocalBackup" / "verified_20261124100000"
     url, received = webhook
     monkeypatch.setenv("METABACKUP_ALERT_WEBHOOK", url)
+    monkeypatch.setenv("METABACKUP_ALERT_EMAIL", "ops@example.com, oncall@example.com")
 
     dr = dag.test(run_after=T0.add(hours=2))
     assert str(dr.state).endswith("success"), task_states(dag.dag_id, dr.run_id)
@@ -74,7 +108,7 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     assert record["test_restore"]["ok"] and record["test_restore"]["set"] == "3.1.0_OMS_20261124120000"
     assert record["test_restore"]["checks"] == {"entries": 2}
     assert oct((task_dir / record_name("OMS")).stat().st_mode & 0o777) == "0o600"
-    assert received == []
+    assert received == [] and mailbox == []
     listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", str(specs / "verified.yaml"), "--json"],
                             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
     assert [r["verification"]["ok"] for r in json.loads(listed.stdout)] == [True, True]
@@ -94,4 +128,34 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     assert record["sets"]["3.1.0_OMS_20261124120000"]["ok"] is True
     assert [(a["dag_id"], a["task_id"]) for a in received] == [("metabackup_verify", "verified.OMS.checksums")]
     assert "3.1.0_OMS_20261124110000" in received[0]["error"]
+    [(recipients, message)] = mailbox
+    assert sorted(recipients) == ["oncall@example.com", "ops@example.com"]
+    assert message["Subject"] == "metabackup: metabackup_verify.verified.OMS.checksums failed"
+    assert message["From"] == "airflow@example.com"
+    assert "3.1.0_OMS_20261124110000" in mail_body(message) and "sha256" in mail_body(message)
     assert not any(n.endswith(MANIFEST_SUFFIX) and n.startswith(".") for n in (p.name for p in task_dir.iterdir()))
+
+
+def test_each_alert_channel_is_tried_on_its_own(monkeypatch, mailbox, our_logs):
+    """A webhook that is down does not stop the e-mail; the body is the payload, escaped."""
+    import socket
+    from types import SimpleNamespace
+
+    from metabackup.airflow.notifier import MetabackupFailureNotifier
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/alert"
+    monkeypatch.setenv("METABACKUP_ALERT_WEBHOOK", dead)
+    monkeypatch.setenv("METABACKUP_ALERT_EMAIL", "ops@example.com")
+    monkeypatch.setenv("METABACKUP_ALERT_FROM", "metabackup@example.com")
+    ti = SimpleNamespace(dag_id="backup_x", task_id="OMS.upload", run_id="manual__1", try_number=3, log_url=None)
+    error = RuntimeError("disk full at <b>/srv</b> {{ not a template }}")
+    MetabackupFailureNotifier().notify({"ti": ti, "exception": error})
+
+    assert any(m.startswith(f"metabackup alert: POST to {dead} failed") for m in our_logs), our_logs
+    [(recipients, message)] = mailbox
+    assert recipients == ["ops@example.com"] and message["From"] == "metabackup@example.com"
+    body = mail_body(message)
+    assert "disk full at &lt;b&gt;/srv&lt;/b&gt; {{ not a template }}" in body and "<b>" not in body
+    assert "alert e-mailed to ops@example.com" in our_logs

@@ -5,13 +5,17 @@ Always logs the failure.  Also, when configured in the worker's / DAG processor'
 * ``METABACKUP_ALERT_WEBHOOK`` - an http(s) URL; the alert is POSTed there as JSON
   (``{"dag_id", "task_id", "run_id", "try_number", "error", "log_url"}``);
 * ``METABACKUP_ALERT_EMAIL`` - comma-separated addresses, sent with the SMTP provider's notifier
-  through the ``smtp_default`` connection (or ``METABACKUP_ALERT_SMTP_CONN_ID``).
+  through the ``smtp_default`` connection (or ``METABACKUP_ALERT_SMTP_CONN_ID``), from
+  ``METABACKUP_ALERT_FROM`` or else the connection's ``from_email`` extra.
 
+Each channel is tried on its own: a webhook that is down does not stop the e-mail, and neither
+stops the other's attempt; a channel that fails is logged with its reason.
 No secret is sent: the error text is the task's own message (our messages never hold passwords).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_ENV = "METABACKUP_ALERT_WEBHOOK"
 EMAIL_ENV = "METABACKUP_ALERT_EMAIL"
 SMTP_CONN_ENV = "METABACKUP_ALERT_SMTP_CONN_ID"
+FROM_ENV = "METABACKUP_ALERT_FROM"
 
 
 def alert_payload(context: Any) -> dict[str, Any]:
@@ -51,14 +56,33 @@ class MetabackupFailureNotifier(BaseNotifier):
                   payload["run_id"], payload["try_number"], payload["error"])
         webhook = os.environ.get(WEBHOOK_ENV)
         if webhook:
-            request = urllib.request.Request(webhook, data=json.dumps(payload).encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - operator-configured URL
-                log.info("alert posted to %s: HTTP %s", webhook.split("?")[0], response.status)
+            try:
+                post_webhook(webhook, payload)
+            except Exception as exc:  # the alert still goes by e-mail, and the failure is in the log
+                log.error("metabackup alert: POST to %s failed: %s", webhook.split("?")[0], exc)
         emails = [a.strip() for a in os.environ.get(EMAIL_ENV, "").split(",") if a.strip()]
         if emails:
-            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+            try:
+                send_email(emails, payload, context)
+            except Exception as exc:
+                log.error("metabackup alert: e-mail to %s failed: %s", ", ".join(emails), exc)
 
-            SmtpNotifier(to=emails, smtp_conn_id=os.environ.get(SMTP_CONN_ENV, "smtp_default"),
-                         subject=f"metabackup: {payload['dag_id']}.{payload['task_id']} failed",
-                         html_content=f"<pre>{json.dumps(payload, indent=2)}</pre>").notify(context)
+
+def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - operator-configured URL
+        log.info("alert posted to %s: HTTP %s", url.split("?")[0], response.status)
+
+
+def send_email(to: list[str], payload: dict[str, Any], context: Any) -> None:
+    """Through the SMTP provider's notifier, called directly (so with subject and body given,
+    nothing is rendered as a template); the payload is escaped for HTML."""
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    body = html.escape(json.dumps(payload, indent=2))
+    SmtpNotifier(to=to, from_email=os.environ.get(FROM_ENV) or None,
+                 smtp_conn_id=os.environ.get(SMTP_CONN_ENV, "smtp_default"),
+                 subject=f"metabackup: {payload['dag_id']}.{payload['task_id']} failed",
+                 html_content=f"<pre>{body}</pre>").notify(context)
+    log.info("alert e-mailed to %s", ", ".join(to))
