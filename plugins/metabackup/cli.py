@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -77,7 +78,7 @@ def cmd_new_task(args: argparse.Namespace) -> int:
     dag_file.parent.mkdir(parents=True, exist_ok=True)
     dag_file.write_text(DAG_TEMPLATE.format(name=args.name))
     print(f"created {spec_file}\ncreated {dag_file}\nedit the spec's sources and targets, then check it: "
-          "python -m metabackup validate")
+          "python -m metabackup validate", file=args.out)
     return 0
 
 
@@ -86,7 +87,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for error in errors:
         print(error, file=sys.stderr)
     for name in sorted(specs):
-        print(f"ok  {name}  ({specs[name].path})")
+        print(f"ok  {name}  ({specs[name].path})", file=args.out)
     return 1 if errors else 0
 
 
@@ -110,14 +111,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                          "restorable": chain is not None, "verification": verified.get(m.set),
                          "path": f"{source.target.path}/{task_dir}/{m.archive.name}"})
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2), file=args.out)
     else:
         for r in rows:
             flag = "" if r["restorable"] else "  (BROKEN CHAIN)"
             check = r["verification"]
             checked = "never verified" if not check else (
                 f"{'verified' if check['ok'] else 'FAILED verification'} {check['verified_at'][:19]}")
-            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]")
+            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]", file=args.out)
     return 0
 
 
@@ -137,7 +138,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
             dest = OmsDestination(database=dest, files_dir=str(Path(args.dest) / "files"))
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0
 
 
@@ -171,9 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")
     p.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("hdfs").setLevel(logging.WARNING)  # the WebHDFS client narrates every call
+    # A command's result (a listing, JSON) is its only output on stdout.  Anything else, such as
+    # the logging Airflow configures when a hook is first imported, goes to stderr.
+    args.out = sys.stdout
     try:
-        return args.func(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            return args.func(args)
     except (SpecError, RuntimeError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -95,3 +95,22 @@ def test_an_undefined_connection_names_it(tmp_path, monkeypatch, hdfs_connected)
     spec = make_spec(tmp_path, "noconn")
     with pytest.raises(pipeline.PreflightError, match="connection 'webhdfs_hacluster'"):
         pipeline.preflight(spec, ["OMS"])
+
+
+def test_the_cli_prints_clean_json_for_a_localhdfs_target(tmp_path, hdfs_connected):
+    """Airflow's logging (set up when the hdfs provider is imported) must not reach the CLI's stdout."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, backup_once
+
+    spec = make_spec(tmp_path, "clijson")
+    made = backup_once(spec, "OMS", T0)
+    listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", spec.path, "--json"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["source"], r["set"], r["type"]) for r in rows] == [("OMS", made["stem"], "full")]
+    assert rows[0]["path"].startswith("/backup/meta/clijson_")
