@@ -108,6 +108,16 @@ def hdfs_connected(hdfs_cluster, monkeypatch):
     return hdfs_cluster
 
 
+def cli_list_json(spec_path) -> list[dict]:
+    """``python -m metabackup list --spec ... --json`` in a child process; its stdout parsed."""
+    import json
+
+    listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", str(spec_path), "--json"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
+
+
 def backup_once(spec, source: str, when) -> dict:
     """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
     from metabackup import pipeline

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import pendulum
 import pytest
 
-from conftest import REPO, files_spec
+from conftest import cli_list_json, files_spec
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.naming import MANIFEST_SUFFIX
 from metabackup.verification import record_name
@@ -109,9 +106,7 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
     assert record["test_restore"]["checks"] == {"entries": 2}
     assert oct((task_dir / record_name("OMS")).stat().st_mode & 0o777) == "0o600"
     assert received == [] and mailbox == []
-    listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", str(specs / "verified.yaml"), "--json"],
-                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
-    assert [r["verification"]["ok"] for r in json.loads(listed.stdout)] == [True, True]
+    assert [r["verification"]["ok"] for r in cli_list_json(specs / "verified.yaml")] == [True, True]
 
     archive = task_dir / "3.1.0_OMS_20261124110000.tar.gz"  # the full: the newest chain needs it too
     data = bytearray(archive.read_bytes())
@@ -138,14 +133,12 @@ def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflo
 
 def test_each_alert_channel_is_tried_on_its_own(monkeypatch, mailbox, our_logs):
     """A webhook that is down does not stop the e-mail; the body is the payload, escaped."""
-    import socket
     from types import SimpleNamespace
 
     from metabackup.airflow.notifier import MetabackupFailureNotifier
+    from metabackup.harness import free_port
 
-    with socket.socket() as closed:  # a port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/alert"
+    dead = f"http://127.0.0.1:{free_port()}/alert"  # nobody listens there
     monkeypatch.setenv("METABACKUP_ALERT_WEBHOOK", dead)
     monkeypatch.setenv("METABACKUP_ALERT_EMAIL", "ops@example.com")
     monkeypatch.setenv("METABACKUP_ALERT_FROM", "metabackup@example.com")

@@ -6,6 +6,7 @@ import pendulum
 import pytest
 import yaml
 
+from conftest import backup_once, cli_list_json
 from hdfs_helpers import WebHdfs
 from metabackup import pipeline
 from metabackup.harness import hdfs
@@ -99,18 +100,8 @@ def test_an_undefined_connection_names_it(tmp_path, monkeypatch, hdfs_connected)
 
 def test_the_cli_prints_clean_json_for_a_localhdfs_target(tmp_path, hdfs_connected):
     """Airflow's logging (set up when the hdfs provider is imported) must not reach the CLI's stdout."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO, backup_once
-
     spec = make_spec(tmp_path, "clijson")
     made = backup_once(spec, "OMS", T0)
-    listed = subprocess.run([sys.executable, "-m", "metabackup", "list", "--spec", spec.path, "--json"],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
-    assert listed.returncode == 0, listed.stderr
-    rows = json.loads(listed.stdout)
+    rows = cli_list_json(spec.path)
     assert [(r["source"], r["set"], r["type"]) for r in rows] == [("OMS", made["stem"], "full")]
     assert rows[0]["path"].startswith("/backup/meta/clijson_")
