@@ -128,3 +128,31 @@ def backup_once(spec, source: str, when) -> dict:
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
     return {**decision, "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}
+
+
+# ---------------------------------------------------------------------------------------------
+# tests/adversarial: every test is one attack or mishap; a pass means it was refused (nothing
+# outside the destination or target changed), a failure means it escaped.  One line per class
+# (the test module) at the end of the run.
+# ---------------------------------------------------------------------------------------------
+_ADVERSARIAL: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "tests/adversarial/" not in report.nodeid.replace("\\", "/") and not report.nodeid.startswith("adversarial/"):
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        module = Path(report.nodeid.split("::", 1)[0]).stem.removeprefix("test_")
+        _ADVERSARIAL.setdefault(module, []).append(report.outcome)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _ADVERSARIAL:
+        return
+    terminalreporter.section("adversarial")
+    for module, outcomes in sorted(_ADVERSARIAL.items()):
+        refused = outcomes.count("passed")
+        skipped = outcomes.count("skipped")
+        escaped = len(outcomes) - refused - skipped
+        line = f"adversarial {module}: {len(outcomes)} cases, {refused} refused, {escaped} escaped"
+        terminalreporter.write_line(line + (f", {skipped} skipped" if skipped else ""))

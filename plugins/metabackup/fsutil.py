@@ -17,9 +17,34 @@ FILE_MODE = 0o600
 COPY_CHUNK = 1 << 20
 
 
+# What a child process may inherit from the worker's environment: an allow-list, so Airflow's
+# connection and variable secrets (AIRFLOW_CONN_*, AIRFLOW_VAR_*, ...) never reach a child.
+CHILD_ENV_KEYS = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR",
+                  "USER", "LOGNAME", "JAVA_HOME")
+
+
+def child_env(extra: dict[str, str] | None = None, keep_prefixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment for a child process: the allow-listed variables of ours, those starting
+    with ``keep_prefixes`` (e.g. ``HADOOP_`` for the Hadoop client), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in CHILD_ENV_KEYS or (keep_prefixes and k.startswith(keep_prefixes))}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(extra or {})
+    return env
+
+
 def ensure_private_dir(path: str | Path) -> Path:
+    """Create ``path`` and every missing parent owner-only (0700) whatever the umask; the last
+    component is made 0700 even when it existed."""
     path = Path(path)
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)
     os.chmod(path, DIR_MODE)
     return path
 
@@ -50,6 +75,12 @@ def atomic_writer(final: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_private(final: str | Path, data: bytes | str) -> None:
+    """Write a whole small file owner-only (0600) and atomically, whatever the umask."""
+    with atomic_writer(final) as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
 
 
 def remove_partials(directory: str | Path, final_name: str | None = None) -> list[str]:

@@ -103,6 +103,7 @@ class TaskSpec:
     sources: tuple[Source, ...]
     queue: str | None = None
     retries: int = 2
+    retry_delay: int = 60  # seconds before the first retry; doubles up to 30 minutes
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -331,7 +332,7 @@ def _load_yaml(path: Path) -> Any:
 
 _TOP_FIELDS = {
     "name", "created", "cluster_version", "timezone", "type", "schedule", "policy", "data_path",
-    "staging_dir", "sources", "queue", "retries", "description", "tags",
+    "staging_dir", "sources", "queue", "retries", "retry_delay", "description", "tags",
 }
 
 
@@ -386,6 +387,7 @@ def load_spec(path: str | Path) -> TaskSpec:
 
     queue = v.optional(raw, "", "queue", str, None)
     retries = v.in_range(v.optional(raw, "", "retries", int, 2), "retries", 0, 10)
+    retry_delay = v.in_range(v.optional(raw, "", "retry_delay", int, 60), "retry_delay", 1, 3600)
     description = v.optional(raw, "", "description", str, "")
     tags = v.optional(raw, "", "tags", list, [])
     for i, tag in enumerate(tags):
@@ -400,6 +402,7 @@ def load_spec(path: str | Path) -> TaskSpec:
         path=str(path), name=name, created=created, cluster_version=version, timezone=timezone,
         type=task_type, schedule=schedule, policy=policy, data_path=data_path, staging_dir=staging_dir,
         sources=tuple(sources), queue=queue, retries=retries if retries is not None else 2,
+        retry_delay=retry_delay or 60,
         description=description, tags=tuple(t for t in tags if isinstance(t, str)),
     )
 

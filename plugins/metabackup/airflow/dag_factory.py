@@ -43,7 +43,6 @@ from metabackup.spec import TaskSpec, load_spec
 
 SPEC_DIR_ENV = "METABACKUP_SPEC_DIR"
 DAG_FILE_PREFIX = "backup_"
-RETRY_DELAY = pendulum.duration(minutes=1)
 MAX_RETRY_DELAY = pendulum.duration(minutes=30)
 
 
@@ -123,7 +122,7 @@ def build_dag(spec: TaskSpec) -> DAG:
     default_args = {
         "owner": "metabackup",
         "retries": spec.retries,
-        "retry_delay": RETRY_DELAY,
+        "retry_delay": pendulum.duration(seconds=spec.retry_delay),
         "retry_exponential_backoff": True,
         "max_retry_delay": MAX_RETRY_DELAY,
     }

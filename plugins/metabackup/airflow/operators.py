@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseBranchOperator, BaseOperator, Context
 
 from metabackup import pipeline
+from metabackup.airflow.faults import kill_point
 from metabackup.spec import TaskSpec, load_spec
 
 
@@ -64,7 +65,9 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
             self.log.info("%s is not among this run's sources; skipping it", self.source)
             return None
         run = pipeline.SetRun.of(spec, self.source, execution_time(context))
+        kill_point(f"{self.source}.decide.before")
         decision = pipeline.decide(run, force_full=bool(context["params"].get("force_full")))
+        kill_point(f"{self.source}.decide.after")
         context["ti"].xcom_push(key="decision", value=decision)
         return self.full_task_id if decision["type"] == "full" else self.incremental_task_id
 
@@ -83,7 +86,10 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
-        return self.STEPS[self.step](run)
+        kill_point(f"{self.source}.{self.step}.before")
+        result = self.STEPS[self.step](run)
+        kill_point(f"{self.source}.{self.step}.after")
+        return result
 
 
 class BackupVerifyOperator(_SpecMixin, BaseOperator):
@@ -97,7 +103,9 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
+        kill_point(f"{self.source}.verify.before")
         event = pipeline.verify(run)
+        kill_point(f"{self.source}.verify.after")
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = event
         return event
@@ -112,4 +120,7 @@ class BackupRecordOperator(_SpecMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.load()
-        return pipeline.record(spec, selected_sources(spec, context), execution_time(context))
+        kill_point("record.before")
+        result = pipeline.record(spec, selected_sources(spec, context), execution_time(context))
+        kill_point("record.after")
+        return result
