@@ -13,14 +13,32 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class InvalidSet:
+    """A manifest at the target that failed validation: reported, never restored, never deleted."""
+
+    name: str  # the manifest's file name
+    reason: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     """The committed sets of one source at one target, oldest first."""
 
     sets: tuple[Manifest, ...]
+    invalid: tuple[InvalidSet, ...] = ()
 
     @classmethod
-    def of(cls, manifests: Iterable[Manifest]) -> Catalog:
-        return cls(tuple(sorted(manifests, key=lambda m: (m.executed_at, m.set))))
+    def of(cls, manifests: Iterable[Manifest], invalid: Iterable[InvalidSet] = ()) -> Catalog:
+        return cls(tuple(sorted(manifests, key=lambda m: (m.executed_at, m.set))), tuple(invalid))
+
+    @classmethod
+    def read(cls, target, task: str, task_dir: str, source: str) -> Catalog:
+        """The catalog of one source at ``target``: every manifest validated and checked to belong to
+        this task, task directory and source; the ones that fail are kept aside in ``invalid``."""
+        valid, invalid = target.read_manifests(task, task_dir, source)
+        for bad in invalid:
+            log.warning("%s: ignoring an invalid manifest: %s", source, bad.reason)
+        return cls.of(valid, invalid)
 
     @cached_property
     def _index(self) -> dict[str, Manifest]:

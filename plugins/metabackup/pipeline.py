@@ -78,7 +78,7 @@ class SetRun:
         return kind_class(self.source.kind)(self.source, task=self.spec.name)
 
     def catalog(self) -> Catalog:
-        return Catalog.of(self.target.manifests(self.task_dir, self.source.name))
+        return Catalog.read(self.target, self.spec.name, self.task_dir, self.source.name)
 
     def _read(self, name: str) -> dict[str, Any]:
         path = self.workdir / name
@@ -114,7 +114,7 @@ def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
             removed = target.remove_partials(task_dir)
             if removed:
                 log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
-            last_full = Catalog.of(target.manifests(task_dir, name)).latest_full()
+            last_full = Catalog.read(target, spec.name, task_dir, name).latest_full()
             need = int(last_full.archive.size * SPACE_MARGIN) if last_full else 0
             free = target.free_bytes()
             staging_need += need

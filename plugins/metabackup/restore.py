@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -99,7 +101,7 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
     source = spec.source(source_name)
     target = open_target(source.target)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
-    catalog = Catalog.of(target.manifests(task_dir, source_name))
+    catalog = Catalog.read(target, spec.name, task_dir, source_name)
     if set_stem in ("", "latest"):
         set_stem = None
     target_time = None
@@ -132,24 +134,73 @@ def check_cluster_version(plan: RestorePlan, allow_mismatch: bool = False) -> st
     return message
 
 
-def destination_for(plan: RestorePlan, destination: str, keep_running: bool = False) -> Any:
-    """The kind's destination object from the text a user gives (a directory or a connection id)."""
+# A destination directory is typed by a user (trigger form, CLI): allow-listed characters only,
+# so it can reach no shell or configuration file as anything but a plain path.
+_DESTINATION_CHARS = re.compile(r"^[A-Za-z0-9._/@+=,:\-]+$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+
+def live_paths(spec: TaskSpec) -> list[str]:
+    """Every directory the spec backs up, and every place it writes backups or staging to."""
+    paths = []
+    for source in spec.sources:
+        options = source.options.get("files", source.options)
+        paths += options.get("paths") or []
+        if source.target.type == "LocalDir":
+            paths += [source.target.path] + ([source.target.mirror] if source.target.mirror else [])
+    return paths + [spec.staging_dir]
+
+
+def check_destination(spec: TaskSpec, destination: str) -> Path:
+    """A restore destination directory: absolute, normalised, allow-listed characters, no symbolic
+    link in any existing component, and neither inside nor around a backed-up directory, a LocalDir
+    target or the staging area.  Raises :class:`RestoreError` naming the rule and the remedy."""
+    text = destination or ""
+    if not text.startswith("/"):
+        raise RestoreError(f"destination {text!r} must be an absolute directory such as /srv/restore/oms")
+    if not _DESTINATION_CHARS.match(text):
+        bad = sorted({c for c in text if not _DESTINATION_CHARS.match(c)})
+        raise RestoreError(f"destination {text!r} contains {''.join(bad)!r}; use only letters, digits and . _ / @ + = , : -")
+    norm = posixpath.normpath(text)
+    if norm != text.rstrip("/") or text.startswith("//") or norm == "/":
+        raise RestoreError(f"destination {text!r} must be a normalised directory below / (no '.', '..' or '//')")
+    probe = "/"
+    for part in norm.strip("/").split("/"):
+        probe = posixpath.join(probe, part)
+        if os.path.islink(probe):
+            raise RestoreError(f"destination {norm!r} has a symbolic link in its path ({probe}); give the real path")
+        if not os.path.lexists(probe):
+            break
+    for live in live_paths(spec):
+        if norm == live or norm.startswith(live.rstrip("/") + "/"):
+            raise RestoreError(f"destination {norm!r} lies inside {live!r}, which task {spec.name} backs up or "
+                               "writes to; restore into a new directory elsewhere (or use in_place for files)")
+        if live.startswith(norm + "/"):
+            raise RestoreError(f"destination {norm!r} contains {live!r}, which task {spec.name} backs up or writes to; "
+                               "restore into a new directory elsewhere")
+    return Path(norm)
+
+
+def destination_for(plan: RestorePlan, destination: str, keep_running: bool = False, port: int = 0) -> Any:
+    """The kind's destination object from the text a user gives (a directory or a connection id),
+    checked by :func:`check_destination`; the kind comes from the spec, never from a manifest."""
     kind = plan.source.kind
-    if not destination or not destination.strip():
+    destination = (destination or "").strip()
+    if not destination:
         raise RestoreError("a destination is required: a new directory (files, postgres, oms, namenode) or an "
                            "Airflow connection of an empty directory server (ldap)")
     if kind == "ldap":
         from metabackup.connections import get_connection
         from metabackup.sources.ldap import LdapDestination
 
+        if not _CONN_ID.match(destination):
+            raise RestoreError(f"destination {destination!r} is not an Airflow connection id (letters, digits, _ . -)")
         return LdapDestination(conn=get_connection(destination))
-    if not destination.startswith("/"):
-        raise RestoreError(f"destination {destination!r} must be an absolute directory for a {kind} restore")
-    dest = Path(destination)
+    dest = check_destination(plan.spec, destination)
     if kind in ("postgres", "oms"):
         from metabackup.sources.postgres import PostgresDestination
 
-        database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"),
+        database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"), port=port,
                                        keep_running=keep_running, target_time=plan.point_in_time)
         if kind == "postgres":
             return database
@@ -160,7 +211,13 @@ def destination_for(plan: RestorePlan, destination: str, keep_running: bool = Fa
 
 
 def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
-    kind = kind_class(plan.chain[-1].kind)
+    """Restore the verified chain with the spec's kind (a manifest never chooses how it is restored)."""
+    foreign = [m.set for m in plan.chain if m.kind != plan.source.kind]
+    if foreign:
+        raise RestoreError(f"refusing to restore: {', '.join(foreign)} recorded kind "
+                           f"{plan.chain[0].kind if plan.chain[0].kind != plan.source.kind else plan.chain[-1].kind}, "
+                           f"but source {plan.source.name} is of kind {plan.source.kind} in the spec")
+    kind = kind_class(plan.source.kind)
     log.info("restoring %s from chain %s", plan.chain[-1].set, " -> ".join(m.set for m in plan.chain))
     result = kind.restore(plan.chain, plan.open_archive, dest)
     return {"set": plan.chain[-1].set, "chain": [m.set for m in plan.chain], **result}
@@ -189,9 +246,13 @@ def restore_files_in_place(plan: RestorePlan, stamp: str) -> dict[str, Any]:
     if plan.source.kind not in IN_PLACE_KINDS:
         raise RestoreError(f"in-place restore is supported for {', '.join(IN_PLACE_KINDS)} sources; restore a "
                            f"{plan.source.kind} source into a new destination and switch over to it")
-    paths = plan.chain[-1].position.get("paths") or plan.source.options["paths"]
-    scratch = Path(paths[0]).parent / f".metabackup-restore-{stamp}"
-    result = execute_plan(plan, scratch)
+    paths = list(plan.source.options["paths"])  # the spec's directories, never a manifest's
+    scratch = Path(tempfile.mkdtemp(prefix=f".metabackup-restore-{stamp}-", dir=Path(paths[0]).parent))
+    try:
+        result = execute_plan(plan, scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     swapped = []
     for path in paths:
         rebuilt = scratch / path.lstrip("/")
@@ -212,9 +273,11 @@ def validate_restore(plan: RestorePlan, destination: Any, in_place: bool = False
     position, kind = plan.chain[-1].position, plan.source.kind
     checks: dict[str, Any] = {}
     if kind == "files":
+        position = {**position, "paths": plan.source.options["paths"]}
         checks.update(_validate_tree(position, Path("/") if in_place else Path(destination)))
     elif kind == "oms":
-        checks.update(_validate_tree(position["files"], Path(destination) / "files"))
+        checks.update(_validate_tree({**position["files"], "paths": plan.source.options["files"]["paths"]},
+                                     Path(destination) / "files"))
         checks.update(_validate_pg(position["postgres"], Path(destination) / "database"))
     elif kind == "postgres":
         checks.update(_validate_pg(position, Path(destination)))
@@ -258,9 +321,11 @@ def _validate_tree(position: dict[str, Any], root: Path) -> dict[str, Any]:
 def _validate_pg(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     import subprocess
 
+    from metabackup.fsutil import child_env
+
     major = int(position["server_version"]) // 10000
     controldata = f"/usr/lib/postgresql/{major}/bin/pg_controldata"
-    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True)
+    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True, env=child_env())
     if done.returncode != 0:
         raise RestoreError(f"pg_controldata on {data_dir} failed: {done.stderr.strip()}")
     fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)

@@ -76,7 +76,8 @@ def make_set(
         executed_at=when, started_at=when, finished_at=when,
         archive=ArchiveInfo(name=f"{name}.tar.gz", size=1000 + stem_time,
                             sha256=hashlib.sha256(name.encode()).hexdigest()),
-        content={"entries": stem_time, "bytes": 1000 + stem_time}, position={"digest": name},
+        content={"entries": stem_time, "bytes": 1000 + stem_time}, position={"file_index_sha256": hashlib.sha256(name.encode()).hexdigest(), "entries": stem_time,
+                  "paths": ["/srv/BigData/om-server/conf"]},
         reason="test", tools={"metabackup": "test"},
     )
 

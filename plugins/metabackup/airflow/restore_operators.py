@@ -72,6 +72,8 @@ class RestoreResolveOperator(_RestoreStep):
                                        f"give {plan.source.name} ({plan.source.kind}) a new destination")
         if not p["in_place"] and not p["destination"]:
             raise restore.RestoreError("destination is required unless in_place is set")
+        if not p["in_place"] and plan.source.kind != "ldap":
+            restore.check_destination(plan.spec, p["destination"])  # refused before anything runs
         self.log.info("restore of %s: chain %s (%d bytes) at %s", described["source"], " -> ".join(described["chain"]),
                       described["bytes"], described["target"])
         return described

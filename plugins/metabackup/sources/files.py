@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import pwd
+import re
+import shutil
 import stat
 import tarfile
 from collections.abc import Callable, Iterator
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from metabackup.archive import open_tar_stream
-from metabackup.fsutil import COPY_CHUNK, FILE_MODE
+from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -86,8 +88,9 @@ def _entry(path: str, st: os.stat_result) -> Entry | None:
     return entry
 
 
-def scan(paths: list[str], exclude: list[str]) -> dict[str, Entry]:
-    """Walk the roots (not following symlinks) and return the index keyed by member name."""
+def scan(paths: list[str], exclude: list[str], never_enter: tuple[str, ...] = ()) -> dict[str, Entry]:
+    """Walk the roots (not following symlinks) and return the index keyed by member name.
+    Directories in ``never_enter`` (this source's own backup locations) are never entered."""
     index: dict[str, Entry] = {}
     for root in paths:
         if not os.path.isdir(root) or os.path.islink(root):
@@ -96,7 +99,7 @@ def scan(paths: list[str], exclude: list[str]) -> dict[str, Entry]:
             kept_dirs = []
             for name in sorted(dirnames):
                 full = os.path.join(dirpath, name)
-                if _excluded(full, root, exclude):
+                if _excluded(full, root, exclude) or full in never_enter:
                     continue
                 if os.path.islink(full):
                     filenames.append(name)  # a symlink to a directory is recorded as a link
@@ -140,7 +143,9 @@ class FilesSource(SourceKind):
     def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         opts = self.source.options
-        current = scan(opts["paths"], opts["exclude"])
+        target = self.source.target
+        own = (target.path, target.mirror) if target.type == "LocalDir" else ()
+        current = scan(opts["paths"], opts["exclude"], tuple(p for p in own if p))
         parent_index: dict[str, Entry] = {}
         if decision["type"] != FULL:
             with open_parent() as stream:
@@ -152,7 +157,7 @@ class FilesSource(SourceKind):
                 entry["sha256"] = parent_index[path]["sha256"]
                 entry["set"] = parent_index[path]["set"]
         plan = {"index": current, "include": include, "deleted": deleted}
-        (workdir / "files-plan.json").write_text(json.dumps(plan))
+        write_private(workdir / "files-plan.json", json.dumps(plan))
         changed_meta = sum(1 for p, e in current.items() if e["type"] != "f" and _changed(parent_index.get(p), e))
         log.info("scanned %d entries under %s: %d files to archive, %d deleted, %d directory/link changes",
                  len(current), ", ".join(opts["paths"]), len(include), len(deleted), changed_meta)
@@ -265,24 +270,75 @@ def _tarinfo(member: str, entry: Entry) -> tarfile.TarInfo:
 
 
 def read_index(stream: BinaryIO) -> dict[str, Entry]:
-    """The cumulative index stored at the end of a ``files`` archive."""
+    """The cumulative index stored at the end of a ``files`` archive (validated)."""
     return read_index_document(stream)["index"]
 
 
 def read_index_document(stream: BinaryIO) -> dict[str, Any]:
+    """The index document of a ``files`` archive, validated by allow-list: an archive read back
+    from a target is untrusted input (see :func:`validate_index`)."""
     with open_tar_stream(stream) as tar:
         for member in tar:
             if member.name == INDEX_MEMBER:
-                return json.loads(tar.extractfile(member).read())
+                if not member.isreg():
+                    raise RestoreError(f"archive member {INDEX_MEMBER} is not a regular file")
+                try:
+                    document = json.loads(tar.extractfile(member).read())
+                except ValueError as exc:
+                    raise RestoreError(f"the archive's file index is not JSON: {exc}") from None
+                validate_index(document)
+                return document
     raise RestoreError("archive has no file index: it is not a files backup or it is truncated")
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SET = re.compile(r"^[A-Za-z0-9.\-]+_[A-Za-z0-9\-]+_\d{14}$")
+_ENTRY_INTS = ("mode", "uid", "gid", "mtime_ns", "size")
+
+
+def validate_index(document: Any) -> None:
+    """Refuse an index that could make a restore write outside its destination or lie about types:
+    member names relative and clean, entry types f/d/l, numbers numbers, modes within 07777, digests
+    hex, content sets named by the set grammar, and no entry below a symbolic link."""
+    def bad(why: str) -> RestoreError:
+        return RestoreError(f"refusing the archive's file index: {why}")
+
+    if not isinstance(document, dict) or not isinstance(document.get("index"), dict):
+        raise bad("it is not an object with an 'index'")
+    index = document["index"]
+    if not isinstance(document.get("deleted", []), list):
+        raise bad("'deleted' is not a list")
+    links = set()
+    for member, entry in index.items():
+        _safe_member(member)
+        if not isinstance(entry, dict) or entry.get("type") not in ("f", "d", "l"):
+            raise bad(f"{member!r} has no entry type f, d or l")
+        for key in _ENTRY_INTS:
+            value = entry.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(f"{member!r}: {key} is not a whole number")
+        if entry["mode"] > 0o7777:
+            raise bad(f"{member!r}: mode {entry['mode']:o} is not a permission mode")
+        if entry["type"] == "f" and not (isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"])
+                                         and isinstance(entry.get("set"), str) and _SET.match(entry["set"])):
+            raise bad(f"{member!r}: a file needs a SHA-256 and the set holding its content")
+        if entry["type"] == "l":
+            if not isinstance(entry.get("target"), str) or not entry["target"] or "\0" in entry["target"]:
+                raise bad(f"{member!r}: a link needs a target")
+            links.add(member)
+    for member in index:
+        parts = member.split("/")
+        for depth in range(1, len(parts)):
+            if "/".join(parts[:depth]) in links:
+                raise bad(f"{member!r} lies below the symbolic link {'/'.join(parts[:depth])!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
 def _safe_member(name: str) -> str:
-    parts = name.split("/")
-    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if not isinstance(name, str) or name.startswith("/") or "\0" in name or any(p in ("", ".", "..") for p in parts):
         raise RestoreError(f"refusing unsafe archive member name {name!r}")
     return name
 
@@ -294,19 +350,35 @@ def _dest_path(dest: Path, member: str) -> Path:
 def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: str | Path) -> dict[str, Any]:
     """Rebuild the tree of ``chain[-1]`` under ``dest`` (which must be empty or absent).
 
-    The caller has verified every archive's checksum against its manifest.  Each file's content
-    is taken from the set its index row names and checked against its SHA-256.
+    The caller has verified every archive's checksum against its manifest; the index is validated
+    again here (types, names, no entry below a link), each file's content is taken from the set its
+    index row names and checked against its SHA-256, and metadata is applied through descriptors
+    opened without following links.  On failure whatever this restore created is removed.
     """
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
+    if dest.is_symlink():
+        raise RestoreError(f"restore destination {dest} is a symbolic link; give the real directory")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RestoreError(f"restore destination {dest} is not empty; restore into a new directory")
-    dest.mkdir(parents=True, exist_ok=True)
+    created = not dest.exists()
+    ensure_private_dir(dest)
+    try:
+        return _restore_into(chain, open_archive, dest)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            for child in dest.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        raise
+
+
+def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Path) -> dict[str, Any]:
     with open_archive(chain[-1].set) as stream:
         document = read_index_document(stream)
     index: dict[str, Entry] = document["index"]
     wanted: dict[str, set[str]] = {}
     for member, entry in index.items():
-        _safe_member(member)
         if entry["type"] == "f":
             wanted.setdefault(entry["set"], set()).add(member)
     known = {m.set for m in chain}
@@ -326,6 +398,8 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
             for info in tar:
                 if info.name not in members:
                     continue
+                if not info.isreg():
+                    raise RestoreError(f"archive {manifest.set}: member {info.name!r} is not a regular file")
                 entry = index[info.name]
                 target = _dest_path(dest, info.name)
                 _write_member(tar.extractfile(info), target, entry)
@@ -336,23 +410,35 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
     for member, entry in index.items():
         if entry["type"] == "l":
             target = _dest_path(dest, member)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.symlink(entry["target"], target)
-    # Metadata last, deepest first, so setting a directory's mtime is not undone by its children.
+    # Metadata last, deepest first, so setting a directory's mtime is not undone by its children;
+    # through a descriptor opened with O_NOFOLLOW, so nothing outside ``dest`` is ever touched.
     is_root = os.geteuid() == 0
     for member in sorted(index, key=lambda m: m.count("/"), reverse=True):
         entry = index[member]
         target = _dest_path(dest, member)
-        if is_root:
-            os.lchown(target, entry["uid"], entry["gid"])
-        if entry["type"] != "l":
-            os.chmod(target, entry["mode"])
-        os.utime(target, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+        if entry["type"] == "l":
+            if is_root:
+                os.lchown(target, entry["uid"], entry["gid"])
+            os.utime(target, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=False)
+            continue
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | (os.O_DIRECTORY if entry["type"] == "d" else 0))
+        try:
+            kind = os.fstat(fd).st_mode
+            if (entry["type"] == "d") != stat.S_ISDIR(kind) or (entry["type"] == "f" and not stat.S_ISREG(kind)):
+                raise RestoreError(f"{target} is not the {entry['type']} entry the index records")
+            if is_root:
+                os.fchown(fd, entry["uid"], entry["gid"])
+            os.fchmod(fd, entry["mode"])
+            os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+        finally:
+            os.close(fd)
     return {"entries": len(index), "files_restored": restored, "owners_restored": is_root}
 
 
 def _write_member(source: BinaryIO, target: Path, entry: Entry) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:

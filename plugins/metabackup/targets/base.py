@@ -7,8 +7,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
-from metabackup.manifest import Manifest, sha256_of
-from metabackup.naming import MANIFEST_SUFFIX
+from metabackup.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_belongs, sha256_of
+from metabackup.naming import MANIFEST_SUFFIX, SetName
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +59,47 @@ class BackupTarget(ABC):
         return name in self.list_names(task_dir)
 
     def manifests(self, task_dir: str, source: str | None = None) -> list[Manifest]:
-        """Every committed set's manifest in the task directory (optionally of one source)."""
+        """Every valid manifest in the task directory (optionally of one source); see
+        :meth:`read_manifests` for the checked form the catalog uses."""
         found = []
+        for name in self.list_names(task_dir):
+            stem = SetName.parse(name.removesuffix(MANIFEST_SUFFIX)) if name.endswith(MANIFEST_SUFFIX) else None
+            if stem is None or (source is not None and stem.source != source):
+                continue
+            try:
+                found.append(self._read_manifest(task_dir, name))
+            except (ManifestError, OSError) as exc:
+                log.warning("ignoring an invalid manifest: %s", exc)
+        return found
+
+    def _read_manifest(self, task_dir: str, name: str) -> Manifest:
+        origin = f"{self.uri}/{task_dir}/{name}"
+        with self.open_read(task_dir, name) as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+        manifest = Manifest.from_json(data, origin=origin)
+        if manifest.set + MANIFEST_SUFFIX != name:
+            raise ManifestError(f"{origin}: not a valid backup manifest: it describes set {manifest.set!r}")
+        return manifest
+
+    def read_manifests(self, task: str, task_dir: str, source: str):
+        """The manifests of one source in the task directory, validated and checked to belong to
+        ``task``/``task_dir``/``source``: ``(valid manifests, [InvalidSet, ...])``."""
+        from metabackup.catalog import InvalidSet
+
+        valid, invalid = [], []
         for name in self.list_names(task_dir):
             if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
                 continue
-            with self.open_read(task_dir, name) as handle:
-                data = handle.read()
+            stem = SetName.parse(name.removesuffix(MANIFEST_SUFFIX))
+            if stem is not None and stem.source != source:
+                continue  # another source's set
             try:
-                manifest = Manifest.from_json(data, origin=f"{self.uri}/{task_dir}/{name}")
-            except ValueError as exc:
-                log.warning("ignoring unreadable manifest: %s", exc)
-                continue
-            if source is None or manifest.source == source:
-                found.append(manifest)
-        return found
+                if stem is None:
+                    raise ManifestError(f"{self.uri}/{task_dir}/{name}: not a valid backup manifest: its file name is "
+                                        "not <version>_<source>_<YYYYMMDDHHmmss>.manifest.json")
+                manifest = self._read_manifest(task_dir, name)
+                check_belongs(manifest, task, task_dir, source, f"{self.uri}/{task_dir}/{name}")
+                valid.append(manifest)
+            except (ManifestError, OSError) as exc:
+                invalid.append(InvalidSet(name=name, reason=str(exc)))
+        return valid, invalid

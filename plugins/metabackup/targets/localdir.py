@@ -7,8 +7,10 @@ verified by comparing SHA-256 before it is renamed into place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import shutil
 from pathlib import Path
 from typing import BinaryIO
@@ -25,9 +27,12 @@ class LocalDirTarget(BackupTarget):
         self.uri = f"file://{self.root}"
 
     def _dir(self, root: Path, task_dir: str) -> Path:
-        if "/" in task_dir or task_dir in ("", ".", ".."):
-            raise TargetError(f"bad task directory name {task_dir!r}")
+        _check_name("task directory", task_dir)
         return root / task_dir
+
+    def _file(self, root: Path, task_dir: str, name: str) -> Path:
+        _check_name("file", name)
+        return self._dir(root, task_dir) / name
 
     def _roots(self) -> list[Path]:
         return [self.root] + ([self.mirror] if self.mirror else [])
@@ -57,12 +62,13 @@ class LocalDirTarget(BackupTarget):
         return sorted(os.listdir(directory)) if directory.is_dir() else []
 
     def open_read(self, task_dir: str, name: str) -> BinaryIO:
-        return open(self._dir(self.root, task_dir) / name, "rb")  # noqa: SIM115 - caller closes
+        fd = os.open(self._file(self.root, task_dir, name), os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, "rb")
 
     def put_file(self, local: Path, task_dir: str, name: str) -> None:
         expected, _ = _file_sha256(local)
         for root in self._roots():
-            final = self._dir(root, task_dir) / name
+            final = self._file(root, task_dir, name)
             digest = hashlib.sha256()
             with open(local, "rb") as src, fsutil.atomic_writer(final) as dst:
                 fsutil.copy_stream(src, dst, digest.update)
@@ -71,23 +77,23 @@ class LocalDirTarget(BackupTarget):
 
     def put_bytes(self, data: bytes, task_dir: str, name: str) -> None:
         for root in self._roots():
-            with fsutil.atomic_writer(self._dir(root, task_dir) / name) as dst:
+            with fsutil.atomic_writer(self._file(root, task_dir, name)) as dst:
                 dst.write(data)
 
     def verify(self, task_dir: str, name: str, sha256: str, size: int) -> None:
         """Re-read the file at the primary and the mirror; raise unless both match."""
         for root in self._roots():
-            path = self._dir(root, task_dir) / name
+            path = self._file(root, task_dir, name)
             try:
                 actual, actual_size = _file_sha256(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 raise TargetError(f"{path} is missing") from None
             if (actual, actual_size) != (sha256, size):
                 raise TargetError(f"{path} has sha256 {actual} ({actual_size} bytes); expected {sha256} ({size} bytes)")
 
     def delete(self, task_dir: str, name: str) -> None:
         for root in self._roots():
-            (self._dir(root, task_dir) / name).unlink(missing_ok=True)
+            self._file(root, task_dir, name).unlink(missing_ok=True)
 
     def remove_partials(self, task_dir: str, name: str | None = None) -> list[str]:
         removed = []
@@ -96,6 +102,20 @@ class LocalDirTarget(BackupTarget):
         return removed
 
 
+def _check_name(what: str, name: str) -> None:
+    """A target stores flat names: never a separator, a parent reference or an empty name."""
+    if not isinstance(name, str) or "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise TargetError(f"refusing {what} name {name!r}: a name at a target has no '/' and is not '.' or '..'")
+
+
 def _file_sha256(path: Path) -> tuple[str, int]:
-    with open(path, "rb") as handle:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TargetError(f"{path} is a symbolic link, not a stored file") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise TargetError(f"{path} is not a regular file")
         return sha256_of(handle)
