@@ -3,6 +3,7 @@
     new-task NAME      scaffold include/backup_tasks/NAME.yaml (creation time filled in) and its DAG file
     validate           check every spec of the spec folder; exit 1 on any problem
     list               the catalog of a task: every committed set per source, with its chain
+    unlock             break the lease a dead run left on a source
     restore            rebuild a source's state at a set (default: the latest) into a new directory
 """
 
@@ -92,6 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from metabackup.overview import chain_verification
     from metabackup.targets import open_target
     from metabackup.verification import read_record
 
@@ -108,17 +110,40 @@ def cmd_list(args: argparse.Namespace) -> int:
             chain = catalog.chain(m.set)
             rows.append({"source": source.name, "set": m.set, "type": m.type, "parent": m.parent,
                          "size": m.archive.size, "executed_at": m.executed_at,
-                         "restorable": chain is not None, "verification": verified.get(m.set),
+                         "restorable": chain is not None,
+                         "verification": chain_verification(catalog, m.set, verified),
                          "path": f"{source.target.path}/{task_dir}/{m.archive.name}"})
+        for bad in catalog.invalid:
+            rows.append({"source": source.name, "set": None, "invalid": bad.name, "reason": bad.reason,
+                         "restorable": False})
     if args.json:
         print(json.dumps(rows, indent=2), file=args.out)
     else:
         for r in rows:
+            if r.get("invalid"):
+                print(f"{r['source']:<10} INVALID     {r['invalid']}: {r['reason']}", file=args.out)
+                continue
             flag = "" if r["restorable"] else "  (BROKEN CHAIN)"
             check = r["verification"]
             checked = "never verified" if not check else (
                 f"{'verified' if check['ok'] else 'FAILED verification'} {check['verified_at'][:19]}")
             print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]", file=args.out)
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Break a source's lease by hand (a run that died and will not end; see README *Locks*)."""
+    from metabackup.locks import lock_for
+
+    spec = load_spec(args.spec)
+    lock = lock_for(spec, spec.source(args.source).name)
+    held = lock.holder()
+    if held is None:
+        print(f"{args.source} of task {spec.name} is not locked", file=args.out)
+        return 0
+    lock.release()
+    print(f"released the lease of {held['holder']} (host {held.get('host')}, since {held.get('since')}) on "
+          f"{args.source} of task {spec.name}", file=args.out)
     return 0
 
 
@@ -160,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("unlock", help="break the lease a dead run left on a source")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--source", required=True)
+    p.set_defaults(func=cmd_unlock)
     p = sub.add_parser("restore", help="restore a source from its backup chain")
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)

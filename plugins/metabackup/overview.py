@@ -31,6 +31,18 @@ def task_overview(spec: TaskSpec) -> dict[str, Any]:
     }
 
 
+def chain_verification(catalog: Catalog, stem: str, verified: dict[str, Any]) -> dict[str, Any] | None:
+    """A set's last verification, marked failed when any set of its chain failed its own: a child
+    of a corrupt parent is no more restorable than the parent."""
+    own = verified.get(stem)
+    chain = catalog.chain(stem) or []
+    broken = [m.set for m in chain[:-1] if (verified.get(m.set) or {}).get("ok") is False]
+    if own is None or not broken:
+        return own
+    return {**own, "ok": False, "error": f"its chain member {broken[0]} failed verification: "
+                                         f"{verified[broken[0]].get('error')}"}
+
+
 def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str, Any]:
     from metabackup.targets import open_target
     from metabackup.verification import read_record
@@ -38,7 +50,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
     source = spec.source(source_name)
     row: dict[str, Any] = {"source": source.name, "kind": source.kind, "target_type": source.target.type,
                            "max_backups": source.target.max_backups, "sets": [], "error": None,
-                           "test_restore": None}
+                           "test_restore": None, "invalid": []}
     try:
         target = open_target(source.target)
         row["target"] = f"{target.uri}/{task_dir}"
@@ -49,6 +61,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
     verified = record.get("sets", {})
+    row["invalid"] = [{"name": bad.name, "reason": bad.reason} for bad in catalog.invalid]
     for manifest in reversed(catalog.sets):  # newest first
         chain = catalog.chain(manifest.set)
         row["sets"].append({
@@ -56,7 +69,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
             "chain_length": len(chain) if chain else None, "restorable": chain is not None,
             "executed_at": manifest.executed_at, "finished_at": manifest.finished_at,
             "size": manifest.archive.size, "archive": manifest.archive.name, "cluster_version": manifest.cluster_version,
-            "verification": verified.get(manifest.set),
+            "verification": chain_verification(catalog, manifest.set, verified),
         })
     row["test_restore"] = record.get("test_restore")
     return row

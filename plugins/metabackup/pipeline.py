@@ -14,6 +14,7 @@ leaves a partial file that looks complete, and never duplicates a set.  A set be
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -27,6 +28,7 @@ import pendulum
 from metabackup import fsutil
 from metabackup.archive import write_tar_gz
 from metabackup.catalog import Catalog
+from metabackup.locks import SourceLock
 from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
 from metabackup.naming import SetName, task_dir_name
 from metabackup.policy import Decision, decide as decide_type
@@ -44,6 +46,14 @@ class PreflightError(RuntimeError):
     """The run cannot start: a target or the staging area is unusable; the message says which."""
 
 
+class OutOfSpace(RuntimeError):
+    """A disk filled up while a set was written; the message names where, and how much was needed."""
+
+
+class RunIncomplete(RuntimeError):
+    """A run ended without committing a set for every selected source (a step failed before)."""
+
+
 @dataclass
 class SetRun:
     """One source of one run: everything the steps derive from (spec, source, execution time)."""
@@ -51,11 +61,24 @@ class SetRun:
     spec: TaskSpec
     source: Source
     executed: pendulum.DateTime
+    holder: str | None = None  # who holds the source's lease for this run (default: the backup run itself)
 
     @classmethod
-    def of(cls, spec: TaskSpec, source_name: str, executed: str | pendulum.DateTime) -> SetRun:
+    def of(cls, spec: TaskSpec, source_name: str, executed: str | pendulum.DateTime, holder: str | None = None) -> SetRun:
         moment = pendulum.parse(executed) if isinstance(executed, str) else pendulum.instance(executed)
-        return cls(spec=spec, source=spec.source(source_name), executed=moment)
+        return cls(spec=spec, source=spec.source(source_name), executed=moment, holder=holder)
+
+    @property
+    def lock(self) -> SourceLock:
+        return SourceLock(self.spec.staging_dir, self.task_dir, self.source.name)
+
+    @property
+    def lock_holder(self) -> str:
+        return self.holder or backup_holder(self.spec, self.executed)
+
+    def hold(self) -> None:
+        """Take (or renew) this run's lease on the source, waiting for any other holder."""
+        self.lock.acquire(self.lock_holder)
 
     @property
     def task_dir(self) -> str:
@@ -99,28 +122,65 @@ class SetRun:
         return self.workdir / self.name.archive
 
 
-def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
-    """Check every source can be read and every target is writable with room for a full backup;
-    clear stale partial files.  All problems are reported together."""
+def backup_holder(spec: TaskSpec, executed: pendulum.DateTime) -> str:
+    """The lease holder name of a backup run: the task and the run's execution time."""
+    return f"backup {spec.name} run {pendulum.instance(executed).in_timezone('UTC').to_iso8601_string()}"
+
+
+def estimate_bytes(catalog: Catalog) -> tuple[int, str]:
+    """Room a new set may need: the largest full kept plus what the incrementals since the newest
+    full added (how much a full taken now could have grown), with a margin; and the reasoning."""
+    fulls = [m for m in catalog.sets if m.is_full]
+    if not fulls:
+        return 0, "no full backup yet"
+    largest = max(m.archive.size for m in fulls)
+    newest = fulls[-1]
+    growth = sum(m.archive.size for m in catalog.sets if not m.is_full and m.executed_at > newest.executed_at)
+    return int((largest + growth) * SPACE_MARGIN), (f"largest full {largest} + incremental growth {growth} since "
+                                                     f"{newest.set}, x{SPACE_MARGIN}")
+
+
+def sweep_stale_workdirs(spec: TaskSpec, source: str, keep: str | None = None) -> list[str]:
+    """Remove work directories of earlier runs of ``source`` left in the staging area (a run that
+    failed before ``record``), unless another holder has the source's lease right now."""
+    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    lock = SourceLock(spec.staging_dir, task_dir, source)
+    folder = Path(spec.staging_dir) / task_dir
+    if not folder.is_dir() or lock.holder() is not None:
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        parsed = SetName.parse(entry.name)
+        if parsed and parsed.source == source and entry.name != keep and entry.is_dir() and not entry.is_symlink():
+            fsutil.remove_tree(entry)
+            removed.append(entry.name)
+    return removed
+
+
+def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.DateTime | None = None) -> dict[str, Any]:
+    """Check every source can be read and every target is writable with room for a new set;
+    clear stale partial files and work directories of failed runs.  All problems are reported together."""
     problems, report = [], {}
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
     staging_need = 0
     for name in source_names:
         source = spec.source(name)
         try:
+            current = SetRun.of(spec, name, executed).name.stem if executed else None
+            swept = sweep_stale_workdirs(spec, name, keep=current)
+            if swept:
+                log.info("%s: removed work directories of earlier runs from the staging area: %s", name, swept)
             kind_class(source.kind)(source, task=spec.name).check()
             target = open_target(source.target)
             target.ensure_writable(task_dir)
             removed = target.remove_partials(task_dir)
             if removed:
                 log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
-            last_full = Catalog.read(target, spec.name, task_dir, name).latest_full()
-            need = int(last_full.archive.size * SPACE_MARGIN) if last_full else 0
+            need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name))
             free = target.free_bytes()
             staging_need += need
             report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need}
-            log.info("%s -> %s: %s bytes free, about %d needed (last full %s)", name, target.uri, free, need,
-                     last_full.set if last_full else "none")
+            log.info("%s -> %s: %s bytes free, about %d needed (%s)", name, target.uri, free, need, why)
             if free is not None and free < need:
                 problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
         except Exception as exc:  # every source and target is checked; all problems are reported together
@@ -138,7 +198,8 @@ def preflight(spec: TaskSpec, source_names: list[str]) -> dict[str, Any]:
 
 
 def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
-    """Choose full or incremental for this source and prepare a fresh work directory."""
+    """Take the source's lease, choose full or incremental and prepare a fresh work directory."""
+    run.hold()
     catalog = run.catalog()
     existing = catalog.get(run.name.stem)
     executed_utc = run.executed.in_timezone("UTC").to_iso8601_string()
@@ -171,6 +232,7 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
 
 
 def snapshot(run: SetRun) -> dict[str, Any]:
+    run.hold()
     decision = run.decision()
     if decision["committed"]:
         log.info("%s", decision["reason"])
@@ -191,13 +253,24 @@ def snapshot(run: SetRun) -> dict[str, Any]:
 
 
 def archive(run: SetRun) -> dict[str, Any]:
+    run.hold()
     decision = run.decision()
     if decision["committed"]:
         return {"skipped": True}
     snap = run._read("snapshot.json")
     kind = run.kind
-    with write_tar_gz(run.staged_archive) as (tar, written):
-        result = kind.write_archive(run.workdir, tar, run.name.stem)
+    try:
+        with write_tar_gz(run.staged_archive) as (tar, written):
+            result = kind.write_archive(run.workdir, tar, run.name.stem)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        catalog = run.catalog()
+        need, why = estimate_bytes(catalog)
+        free = shutil.disk_usage(run.workdir).free
+        raise OutOfSpace(f"{run.source.name}: the staging area is full: no space left writing {run.staged_archive} "
+                         f"({free} bytes free now; a set needs about {need}: {why}). Free space under "
+                         f"{run.spec.staging_dir} or point staging_dir elsewhere; the partial archive was removed") from None
     catalog_parent = run.catalog().get(decision["parent"]) if decision["parent"] else None
     manifest = Manifest(
         set=run.name.stem, task=run.spec.name, task_dir=run.task_dir, source=run.source.name, kind=run.source.kind,
@@ -221,6 +294,7 @@ def _staged_manifest(run: SetRun) -> Manifest:
 
 
 def upload(run: SetRun) -> dict[str, Any]:
+    run.hold()
     if run.decision()["committed"]:
         return {"skipped": True}
     manifest = _staged_manifest(run)
@@ -234,18 +308,31 @@ def upload(run: SetRun) -> dict[str, Any]:
             return {"uploaded": False, "archive": name}
         except TargetError as exc:
             log.info("replacing an uncommitted copy of %s: %s", name, exc)
-    run.target.put_file(run.staged_archive, run.task_dir, name)
+    try:
+        run.target.put_file(run.staged_archive, run.task_dir, name)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        run.target.remove_partials(run.task_dir, name)
+        raise OutOfSpace(f"{run.source.name}: target {run.target.uri}/{run.task_dir} is full: no space left storing "
+                         f"{name} ({manifest.archive.size} bytes needed, {run.target.free_bytes()} free now). Free space "
+                         "there or lower max_backups; the partial file was removed") from None
     log.info("uploaded %s to %s/%s", name, run.target.uri, run.task_dir)
     return {"uploaded": True, "archive": name}
 
 
 def verify(run: SetRun) -> dict[str, Any]:
     """Check the uploaded archive (and its standby copy) against the manifest, then commit it."""
+    run.hold()
     decision = run.decision()
     if decision["committed"]:
         manifest = run.catalog().get(decision["set"])
     else:
         manifest = _staged_manifest(run)
+        if manifest.parent is not None and run.catalog().chain(manifest.parent) is None:
+            raise RuntimeError(f"{run.source.name}: the parent {manifest.parent} of {manifest.set} is no longer restorable "
+                               f"at {run.target.uri}; not committing an incremental without its chain. Clear the run's "
+                               "decide task to take a new set (it will be a full)")
         run.target.verify(run.task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)
         run.target.put_bytes(manifest.to_json(), run.task_dir, run.name.manifest)
         log.info("verified and committed %s at %s/%s", manifest.set, run.target.uri, run.task_dir)
@@ -262,6 +349,13 @@ def set_event(target: BackupTarget, manifest: Manifest) -> dict[str, Any]:
 
 
 def retention(run: SetRun) -> dict[str, Any]:
+    run.hold()
+    result = _retention(run)
+    run.lock.release(run.lock_holder)
+    return result
+
+
+def _retention(run: SetRun) -> dict[str, Any]:
     catalog = run.catalog()
     plan = plan_retention(catalog, run.source.target.max_backups)
     for orphan in plan.orphans:
@@ -286,27 +380,41 @@ def retention(run: SetRun) -> dict[str, Any]:
 
 
 def record(spec: TaskSpec, source_names: list[str], executed: str) -> dict[str, Any]:
-    """Summarise the run from the catalog and free its staging space."""
-    summary = {}
+    """Summarise the run from the catalog, free its staging space and its leases, whatever happened
+    before; raise :class:`RunIncomplete` (after cleaning up) if a selected source committed no set."""
+    summary, problems = {}, []
     for name in source_names:
         run = SetRun.of(spec, name, executed)
-        committed = run.catalog().get(run.name.stem)
-        summary[name] = set_event(run.target, committed) if committed else None
+        try:
+            committed = run.catalog().get(run.name.stem)
+            summary[name] = set_event(run.target, committed) if committed else None
+        except Exception as exc:  # a target that cannot be read must not keep the staging space or the lease
+            summary[name] = None
+            problems.append(f"{name}: cannot read the catalog at its target: {exc}")
         fsutil.remove_tree(run.workdir)
+        if run.lock.release(run.lock_holder):
+            log.info("%s: released the lease this run held", name)
     for name, event in summary.items():
         log.info("%s: %s", name, f"{event['type']} set at {event['location']}" if event else "no set committed")
+    missing = [name for name, event in summary.items() if event is None]
+    if missing:
+        raise RunIncomplete(f"no set was committed for {', '.join(missing)} in this run (see the failed task of each); "
+                            "staging space and leases were freed" + ("; " + "; ".join(problems) if problems else ""))
     return summary
 
 
-def safety_backup(spec: TaskSpec, source_name: str, executed: str) -> dict[str, Any]:
+def safety_backup(spec: TaskSpec, source_name: str, executed: str, holder: str | None = None) -> dict[str, Any]:
     """A full set of the source's current state, taken before it is restored over in place.
-    It is an ordinary committed set (restorable like any other); retention is not run."""
-    run = SetRun.of(spec, source_name, executed)
+    It is an ordinary committed set (restorable like any other); retention is not run.  ``holder``
+    is the restore's lease (the safety backup runs inside it)."""
+    run = SetRun.of(spec, source_name, executed, holder=holder)
     decide(run, force_full=True)
     snapshot(run)
     archive(run)
     upload(run)
     event = verify(run)
     fsutil.remove_tree(run.workdir)
+    if holder is None:
+        run.lock.release(run.lock_holder)
     log.info("%s: safety backup %s taken before the restore", source_name, event["set"])
     return event

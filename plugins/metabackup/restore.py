@@ -7,6 +7,7 @@ import os
 import posixpath
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO
 import pendulum
 
 from metabackup.catalog import Catalog
+from metabackup.locks import lock_for
 from metabackup.manifest import Manifest
 from metabackup.naming import task_dir_name
 from metabackup.sources import RestoreError, kind_class
@@ -224,14 +226,17 @@ def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
 
 
 def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | None = None,
-                   point_in_time: str | None = None) -> dict[str, Any]:
+                   point_in_time: str | None = None, holder: str | None = None) -> dict[str, Any]:
     """Restore ``source_name`` at a set (default: the latest) or at a point in time (PostgreSQL
-    kinds: the chain of the first set that reaches it, replayed up to that moment)."""
-    plan = plan_restore(spec, source_name, set_stem, point_in_time)
-    if plan.point_in_time:
-        dest = with_target_time(dest, plan.point_in_time)
-    verify_chain(plan.target, plan.chain)
-    return execute_plan(plan, dest)
+    kinds: the chain of the first set that reaches it, replayed up to that moment), holding the
+    source's lease so no backup's retention removes the chain meanwhile."""
+    holder = holder or f"restore by {socket.gethostname()} pid {os.getpid()}"
+    with lock_for(spec, source_name).held(holder):
+        plan = plan_restore(spec, source_name, set_stem, point_in_time)
+        if plan.point_in_time:
+            dest = with_target_time(dest, plan.point_in_time)
+        verify_chain(plan.target, plan.chain)
+        return execute_plan(plan, dest)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pendulum
 
 from metabackup.catalog import Catalog
 from metabackup.connections import ConnectionInfo
+from metabackup.locks import lock_for
 from metabackup.naming import task_dir_name
 from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
 from metabackup.sources import RestoreError
@@ -61,6 +62,11 @@ def _write_record(target: BackupTarget, task_dir: str, source: str, record: dict
 
 def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     """Re-read every committed set of the source against its manifest; record and report."""
+    with lock_for(spec, source_name).held(f"verification of {spec.name} by pid {os.getpid()}"):
+        return _verify_sets(spec, source_name)
+
+
+def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     source = spec.source(source_name)
     target = open_target(source.target)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
@@ -80,6 +86,8 @@ def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
             log.error("%s: %s FAILED verification: %s", source_name, manifest.set, exc)
     for orphan in catalog.orphans():
         failed.append(f"{orphan.set}: its chain is broken (a parent set is missing)")
+    for bad in catalog.invalid:
+        failed.append(f"{bad.name}: invalid manifest: {bad.reason}")
     _write_record(target, task_dir, source_name, {**record, "sets": sets})
     summary = {"target": target.uri, "sets": len(catalog.sets), "failed": failed}
     if failed:
@@ -89,6 +97,11 @@ def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
 
 def test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
     """Restore the newest restorable chain of the source into a scratch instance, validate, discard."""
+    with lock_for(spec, source_name).held(f"test restore of {spec.name} by pid {os.getpid()}"):
+        return _test_restore(spec, source_name, scratch_root)
+
+
+def _test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
     source = spec.source(source_name)
     plan = plan_restore(spec, source_name)
     scratch = Path(tempfile.mkdtemp(prefix=f"metabackup-verify-{spec.name}-{source_name}-", dir=scratch_root))
@@ -131,7 +144,7 @@ def _ldap_scratch_restore(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
     from metabackup.harness import slapd
     from metabackup.sources.ldap import LdapDestination, dump_state
 
-    bases = plan.chain[0].position["base_dns"]
+    bases = plan.source.options["base_dns"]  # the spec's, never a manifest's
     if len(bases) != 1:
         raise RestoreError(f"a scratch test restore needs one base DN per source; {plan.source.name} has {bases}")
     instance = slapd.start(slapd.prepare(scratch / "slapd", accesslog=False, suffix=bases[0]))

@@ -149,7 +149,9 @@ def build_dag(spec: TaskSpec) -> DAG:
         },
     ) as dag:
         preflight = BackupPreflightOperator(task_id="preflight", spec_path=spec.path)
-        record = BackupRecordOperator(task_id="record", spec_path=spec.path, trigger_rule=TriggerRule.NONE_FAILED)
+        # record runs whatever happened: it frees the run's staging space and leases, then fails the
+        # run if a selected source committed no set
+        record = BackupRecordOperator(task_id="record", spec_path=spec.path, trigger_rule=TriggerRule.ALL_DONE)
         for source in spec.sources:
             common = {"spec_path": spec.path, "source": source.name}
             with TaskGroup(group_id=source.name, tooltip=f"{source.name} ({source.kind}) -> {source.target.type}") as group:
@@ -227,6 +229,6 @@ reports what would happen. A set taken at another cluster version is refused unl
         safety = RestoreSafetyBackupOperator(task_id="safety_backup", **common)
         run = RestoreRunOperator(task_id="restore", trigger_rule=TriggerRule.NONE_FAILED, **common)
         validate = RestoreValidateOperator(task_id="validate", **common)
-        report = RestoreReportOperator(task_id="report", trigger_rule=TriggerRule.NONE_FAILED, **common)
+        report = RestoreReportOperator(task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common)
         resolve >> verify >> safety >> run >> validate >> report
     return dag

@@ -46,7 +46,7 @@ class BackupPreflightOperator(_SpecMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.load()
-        return pipeline.preflight(spec, selected_sources(spec, context))
+        return pipeline.preflight(spec, selected_sources(spec, context), execution_time(context))
 
 
 class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):

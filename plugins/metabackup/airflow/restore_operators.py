@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from metabackup import pipeline, restore
+from metabackup.locks import lock_for
 from metabackup.spec import TaskSpec, load_spec
 
 RESOLVE_TASK = "resolve"
@@ -40,6 +41,16 @@ class _RestoreStep(BaseOperator):
     def load(self) -> TaskSpec:
         return load_spec(self.spec_path)
 
+    def holder(self, context: Context) -> str:
+        """This restore run's name on the source's lease (held from resolve to report)."""
+        return f"restore {context['dag_run'].dag_id} run {context['run_id']}"
+
+    def hold(self, context: Context) -> None:
+        p = restore_params(context)
+        spec = self.load()
+        if p["source"] in [s.name for s in spec.sources]:
+            lock_for(spec, p["source"]).acquire(self.holder(context))
+
     def plan(self, context: Context) -> restore.RestorePlan:
         """The plan for this run's params, checked against the chain the resolve step chose."""
         p = restore_params(context)
@@ -65,6 +76,7 @@ class RestoreResolveOperator(_RestoreStep):
 
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
+        self.hold(context)
         plan = self.plan(context)
         described = plan.describe()
         if p["in_place"] and plan.source.kind not in restore.IN_PLACE_KINDS:
@@ -84,6 +96,7 @@ class RestoreVerifyOperator(_RestoreStep):
 
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
+        self.hold(context)
         plan = self.plan(context)
         restore.verify_chain(plan.target, plan.chain)
         warning = restore.check_cluster_version(plan, p["allow_version_mismatch"])
@@ -98,7 +111,9 @@ class RestoreSafetyBackupOperator(_RestoreStep):
         if not p["in_place"]:
             raise AirflowSkipException("not an in-place restore: the current state is left untouched")
         self.skip_if_dry_run(context, "take a safety backup of the current state first")
-        return pipeline.safety_backup(self.load(), p["source"], pendulum.now("UTC").isoformat())
+        self.hold(context)
+        return pipeline.safety_backup(self.load(), p["source"], pendulum.now("UTC").isoformat(),
+                                      holder=self.holder(context))
 
 
 class RestoreRunOperator(_RestoreStep):
@@ -106,6 +121,7 @@ class RestoreRunOperator(_RestoreStep):
 
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
+        self.hold(context)
         self.skip_if_dry_run(context, f"restore into {p['destination'] or 'place'}")
         plan = self.plan(context)
         if p["in_place"]:
@@ -121,15 +137,20 @@ class RestoreValidateOperator(_RestoreStep):
 
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
+        self.hold(context)
         self.skip_if_dry_run(context, "validate the restored state")
         return restore.validate_restore(self.plan(context), p["destination"], in_place=p["in_place"])
 
 
 class RestoreReportOperator(_RestoreStep):
-    """Say what was done, or for a dry run what would be done."""
+    """Say what was done, or for a dry run what would be done; release the source's lease whatever
+    happened (it runs when all else is done) and fail the run if the restore did not complete."""
 
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
+        spec = self.load()
+        if p["source"] in [s.name for s in spec.sources] and lock_for(spec, p["source"]).release(self.holder(context)):
+            self.log.info("released the lease on %s", p["source"])
         ti = context["ti"]
         resolved = ti.xcom_pull(task_ids=RESOLVE_TASK) or {}
         verified = ti.xcom_pull(task_ids="verify") or {}
@@ -154,5 +175,8 @@ class RestoreReportOperator(_RestoreStep):
             lines.append(f"validation: {validated}")
         for line in lines:
             self.log.info("%s", line)
+        if not resolved or not verified or (not p["dry_run"] and (restored is None or validated is None)):
+            raise restore.RestoreError("the restore did not complete: a step before this report failed (see it); "
+                                       "the source's lease was released")
         return {"dry_run": p["dry_run"], "resolved": resolved, "safety_backup": safety, "restored": restored,
                 "validated": validated, "summary": lines}

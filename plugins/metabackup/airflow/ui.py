@@ -96,6 +96,8 @@ def render_page(data: dict[str, Any]) -> str:
             if src["error"]:
                 parts.append(f'<p class="bad">cannot read this target: {e(src["error"])}</p>')
                 continue
+            for bad in src.get("invalid") or []:
+                parts.append(f'<p class="bad">invalid manifest <code>{e(bad["name"])}</code>: {e(bad["reason"])}</p>')
             if not src["sets"]:
                 parts.append('<p class="muted">no backup set yet</p>')
                 continue

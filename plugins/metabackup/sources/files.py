@@ -388,7 +388,7 @@ def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
 
     # Directories first (shallowest first), then file contents set by set, then links.
     for member in sorted((m for m, e in index.items() if e["type"] == "d"), key=lambda m: m.count("/")):
-        _dest_path(dest, member).mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(_dest_path(dest, member))  # its own mode is applied at the end
     restored = 0
     for manifest in chain:
         members = wanted.get(manifest.set)
@@ -410,7 +410,8 @@ def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
     for member, entry in index.items():
         if entry["type"] == "l":
             target = _dest_path(dest, member)
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not target.parent.is_dir():
+                ensure_private_dir(target.parent)
             os.symlink(entry["target"], target)
     # Metadata last, deepest first, so setting a directory's mtime is not undone by its children;
     # through a descriptor opened with O_NOFOLLOW, so nothing outside ``dest`` is ever touched.
@@ -438,7 +439,8 @@ def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
 
 
 def _write_member(source: BinaryIO, target: Path, entry: Entry) -> None:
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        ensure_private_dir(target.parent)
     digest = hashlib.sha256()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
