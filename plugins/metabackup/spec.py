@@ -7,6 +7,8 @@ listing every problem found, each naming the file, the field and the reason.  Se
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import posixpath
 import re
@@ -128,8 +130,7 @@ def _files_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, 
     clean: list[str] = []
     for i, p in enumerate(paths or []):
         fld = f"{where}.paths[{i}]"
-        if not isinstance(p, str) or not p:
-            v.error(fld, "must be a non-empty string")
+        if v.string_item(p, fld) is None:
             continue
         norm = v.absolute_local_path(fld, p)
         if norm:
@@ -142,8 +143,7 @@ def _files_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, 
                 v.error(f"{where}.paths", f"{_short(b)} lies inside {_short(a)}; list each directory once")
     exclude = v.optional(raw, where, "exclude", list, [])
     for i, pat in enumerate(exclude):
-        if not isinstance(pat, str) or not pat:
-            v.error(f"{where}.exclude[{i}]", "must be a non-empty glob string")
+        v.string_item(pat, f"{where}.exclude[{i}]", "a non-empty glob string")
     return {"paths": clean, "exclude": [p for p in exclude if isinstance(p, str)]}
 
 
@@ -155,7 +155,9 @@ def _ldap_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, A
     if "base_dns" in raw and isinstance(raw["base_dns"], list) and not bases:
         v.error(f"{where}.base_dns", "must list at least one base DN")
     for i, dn in enumerate(bases):
-        if not isinstance(dn, str) or "=" not in dn:
+        if not isinstance(dn, str):
+            v.string_item(dn, f"{where}.base_dns[{i}]", "a DN string such as dc=hadoop,dc=com")
+        elif "=" not in dn:
             v.error(f"{where}.base_dns[{i}]", f"{_short(dn)} is not a DN such as dc=hadoop,dc=com")
     method = v.choice(v.optional(raw, where, "change_method", str, "auto"), f"{where}.change_method",
                       ("auto", "accesslog", "digest"))
@@ -227,9 +229,14 @@ _OMS_FIELDS = {"database", "paths", "exclude"}
 
 
 class _Validator:
-    def __init__(self, file: str):
+    def __init__(self, file: str, texts: dict[str, str] | None = None):
         self.file = file
         self.problems: list[tuple[str, str, str]] = []
+        self.texts = texts or {}  # field -> source text of scalars YAML did not read as strings
+        # local directories, for the overlap rules: (field, path) of files/oms sources, and of the
+        # places backups are written (LocalDir paths and mirrors, the staging directory)
+        self.source_dirs: list[tuple[str, str]] = []
+        self.backup_dirs: list[tuple[str, str]] = []
 
     def error(self, fld: str, reason: str) -> None:
         self.problems.append((self.file, fld, reason))
@@ -246,9 +253,36 @@ class _Validator:
         else:
             ok = isinstance(value, kinds)
         if not ok:
-            self.error(fld, f"must be {self._typename(kind)}, got {type(value).__name__} {_short(value)}")
+            hint = self.quote_hint(fld, value) if str in kinds else ""
+            self.error(fld, f"must be {self._typename(kind)}, got {type(value).__name__} {_short(value)}{hint}")
             return None
         return value
+
+    def quote_hint(self, fld: str, value: Any) -> str:
+        """For a name YAML read as a number, boolean or date: how to write it as a string."""
+        if isinstance(value, bool):
+            read_as = "true or false"
+        elif isinstance(value, (int, float)):
+            read_as = "a number"
+        elif isinstance(value, (datetime.date, datetime.datetime)):
+            read_as = "a date"
+        else:
+            return ""
+        text = self.texts.get(fld, str(value))
+        if len(text) > 64:
+            return f" (YAML reads it as {read_as}): put it in double quotes"
+        quoted = json.dumps(text)
+        key = fld.rsplit(".", 1)[-1]
+        write = quoted if key.endswith("]") else f"{key}: {quoted}"
+        return f" (YAML reads {text} as {read_as}); quote it: write {write}"
+
+    def string_item(self, value: Any, fld: str, what: str = "a non-empty string") -> str | None:
+        """An element of a list of names (paths, globs, DNs, tags): a non-empty YAML string."""
+        if isinstance(value, str) and value:
+            return value
+        hint = self.quote_hint(fld, value)
+        self.error(fld, f"must be {what}, got {type(value).__name__} {_short(value)}{hint}")
+        return None
 
     def required(self, raw: dict[str, Any], where: str, key: str, kind: type | tuple[type, ...]) -> Any:
         fld = f"{where}.{key}" if where else key
@@ -417,6 +451,11 @@ def _check_nodes(loader: Any, node: Any, path: str, problems: list[tuple[str, st
     if isinstance(node, yaml.ScalarNode):
         if node.tag != _STR_TAG:
             texts[path] = node.value
+            try:  # the constructor keeps it for construct_document
+                loader.construct_object(node)
+            except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer of 5000 digits
+                problems.append((path or "<file>", f"line {node.start_mark.line + 1}: the value "
+                                                   f"{_short_text(node.value, 60)} cannot be read ({_short_text(exc)})"))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_nodes(loader, item, f"{path}[{i}]", problems, texts)
@@ -431,7 +470,12 @@ def _check_nodes(loader: Any, node: Any, path: str, problems: list[tuple[str, st
                 problems.append((path or "<file>", f"line {line}: a mapping key must be a plain name, not a "
                                                    f"{'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'}"))
                 continue
-            key = loader.construct_object(key_node)
+            try:
+                key = loader.construct_object(key_node)
+            except (ValueError, TypeError, OverflowError) as exc:
+                problems.append((path or "<file>", f"line {line}: the key {_short_text(key_node.value, 60)} cannot be "
+                                                   f"read ({_short_text(exc)})"))
+                continue
             fld = f"{path}.{_key_text(key)}" if path else _key_text(key)
             try:
                 seen = first.get(key)
@@ -481,6 +525,8 @@ def _load_yaml_with_texts(path: Path) -> tuple[Any, dict[str, str]]:
         if problems:
             raise SpecError([(str(path), fld, reason) for fld, reason in problems])
         return loader.construct_document(node), texts
+    except SpecError:
+        raise
     except _Refused as exc:
         where = f"line {exc.mark.line + 1}, column {exc.mark.column + 1}"
         raise SpecError([(str(path), where, exc.reason)]) from None
@@ -491,6 +537,8 @@ def _load_yaml_with_texts(path: Path) -> tuple[Any, dict[str, str]]:
         raise SpecError([(str(path), where, f"is not valid YAML: {_short_text(problem)}")]) from None
     except RecursionError:
         raise SpecError([(str(path), "<file>", "is nested too deeply to read")]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a constructor failing outside yaml.YAMLError
+        raise SpecError([(str(path), "<file>", f"is not valid YAML: {_short_text(exc)}")]) from None
     finally:
         loader.dispose()
 
@@ -508,8 +556,8 @@ _TOP_FIELDS = {
 def load_spec(path: str | Path) -> TaskSpec:
     """Read and validate one task spec; raise :class:`SpecError` naming file, field and reason."""
     path = Path(path)
-    raw = _load_yaml(path)
-    v = _Validator(str(path))
+    raw, texts = _load_yaml_with_texts(path)
+    v = _Validator(str(path), texts)
     if not isinstance(raw, dict):
         v.error("<file>", f"must be a YAML mapping of task fields, got {type(raw).__name__}")
         raise SpecError(v.problems)
@@ -534,9 +582,8 @@ def load_spec(path: str | Path) -> TaskSpec:
         # Airflow starts no task of a run dated before the DAG's start date (the creation time)
         v.error("created", f"{created.isoformat()} is in the future: a task is created before it runs, and manual "
                            "runs would do nothing until then")
-    version = v.required(raw, "", "cluster_version", (str, int, float))
+    version = v.required(raw, "", "cluster_version", str)  # 3.10 unquoted would be the float 3.1
     if version is not None:
-        version = str(version)
         if not _VERSION.match(version):
             v.error("cluster_version", f"{_short(version)} must be letters, digits, '.' or '-' (no '_', it separates name parts)")
 
@@ -561,7 +608,7 @@ def load_spec(path: str | Path) -> TaskSpec:
     tags = v.optional(raw, "", "tags", list, [])
     for i, tag in enumerate(tags):
         if not isinstance(tag, str):
-            v.error(f"tags[{i}]", f"must be a string, got {_short(tag)}")
+            v.string_item(tag, f"tags[{i}]", "a string")
 
     sources = _sources(v, raw.get("sources"), data_path)
 

@@ -201,6 +201,17 @@ def test_ten_megabyte_string_is_never_quoted_whole(tmp_path, monkeypatch):
     assert took < 5  # 10 MB to parse; the point is the message
 
 
+def test_integer_too_long_for_python_is_a_spec_error_not_a_crash(tmp_path):
+    # int("1" * 5000) raises ValueError (CVE-2020-10735 limit) inside PyYAML's constructor
+    digits = "1" * 5000
+    path = write(tmp_path, yaml.safe_dump(GOOD, sort_keys=False).replace("cluster_version: 3.5.0", f"cluster_version: {digits}"))
+    error, took = refused(path)
+    (line,) = lines(error)
+    assert line.startswith(f"{path}: cluster_version: line 3: the value 1111") and "cannot be read" in line
+    assert digits not in line and len(line) < 500
+    assert took < FAST
+
+
 def test_non_scalar_key(tmp_path):
     path = write(tmp_path, yaml.safe_dump(GOOD, sort_keys=False) + "? [a, b]\n: 1\n")
     error, _ = refused(path)
