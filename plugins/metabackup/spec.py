@@ -125,21 +125,35 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------------
 # Source kinds register the options they accept; the kind modules validate semantics further.
 # ---------------------------------------------------------------------------------------------
+def _inside(child: str, parent: str) -> bool:
+    """``child`` is ``parent`` or lies below it (both normalised absolute paths)."""
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
 def _files_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[str, Any]:
     paths = v.required(raw, where, "paths", list)
     clean: list[str] = []
+    first: dict[str, int] = {}
     for i, p in enumerate(paths or []):
         fld = f"{where}.paths[{i}]"
         if v.string_item(p, fld) is None:
             continue
         norm = v.absolute_local_path(fld, p)
-        if norm:
-            clean.append(norm)
+        if not norm:
+            continue
+        if norm in first:
+            same = "" if p == paths[first[norm]] else f" once normalised to {_short(norm)}"
+            v.error(fld, f"{_short(p)} is the same directory as paths[{first[norm]}] {_short(paths[first[norm]])}"
+                         f"{same}; list each directory once")
+            continue
+        first[norm] = i
+        clean.append(norm)
+        v.source_dirs.append((fld, norm))
     if paths is not None and not paths:
         v.error(f"{where}.paths", "must list at least one directory")
     for a in clean:
         for b in clean:
-            if a != b and (b + "/").startswith(a.rstrip("/") + "/"):
+            if a != b and _inside(b, a):
                 v.error(f"{where}.paths", f"{_short(b)} lies inside {_short(a)}; list each directory once")
     exclude = v.optional(raw, where, "exclude", list, [])
     for i, pat in enumerate(exclude):
@@ -600,6 +614,9 @@ def load_spec(path: str | Path) -> TaskSpec:
     data_path = v.absolute_local_path("data_path", data_path) or DEFAULT_DATA_PATH
     staging_raw = v.optional(raw, "", "staging_dir", str, "LocalBackup/.staging")
     staging_dir = v.path_under("staging_dir", staging_raw, data_path) or ""
+    if staging_dir:
+        v.backup_dirs.append(("staging_dir", staging_dir, "" if raw.get("staging_dir") is not None
+                              else " (the default, <data_path>/LocalBackup/.staging)"))
 
     queue = v.optional(raw, "", "queue", str, None)
     retries = v.in_range(v.optional(raw, "", "retries", int, 2), "retries", 0, 10)
@@ -611,6 +628,7 @@ def load_spec(path: str | Path) -> TaskSpec:
             v.string_item(tag, f"tags[{i}]", "a string")
 
     sources = _sources(v, raw.get("sources"), data_path)
+    _backups_outside_sources(v)
 
     if v.problems:
         raise SpecError(v.problems)
@@ -621,6 +639,21 @@ def load_spec(path: str | Path) -> TaskSpec:
         retry_delay=retry_delay or 60,
         description=description, tags=tuple(t for t in tags if isinstance(t, str)),
     )
+
+
+def _backups_outside_sources(v: _Validator) -> None:
+    """Where backups are written (LocalDir paths and mirrors, staging) and what is backed up
+    (files/oms paths) must not overlap: a backup inside a source would be backed up again by every
+    run, and a source inside a backup directory would include (and be pruned by) retention."""
+    for b_fld, b_dir, b_note in v.backup_dirs:
+        for s_fld, s_dir in v.source_dirs:
+            if _inside(b_dir, s_dir):
+                where = "is" if b_dir == s_dir else "lies inside"
+                v.error(b_fld, f"{_short(b_dir)}{b_note} {where} the source directory {_short(s_dir)} ({s_fld}): every "
+                               "run would back up the backups; choose a directory outside every source path")
+            elif _inside(s_dir, b_dir):
+                v.error(s_fld, f"{_short(s_dir)} lies inside {b_fld} {_short(b_dir)}{b_note}: the source would "
+                               "hold the backups and the staging files; back up a directory outside it")
 
 
 def _schedule(v: _Validator, raw: Any) -> Schedule | None:
@@ -705,11 +738,16 @@ def _target(v: _Validator, where: str, raw: Any, data_path: str) -> Target | Non
     if kind == "LocalDir":
         v.only_known(raw, where, {"type", "path", "max_backups", "mirror"})
         path = v.path_under(f"{where}.path", v.optional(raw, where, "path", str, "LocalBackup"), data_path)
+        if path:
+            v.backup_dirs.append((f"{where}.path", path, "" if raw.get("path") is not None
+                                  else " (the default, <data_path>/LocalBackup)"))
         mirror = v.optional(raw, where, "mirror", str, None)
         if mirror is not None:
             mirror = v.absolute_local_path(f"{where}.mirror", mirror)
             if mirror and path and (mirror == path or (mirror + "/").startswith(path + "/") or (path + "/").startswith(mirror + "/")):
                 v.error(f"{where}.mirror", f"{_short(mirror)} overlaps the primary path {_short(path)}; the standby copy needs its own directory")
+            if mirror:
+                v.backup_dirs.append((f"{where}.mirror", mirror, ""))
         if path is None or max_backups is None:
             return None
         return Target(type=kind, path=path, max_backups=max_backups, mirror=mirror)
