@@ -629,6 +629,7 @@ def load_spec(path: str | Path) -> TaskSpec:
 
     sources = _sources(v, raw.get("sources"), data_path)
     _backups_outside_sources(v)
+    _every_n_fits_retention(v, policy, sources, raw.get("sources"))
 
     if v.problems:
         raise SpecError(v.problems)
@@ -639,6 +640,23 @@ def load_spec(path: str | Path) -> TaskSpec:
         retry_delay=retry_delay or 60,
         description=description, tags=tuple(t for t in tags if isinstance(t, str)),
     )
+
+
+def _every_n_fits_retention(v: _Validator, policy: Policy, sources: list[Source], raw_sources: Any) -> None:
+    """``full_every_n`` promises a full every n runs; a chain can never be longer than its target's
+    ``max_backups`` (the decision starts a full first), so a larger n would silently act as a smaller one."""
+    if policy.type != "full_every_n" or not isinstance(policy.n, int):
+        return
+    for source in sources:
+        keep = source.target.max_backups
+        if policy.n > keep:
+            fld = f"sources.{_key_text(source.name)}.target.max_backups"
+            given = isinstance(raw_sources, dict) and isinstance(raw_sources.get(source.name), dict) and \
+                isinstance(raw_sources[source.name].get("target"), dict) and \
+                raw_sources[source.name]["target"].get("max_backups") is not None
+            v.error(fld, f"is {keep}{'' if given else ' (the default)'}, below policy.n = {policy.n} (full_every_n): "
+                         f"a chain holds at most max_backups sets, so a full would come every {keep} runs, not every "
+                         f"{policy.n}; raise max_backups to at least {policy.n} (or lower policy.n to {keep})")
 
 
 def _backups_outside_sources(v: _Validator) -> None:

@@ -124,3 +124,29 @@ def test_the_same_directory_twice_is_refused(tmp_path, paths, field, reason):
     rows = problems(tmp_path, spec_with(sources__OMS__paths=paths))
     assert (field, reason) in rows, rows
     assert not any("lies inside" in why for _, why in rows), rows
+
+
+# ---- 4. full_every_n within max_backups ---------------------------------------------------------
+def test_full_every_n_above_max_backups_is_refused_naming_both(tmp_path):
+    rows = problems(tmp_path, spec_with(policy={"type": "full_every_n", "n": 10}, **{OMS_T + "max_backups": 5}))
+    assert rows == [("sources.OMS.target.max_backups",
+                     "is 5, below policy.n = 10 (full_every_n): a chain holds at most max_backups sets, so a full "
+                     "would come every 5 runs, not every 10; raise max_backups to at least 10 (or lower policy.n to 5)")]
+
+
+def test_full_every_n_above_the_default_max_backups_says_so(tmp_path):
+    spec = spec_with(policy={"type": "full_every_n", "n": 8})
+    del spec["sources"]["OMS"]["target"]["max_backups"]
+    (fld, why), = problems(tmp_path, spec)
+    assert fld == "sources.OMS.target.max_backups" and why.startswith("is 7 (the default), below policy.n = 8")
+
+
+def test_full_every_n_is_checked_per_source(tmp_path):
+    spec = spec_with(policy={"type": "full_every_n", "n": 7}, sources__DBService={
+        "kind": "files", "paths": ["/var/db"], "target": {"type": "LocalHDFS", "path": "/backup/db", "max_backups": 3}})
+    assert [fld for fld, _ in problems(tmp_path, spec)] == ["sources.DBService.target.max_backups"]
+
+
+@pytest.mark.parametrize("n", [2, 7])
+def test_full_every_n_up_to_max_backups_is_fine(tmp_path, n):
+    assert load_spec(write(tmp_path, spec_with(policy={"type": "full_every_n", "n": n}))).policy.n == n
