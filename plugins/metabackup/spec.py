@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import reprlib
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +233,16 @@ def _namenode_options(v: _Validator, where: str, raw: dict[str, Any]) -> dict[st
     tool = v.optional(raw, where, "tool_command", str, DEFAULT_NAMENODE_TOOL)
     if not (tool or "").strip():
         v.error(f"{where}.tool_command", "must be a command line, e.g. 'hadoop metabackup.hdfs.NameNodeTool'")
+    else:
+        try:  # run as shlex.split(tool_command) + arguments (sources.namenode.NameNodeTool)
+            argv = shlex.split(tool, posix=True)
+        except ValueError as exc:
+            v.error(f"{where}.tool_command", f"{_short(tool)} cannot be split into a command line ({exc}); "
+                                             "check its quotes and backslashes")
+        else:
+            if not argv or not argv[0]:
+                v.error(f"{where}.tool_command", f"{_short(tool)} names no program; write a command line, "
+                                                 "e.g. 'hadoop metabackup.hdfs.NameNodeTool'")
     timeout = v.in_range(v.optional(raw, where, "timeout", int, 600), f"{where}.timeout", 10, 86400)
     return {"nameservice": nameservice, "conn_id": conn_id or f"webhdfs_{nameservice}", "fs_uri": fs_uri,
             "tool_command": tool, "timeout": timeout or 600}

@@ -150,3 +150,26 @@ def test_full_every_n_is_checked_per_source(tmp_path):
 @pytest.mark.parametrize("n", [2, 7])
 def test_full_every_n_up_to_max_backups_is_fine(tmp_path, n):
     assert load_spec(write(tmp_path, spec_with(policy={"type": "full_every_n", "n": n}))).policy.n == n
+
+
+# ---- 5. namenode.tool_command splits into an argv ------------------------------------------------
+def namenode(tool_command):
+    return spec_with(sources__NameNode={"kind": "namenode", "tool_command": tool_command,
+                                        "target": {"type": "LocalHDFS", "path": "/backup/meta"}})
+
+
+@pytest.mark.parametrize(("tool", "reason"), [
+    ("hadoop 'unterminated", "\"hadoop 'unterminated\" cannot be split into a command line (No closing quotation)"),
+    ('hadoop "x', "cannot be split into a command line (No closing quotation)"),
+    ("hadoop x\\", "cannot be split into a command line (No escaped character)"),
+    ("''", "\"''\" names no program"),
+    ("   ", "must be a command line"),
+])
+def test_tool_command_must_split_into_a_command_line(tmp_path, tool, reason):
+    rows = problems(tmp_path, namenode(tool))
+    assert any(fld == "sources.NameNode.tool_command" and reason in why for fld, why in rows), rows
+
+
+def test_tool_command_is_kept_as_written(tmp_path):
+    tool = "env HADOOP_CLASSPATH='/opt/my jars/*' hadoop metabackup.hdfs.NameNodeTool"
+    assert load_spec(write(tmp_path, namenode(tool))).source("NameNode").options["tool_command"] == tool
