@@ -817,22 +817,67 @@ def hdfs_path_problem_free(v: _Validator, fld: str, path: str) -> str | None:
     return norm
 
 
+def same_name_files(path: str | Path) -> list[Path]:
+    """The other spec files beside ``path`` whose name differs from it at most in case (``Nightly.yaml``
+    beside ``nightly.yaml``, or ``nightly.yml``): one directory listing, cheap enough for DAG parsing."""
+    path = Path(path)
+    key = path.stem.lower()
+    try:
+        return sorted(p for p in path.parent.glob("*.y*ml") if p.stem.lower() == key and p.name != path.name)
+    except OSError:
+        return []
+
+
+def name_clash_error(paths: list[Path], name: str) -> SpecError:
+    """The same task name (ignoring case) in several files: one error row per file, naming them all."""
+    files = ", ".join(p.name for p in sorted(paths))
+    case = "" if len({p.stem for p in paths}) == 1 else " (they differ only in case, which still names one " \
+        "output directory on a case-insensitive file system)"
+    return SpecError([(str(p), "name", f"task name {_short(name)} is used by several files ({files}){case}; names "
+                                       "must be unique") for p in sorted(paths)])
+
+
+def check_no_name_clash(path: str | Path) -> None:
+    """Raise :class:`SpecError` when another spec file beside ``path`` names the same task, ignoring case."""
+    path = Path(path)
+    others = same_name_files(path)
+    if others:
+        error = name_clash_error([path, *others], path.stem)
+        mine = [row for row in error.problems if row[0] == str(path)]
+        raise SpecError([(file, fld, f"{reason} (the other: {', '.join(str(o) for o in others)})")
+                         for file, fld, reason in mine])
+
+
 def load_spec_dir(directory: str | Path) -> tuple[dict[str, TaskSpec], list[SpecError]]:
     """Load every ``*.yaml`` spec in a directory: valid specs by name, and one error per bad file.
 
     Cross-file rules (task names unique, case-insensitively, since they name output directories)
-    are checked here too; a clash is reported against every file involved.
+    are checked here too; a clash is reported against every file involved, valid or not.  A file
+    that cannot even be read is one more error: it never stops the others.
     """
     specs: dict[str, TaskSpec] = {}
     errors: list[SpecError] = []
     seen: dict[str, list[TaskSpec]] = {}
-    for path in sorted(Path(directory).glob("*.y*ml")):
+    paths = sorted(Path(directory).glob("*.y*ml"))
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(path.stem.lower(), []).append(path)
+    clashing = {p for group in by_stem.values() if len(group) > 1 for p in group}
+    for path in paths:
         try:
             spec = load_spec(path)
         except SpecError as exc:
             errors.append(exc)
             continue
-        seen.setdefault(spec.name.lower(), []).append(spec)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
+            errors.append(SpecError([(str(path), "<file>", f"could not be checked ({type(exc).__name__}: "
+                                                           f"{_short_text(exc)})")]))
+            continue
+        if path not in clashing:
+            seen.setdefault(spec.name.lower(), []).append(spec)
+    for group in by_stem.values():
+        if len(group) > 1:
+            errors.append(name_clash_error(group, group[0].stem))
     for group in seen.values():
         if len(group) > 1:
             files = ", ".join(Path(s.path).name for s in group)
