@@ -392,8 +392,8 @@ MAX_SPEC_BYTES = 64 * 1024
 MAX_SPEC_DEPTH = 32
 
 _SHORT = reprlib.Repr()
-_SHORT.maxstring = 80
-_SHORT.maxother = 80
+_SHORT.maxstring = 200
+_SHORT.maxother = 200
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 6
 _SHORT.maxlevel = 3
 
