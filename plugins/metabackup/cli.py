@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from metabackup.spec import SpecError, load_spec, load_spec_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC_DIR = REPO / "include" / "backup_tasks"
+SPEC_DIR_ENV = "METABACKUP_SPEC_DIR"  # as metabackup.airflow.dag_factory (not imported: it pulls in Airflow)
 DEFAULT_DAGS_DIR = REPO / "dags"
 
 SPEC_TEMPLATE = """\
@@ -84,7 +86,18 @@ def cmd_new_task(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    specs, errors = load_spec_dir(args.spec_dir)
+    # the folder the DAGs read (dag_factory.spec_dir_for): --spec-dir, else $METABACKUP_SPEC_DIR, else the repo's
+    if args.spec_dir:
+        spec_dir, origin = Path(args.spec_dir), "--spec-dir"
+    elif os.environ.get(SPEC_DIR_ENV):
+        spec_dir, origin = Path(os.environ[SPEC_DIR_ENV]), f"${SPEC_DIR_ENV}"
+    else:
+        spec_dir, origin = DEFAULT_SPEC_DIR, "default"
+    if not spec_dir.is_dir():
+        print(f"error: spec folder {spec_dir} ({origin}) is not a directory", file=sys.stderr)
+        return 1
+    print(f"checking {spec_dir} ({origin})", file=sys.stderr)
+    specs, errors = load_spec_dir(spec_dir)
     for error in errors:
         print(error, file=sys.stderr)
     for name in sorted(specs):
@@ -178,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dags-dir", default=DEFAULT_DAGS_DIR)
     p.set_defaults(func=cmd_new_task)
     p = sub.add_parser("validate", help="validate every task spec")
-    p.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR)
+    p.add_argument("--spec-dir", default=None,
+                   help=f"the spec folder (default: ${SPEC_DIR_ENV} when set, as for the DAGs, else {DEFAULT_SPEC_DIR})")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("list", help="list a task's backup sets")
     p.add_argument("--spec", required=True)

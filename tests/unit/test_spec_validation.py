@@ -60,7 +60,7 @@ def delitem(path: str):
 
 
 OMS_TARGET = "sources.OMS.target"
-HDFS = {"type": "LocalHDFS", "max_backups": 3}
+HDFS = {"type": "LocalHDFS", "max_backups": 7}  # not below policy.n = 7 of BASE (full_every_n)
 
 CATALOGUE = [
     ("unknown top-level field", setitem("owner", "ops"), "owner", "unknown field"),

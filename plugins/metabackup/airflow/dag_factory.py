@@ -60,9 +60,14 @@ def spec_path_for_dag_file(dag_file: str | Path) -> Path:
 
 
 def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
+    from metabackup.spec import check_no_name_clash
+
     spec_path = spec_path_for_dag_file(dag_file)
     if not spec_path.exists():
         raise FileNotFoundError(f"{Path(dag_file).name} expects the task spec {spec_path}, which does not exist")
+    # Another spec whose name differs only in case (Nightly.yaml beside nightly.yaml) is the same task
+    # for output directories: neither file's DAGs are built (one directory listing, no parsing).
+    check_no_name_clash(spec_path)
     return load_spec(spec_path)
 
 
