@@ -212,6 +212,6 @@ def test_dag_shape_schedule_and_params(airflow_project, tmp_path):
 
 def test_manual_task_has_no_schedule(airflow_project, tmp_path):
     dag = dag_for_dag_file(airflow_project.install(files_spec("manualonly", tmp_path, {
-        "OMS": {"kind": "files", "paths": [str(tmp_path)], "target": {"type": "LocalDir"}}})))
+        "OMS": {"kind": "files", "paths": [str(tmp_path / "src")], "target": {"type": "LocalDir"}}})))
     assert dag.timetable.can_be_scheduled is False
     assert os.path.basename(dag.fileloc) == "backup_manualonly.py"
