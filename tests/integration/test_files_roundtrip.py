@@ -212,6 +212,7 @@ def test_a_file_that_shrinks_while_read_fails_the_set_instead_of_archiving_paddi
     pipeline.archive(run)
     pipeline.upload(run)
     pipeline.verify(run)
+    pipeline.retention(run)  # ends the run's hold on the source
     dest = tmp_path / "restore"
     restore_source(spec, "OMS", dest)
     assert (dest / str(victim).lstrip("/")).read_bytes() == b"x" * 10
@@ -230,7 +231,7 @@ def test_hourly_names_that_repeat_at_dst_fall_back_fail_loudly(tmp_path):
     first = pendulum.datetime(2026, 11, 1, 5, tz="UTC")  # 01:00 EDT
     run = pipeline.SetRun.of(spec, "OMS", first)
     pipeline.decide(run)
-    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify):
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
     again = pipeline.SetRun.of(spec, "OMS", first.add(hours=1))  # 01:00 EST: the same local name
     assert again.name.stem == run.name.stem

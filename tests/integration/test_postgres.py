@@ -183,7 +183,7 @@ def test_oms_backs_up_database_and_configuration_together_and_restores_both(tmp_
         run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
         pipeline.preflight(spec, ["OMS"])
         assert pipeline.decide(run)["type"] == ("full" if hour == 0 else "incremental")
-        for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify):
+        for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
             step(run)
         stems.append(run.name.stem)
         if hour == 0:
