@@ -40,16 +40,29 @@ def record_name(source: str) -> str:
 
 
 def read_record(target: BackupTarget, task_dir: str, source: str) -> dict[str, Any]:
-    """``{"sets": {set: {...}}, "test_restore": {...}}``, empty when never verified."""
+    """``{"sets": {set: {...}}, "test_restore": {...}}``, empty when never verified.  The file is read
+    back from the target, so it is untrusted: entries of the wrong shape are dropped."""
     name = record_name(source)
     try:
         if name not in target.list_names(task_dir):
             return {}
         with target.open_read(task_dir, name) as handle:
-            return json.loads(handle.read())
+            raw = json.loads(handle.read(1 << 24))
     except (TargetError, OSError, ValueError) as exc:
         log.warning("cannot read %s at %s/%s: %s", name, target.uri, task_dir, exc)
         return {}
+    if not isinstance(raw, dict):
+        return {}
+    sets = raw.get("sets") if isinstance(raw.get("sets"), dict) else {}
+    record: dict[str, Any] = {"sets": {k: v for k, v in sets.items() if isinstance(k, str) and _well_formed(v)}}
+    if _well_formed(raw.get("test_restore")):
+        record["test_restore"] = raw["test_restore"]
+    return record
+
+
+def _well_formed(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("ok"), bool)
+            and all(isinstance(entry.get(k), (str, type(None))) for k in ("error", "verified_at", "at", "set")))
 
 
 def last_verification(target: BackupTarget, task_dir: str, source: str, set_stem: str) -> dict[str, Any] | None:

@@ -277,3 +277,13 @@ def test_a_symlinked_archive_at_the_target_is_not_read(world):
     action, dest = restore_to(world)
     assert_refused_untouched(world, action, "symbolic link")
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("record", ['{"sets": "x"}', '[1, 2]', '{"sets": {"x": 5}, "test_restore": "ok"}', "{"])
+def test_a_malformed_verification_record_does_not_break_the_page_or_the_list(world, record):
+    from metabackup.airflow.ui import render_page
+
+    (world["folder"] / ".metabackup-verification-OMS.json").write_text(record)
+    row = task_overview(world["spec"])["sources"][0]
+    assert row["error"] is None and [s["verification"] for s in row["sets"]] == [None]
+    assert world["stem"] in render_page({"tasks": [task_overview(world["spec"])], "spec_errors": []})

@@ -204,7 +204,8 @@ def assert_consistent(world, expected_types: list[str]) -> list:
     staging = Path(spec.staging_dir)
     leftovers = sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) if staging.exists() else []
     assert not [p for p in leftovers if any(s in p for s in stems)], f"work directories left in staging: {leftovers}"
-    assert [p for p in leftovers if p != task_dir] == [], f"staging holds {leftovers}"
+    # only the task's folder with the source's lock file (the flock target stays; the lease is gone)
+    assert [p for p in leftovers if p not in (task_dir, f"{task_dir}/.lock-OMS.flock")] == [], f"staging holds {leftovers}"
     return catalog.sets
 
 
