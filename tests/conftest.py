@@ -118,6 +118,17 @@ def cli_list_json(spec_path) -> list[dict]:
     return json.loads(listed.stdout)
 
 
+def task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    """Each task instance's state in one DAG run, from Airflow's database."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id))
+        return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in rows}
+
+
 def backup_once(spec, source: str, when) -> dict:
     """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
     from metabackup import pipeline

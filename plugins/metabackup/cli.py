@@ -164,6 +164,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from metabackup.restore import restore_source
 
     spec = load_spec(args.spec)
+    if spec.source(args.source).kind != "ldap":  # the same checks as the restore DAG's, before anything runs
+        from metabackup.restore import check_destination
+
+        args.dest = str(check_destination(spec, args.dest))
     dest = args.dest
     kind = spec.source(args.source).kind
     if kind in ("postgres", "oms"):

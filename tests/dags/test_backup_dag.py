@@ -13,7 +13,7 @@ import pendulum
 import pytest
 from sqlalchemy import select
 
-from conftest import files_spec
+from conftest import files_spec, task_states
 from metabackup.airflow.dag_factory import dag_for_dag_file
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.airflow
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 ARCHIVE = re.compile(r"^3\.1\.0_(OMS|NameNode)_(\d{14})\.tar\.gz$")
-
-
-def task_states(dag_id: str, run_id: str) -> dict[str, str]:
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id))
-        return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in rows}
 
 
 def asset_events(dag_id: str) -> list[dict]:

@@ -15,7 +15,8 @@ from metabackup.harness import hdfs
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
-from test_backup_dag import asset_events, task_states
+from conftest import task_states
+from test_backup_dag import asset_events
 
 pytestmark = pytest.mark.airflow
 

@@ -11,7 +11,7 @@ import yaml
 from conftest import files_spec
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.sources.files import iter_tree
-from test_backup_dag import task_states
+from conftest import task_states
 
 pytestmark = pytest.mark.airflow
 

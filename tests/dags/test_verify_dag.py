@@ -13,7 +13,7 @@ from conftest import cli_list_json, files_spec
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.naming import MANIFEST_SUFFIX
 from metabackup.verification import record_name
-from test_backup_dag import task_states
+from conftest import task_states
 
 pytestmark = pytest.mark.airflow
 
