@@ -25,6 +25,8 @@ os.environ.update({
     "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "METABACKUP_SPEC_DIR": str(_HOME / "specs"),
+    # a lease left behind by a test fails the next holder in two minutes, not the default half hour
+    "METABACKUP_LOCK_WAIT_SECONDS": os.environ.get("METABACKUP_LOCK_WAIT_SECONDS", "120"),
 })
 (_HOME / "dags").mkdir()
 (_HOME / "specs").mkdir()

@@ -379,12 +379,12 @@ def _retention(run: SetRun) -> dict[str, Any]:
     return {"kept": [m.set for m in plan.keep], "deleted": [m.set for m in plan.delete], "orphans": [m.set for m in plan.orphans]}
 
 
-def record(spec: TaskSpec, source_names: list[str], executed: str) -> dict[str, Any]:
+def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str | None = None) -> dict[str, Any]:
     """Summarise the run from the catalog, free its staging space and its leases, whatever happened
     before; raise :class:`RunIncomplete` (after cleaning up) if a selected source committed no set."""
     summary, problems = {}, []
     for name in source_names:
-        run = SetRun.of(spec, name, executed)
+        run = SetRun.of(spec, name, executed, holder=holder)
         try:
             committed = run.catalog().get(run.name.stem)
             summary[name] = set_event(run.target, committed) if committed else None

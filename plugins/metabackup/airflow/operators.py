@@ -23,6 +23,11 @@ def selected_sources(spec: TaskSpec, context: Context) -> list[str]:
     return [s.name for s in spec.sources if s.name in chosen]
 
 
+def lease_holder(context: Context) -> str:
+    """This DAG run's name on a source's lease (its retries share it, other runs do not)."""
+    return f"backup {context['dag_run'].dag_id} run {context['run_id']}"
+
+
 def execution_time(context: Context) -> str:
     """The run's execution time (its ``run_after``), the ``<execution time>`` of set names."""
     return context["dag_run"].run_after.isoformat()
@@ -64,7 +69,7 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
         if self.source not in selected_sources(spec, context):
             self.log.info("%s is not among this run's sources; skipping it", self.source)
             return None
-        run = pipeline.SetRun.of(spec, self.source, execution_time(context))
+        run = pipeline.SetRun.of(spec, self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.decide.before")
         decision = pipeline.decide(run, force_full=bool(context["params"].get("force_full")))
         kill_point(f"{self.source}.decide.after")
@@ -85,7 +90,7 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
         self.spec_path, self.source, self.step = spec_path, source, step
 
     def execute(self, context: Context) -> dict[str, Any]:
-        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.{self.step}.before")
         result = self.STEPS[self.step](run)
         kill_point(f"{self.source}.{self.step}.after")
@@ -102,7 +107,7 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
         self.spec_path, self.source = spec_path, source
 
     def execute(self, context: Context) -> dict[str, Any]:
-        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context))
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.verify.before")
         event = pipeline.verify(run)
         kill_point(f"{self.source}.verify.after")
@@ -121,6 +126,7 @@ class BackupRecordOperator(_SpecMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         spec = self.load()
         kill_point("record.before")
-        result = pipeline.record(spec, selected_sources(spec, context), execution_time(context))
+        result = pipeline.record(spec, selected_sources(spec, context), execution_time(context),
+                                 holder=lease_holder(context))
         kill_point("record.after")
         return result
