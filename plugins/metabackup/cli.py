@@ -3,6 +3,7 @@
     new-task NAME      scaffold include/backup_tasks/NAME.yaml (creation time filled in) and its DAG file
     validate           check every spec of the spec folder; exit 1 on any problem
     list               the catalog of a task: every committed set per source, with its chain
+    backup             back up a task's sources now, without a scheduler (same steps as the DAG)
     unlock             break the lease a dead run left on a source
     restore            rebuild a source's state at a set (default: the latest) into a new directory
 """
@@ -144,6 +145,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Back up a task's sources now, without a scheduler (the same steps as the DAG)."""
+    from metabackup.pipeline import backup
+
+    spec = load_spec(args.spec)
+    for name in args.source or []:
+        spec.source(name)  # an unknown source is an error naming the task's sources
+    summary = backup(spec, args.source or None, force_full=args.full)
+    print(json.dumps(summary, indent=2, default=str), file=args.out)
+    return 0
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     """Break a source's lease by hand (a run that died and will not end; see README *Locks*)."""
     from metabackup.locks import lock_for
@@ -203,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("backup", help="back up a task's sources now, without a scheduler")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--source", action="append", help="only this source (repeatable; default: all)")
+    p.add_argument("--full", action="store_true", help="take full backups whatever the policy says")
+    p.set_defaults(func=cmd_backup)
     p = sub.add_parser("unlock", help="break the lease a dead run left on a source")
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)
@@ -227,6 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return args.func(args)
-    except (SpecError, RuntimeError, ValueError, OSError) as exc:
+    except (SpecError, RuntimeError, ValueError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -403,16 +403,41 @@ def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str |
     return summary
 
 
+def run_set(run: SetRun, force_full: bool = False, keep: bool = True) -> dict[str, Any]:
+    """One source's whole set in this process, in the order the DAG runs the steps:
+    decide -> snapshot -> archive -> upload -> verify (commits) -> retention (unless ``keep`` is
+    False, as for a safety backup).  Returns the decision and the committed set's event."""
+    decision = decide(run, force_full=force_full)
+    for step in (snapshot, archive, upload):
+        step(run)
+    event = verify(run)
+    if keep:
+        retention(run)
+    return {**decision, "event": event}
+
+
+def backup(spec: TaskSpec, source_names: list[str] | None = None, executed: pendulum.DateTime | None = None,
+           force_full: bool = False) -> dict[str, Any]:
+    """A whole backup run without a scheduler (``python -m metabackup backup``): preflight, every
+    source's set, then record, which frees staging and leases whatever happened."""
+    names = source_names or [s.name for s in spec.sources]
+    executed = executed or pendulum.now("UTC").replace(microsecond=0)
+    holder = f"backup {spec.name} cli {executed.to_iso8601_string()}"
+    preflight(spec, names, executed)
+    for name in names:
+        try:
+            run_set(SetRun.of(spec, name, executed, holder=holder), force_full=force_full)
+        except Exception as exc:  # the other sources still get their sets; record reports this one
+            log.error("%s: the set failed: %s", name, exc)
+    return record(spec, names, executed.to_iso8601_string(), holder=holder)
+
+
 def safety_backup(spec: TaskSpec, source_name: str, executed: str, holder: str | None = None) -> dict[str, Any]:
     """A full set of the source's current state, taken before it is restored over in place.
     It is an ordinary committed set (restorable like any other); retention is not run.  ``holder``
     is the restore's lease (the safety backup runs inside it)."""
     run = SetRun.of(spec, source_name, executed, holder=holder)
-    decide(run, force_full=True)
-    snapshot(run)
-    archive(run)
-    upload(run)
-    event = verify(run)
+    event = run_set(run, force_full=True, keep=False)["event"]
     fsutil.remove_tree(run.workdir)
     if holder is None:
         run.lock.release(run.lock_holder)
