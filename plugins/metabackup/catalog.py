@@ -59,3 +59,66 @@ class Catalog:
     def latest_full(self) -> Manifest | None:
         fulls = [m for m in self.restorable() if m.is_full]
         return fulls[-1] if fulls else None
+
+    # -----------------------------------------------------------------------------------------
+    # Point-in-time coverage (PostgreSQL kinds)
+    # -----------------------------------------------------------------------------------------
+    @staticmethod
+    def pg_position(manifest: Manifest) -> dict:
+        """The PostgreSQL position of a ``postgres`` set (or of an ``oms`` set's database)."""
+        position = manifest.position or {}
+        return position.get("postgres", position) if manifest.kind == "oms" else position
+
+    def bridge_after(self, stem: str) -> Manifest | None:
+        """The committed full whose bridge WAL continues the set ``stem`` (the WAL from its end to
+        that full's end), or None."""
+        last = self.get(stem)
+        if last is None:
+            return None
+        end = self.pg_position(last).get("end_lsn")
+        for manifest in self.restorable():
+            bridge = self.pg_position(manifest).get("bridge") if manifest.is_full else None
+            if bridge and (bridge.get("from_set") == stem or (bridge.get("from_set") is None and bridge.get("start_lsn") == end)):
+                return manifest
+        return None
+
+    def pitr_coverage(self) -> dict:
+        """What a point-in-time restore can reach, in server time (ISO-8601 UTC strings).
+
+        ``chains``: per chain (oldest first) ``full``, ``last`` (its newest set), ``sets`` (each
+        set and until when its WAL holds every commit), ``start`` (the full's consistency time),
+        ``end`` (until when the chain, plus the next full's bridge WAL if any, reaches) and
+        ``bridge`` (that full, or None).  ``gaps``: the spans no chain reaches between two
+        chains, with ``after``/``after_end``, ``before``/``before_start`` and the ``reason``.
+        Older sets without the recorded times count from their finish times."""
+        import pendulum
+
+        def at(text: str):
+            return pendulum.parse(text).in_timezone("UTC")
+
+        usable = self.restorable()
+        chains = []
+        for full in (m for m in usable if m.is_full):
+            members = [m for m in usable if (self.chain(m.set) or [None])[0] is full]
+            start = self.pg_position(full).get("consistent_at") or full.finished_at
+            sets = [{"set": full.set, "until": start}]
+            sets += [{"set": m.set, "until": self.pg_position(m).get("wal_end_time") or m.finished_at} for m in members[1:]]
+            chains.append({"full": full.set, "last": members[-1].set, "sets": sets, "start": start,
+                           "end": sets[-1]["until"], "bridge": None})
+        gaps = []
+        for older, newer in zip(chains, chains[1:]):
+            bridge_full = self.bridge_after(older["last"])
+            newer_pos = self.pg_position(self.get(newer["full"]))
+            if bridge_full is not None and bridge_full.set == newer["full"]:
+                older["bridge"] = bridge_full.set
+                older["end"] = newer_pos["bridge"].get("covered_until") or older["end"]
+                if at(older["end"]) < at(newer["start"]):
+                    gaps.append({"after": older["last"], "after_end": older["end"], "before": newer["full"],
+                                 "before_start": newer["start"],
+                                 "reason": f"the moment falls while the base backup of {newer['full']} was taken"})
+                continue
+            gap = newer_pos.get("bridge_gap") or {}
+            reason = gap.get("reason") or "no bridge WAL was kept between them"
+            gaps.append({"after": older["last"], "after_end": older["end"], "before": newer["full"],
+                         "before_start": newer["start"], "reason": reason})
+        return {"chains": chains, "gaps": gaps}
