@@ -79,8 +79,15 @@ def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def sock_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("mb-pg-*")}
+@pytest.fixture()
+def private_tmp(monkeypatch):
+    """The system temp directory as the restore sees it (its socket directory lands there), private
+    to this test so other runs on the machine do not interfere."""
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-adv-tmp-"))
+    folder.chmod(0o755)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def fake_full(members: dict[str, bytes | tarfile.TarInfo]) -> tuple[Manifest, bytes]:
@@ -118,17 +125,16 @@ def inner_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
 # ---------------------------------------------------------------------------------------------
 # 1. command injection through the destination
 # ---------------------------------------------------------------------------------------------
-def test_injection_in_the_data_directory_is_refused_before_anything_runs(tmp_path, cluster, base):
+def test_injection_in_the_data_directory_is_refused_before_anything_runs(tmp_path, cluster, base, private_tmp):
     spec = make_spec(tmp_path)
     backup(spec, 0)
-    socks = sock_dirs()
     dest = f"{base}/$(touch {base}/INJECTED)/data"
     with pytest.raises(RestoreError) as raised:
         restore_source(spec, "DBService", PostgresDestination(data_dir=dest))
     assert dest in str(raised.value) and "[A-Za-z0-9._/@+=,-]" in str(raised.value)
     assert tree(base) == [], "nothing created, no INJECTED file"
     assert not (base / "INJECTED").exists() and not list(Path(cluster.directory).rglob("INJECTED"))
-    assert sock_dirs() == socks
+    assert list(private_tmp.iterdir()) == []
 
 
 @pytest.mark.parametrize("path", ["relative/data", "/tmp/a/../data", "/tmp/a//data", "/tmp/a/./data", "/tmp/a b/data",
@@ -157,26 +163,24 @@ def test_restore_command_and_conf_strings_are_quoted_for_sh_and_postgresql_conf(
 # ---------------------------------------------------------------------------------------------
 # 2. side effects: nothing it did not create is touched, a failure leaves no trace, modes
 # ---------------------------------------------------------------------------------------------
-def test_a_pre_existing_hidden_restore_folder_is_left_alone_and_no_work_dir_remains(tmp_path, cluster, base):
+def test_a_pre_existing_hidden_restore_folder_is_left_alone_and_no_work_dir_remains(tmp_path, cluster, base, private_tmp):
     spec = make_spec(tmp_path)
     backup(spec, 0)
     mine = base / ".data.restore"
     mine.mkdir()
     (mine / "keep.txt").write_text("someone else's")
-    socks = sock_dirs()
     result = restore_source(spec, "DBService", PostgresDestination(data_dir=str(base / "data")))
     assert (mine / "keep.txt").read_text() == "someone else's"
     assert sorted(p.name for p in base.iterdir()) == [".data.restore", "data"], "the work directory was removed"
     assert (base / "data").stat().st_mode & 0o777 == 0o700
     log = Path(result["server_log"])
     assert log.parent == base / "data" and log.stat().st_mode & 0o777 == 0o600
-    assert sock_dirs() == socks and not result["running"]
+    assert list(private_tmp.iterdir()) == [] and not result["running"]
 
 
-def test_a_failed_recovery_removes_what_it_created_and_names_the_server_log(tmp_path, cluster, base):
+def test_a_failed_recovery_removes_what_it_created_and_names_the_server_log(tmp_path, cluster, base, private_tmp):
     spec = make_spec(tmp_path)
     backup(spec, 0)
-    socks = sock_dirs()
     with socket.socket() as busy:  # the restored server cannot bind its port: it fails after extraction
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -185,7 +189,7 @@ def test_a_failed_recovery_removes_what_it_created_and_names_the_server_log(tmp_
             restore_source(spec, "DBService", PostgresDestination(data_dir=str(base / "new" / "data"), port=port))
     assert "server log" in str(raised.value) and "could not" in str(raised.value), "the log's tail is in the error"
     assert tree(base) == [], "data directory, work directory and created parents removed"
-    assert sock_dirs() == socks, "socket directory removed"
+    assert list(private_tmp.iterdir()) == [], "socket directory removed"
 
 
 def test_a_failed_recovery_into_an_existing_empty_directory_keeps_it_as_it_was(tmp_path, cluster, base):

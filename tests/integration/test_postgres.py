@@ -363,3 +363,48 @@ def test_a_lost_slot_gap_is_named_by_the_refusal(tmp_path, cluster):
         set_for_point_in_time(catalog, pendulum.parse(coverage["chains"][0]["start"]).subtract(hours=1))
     with pytest.raises(RestoreError, match=f"no backup set reaches .* yet; the newest, {second}"):
         set_for_point_in_time(catalog, pendulum.now("UTC").add(hours=1))
+
+
+def test_postgresql_programs_get_the_allow_listed_environment_only(tmp_path, cluster, monkeypatch):
+    """Every PostgreSQL program this source starts (backup and restore) sees the allow-listed
+    environment plus its PG* settings: no AIRFLOW_CONN_* (which holds the password), no other secret."""
+    from metabackup.sources.postgres import PostgresDestination
+
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-pg-env-"))
+    folder.chmod(0o755)
+    wrappers, records = folder / "bin", folder / "records"
+    wrappers.mkdir()
+    records.mkdir()
+    wrappers.chmod(0o755)
+    records.chmod(0o777)
+    real = Path("/usr/lib/postgresql/15/bin")
+    for program in ("pg_basebackup", "pg_receivewal", "pg_waldump", "pg_ctl", "pg_verifybackup"):
+        script = wrappers / program
+        script.write_text(f'#!/bin/sh\nenv > "{records}/{program}.$$"\nexec "{real / program}" "$@"\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("AIRFLOW_VAR_SECRET_TOKEN", "s3cr3t-variable")
+    monkeypatch.setenv("SOME_API_KEY", "s3cr3t-key")
+    path = tmp_path / "pgt.yaml"
+    make_spec(tmp_path)
+    spec_dict = yaml.safe_load(path.read_text())
+    spec_dict["sources"]["DBService"]["bin_dir"] = str(wrappers)
+    path.write_text(yaml.safe_dump(spec_dict))
+    spec = load_spec(path)
+    try:
+        run_steps(spec, 0)
+        write(cluster, "INSERT INTO t VALUES (11000, 'env')")
+        inc = run_steps(spec, 1)["stem"]
+        restore_source(spec, "DBService", PostgresDestination(data_dir=str(folder / "data"), bin_dir=str(wrappers)), inc)
+        seen = {}
+        for record in records.iterdir():
+            seen.setdefault(record.name.split(".")[0], []).append(record.read_text())
+        assert set(seen) == {"pg_basebackup", "pg_receivewal", "pg_waldump", "pg_ctl", "pg_verifybackup"}
+        for program, envs in seen.items():
+            for text in envs:
+                names = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+                assert not any(n.startswith(("AIRFLOW_", "SOME_API")) for n in names), (program, names)
+                assert cluster.backup_password not in text and "s3cr3t" not in text, program
+        assert all("PGPASSFILE=" in text for program in ("pg_basebackup", "pg_receivewal") for text in seen[program])
+    finally:
+        pg.stop_data_dir(folder / "data", "immediate")
+        shutil.rmtree(folder, ignore_errors=True)
