@@ -1,19 +1,25 @@
 """The ``postgres`` source kind: a PostgreSQL cluster (DBService, the OMS database), physically.
 
 Full: ``pg_basebackup`` in tar form with the WAL needed for consistency streamed alongside
-(``-X stream``), a fast checkpoint, and a backup manifest with SHA-256 checksums.  The backup
-creates (or recreates) a physical replication slot per task and source, so the server keeps the
-WAL the next incremental needs.
+(``-X stream``), a fast checkpoint, and a backup manifest with SHA-256 checksums.  A physical
+replication slot per task and source keeps the WAL the next set needs.  When the slot still holds
+the WAL from the previous set's end, the base backup streams through a temporary slot and the WAL
+from the previous set's end to the full's end is then received on the task's slot and kept in the
+full as *bridge* WAL (``pg/bridge/``), so the moments between a chain and the next full stay
+restorable; otherwise the slot is created afresh and the position records the gap and its reason.
 
 Incremental: the WAL written since the parent: switch WAL, then ``pg_receivewal --endpos`` on the
 slot; the segments must cover [parent end LSN, new end LSN] without a gap, and ``pg_waldump``
 must read every record of that range.  If the slot is gone or lost its WAL, or the timeline or
 system identifier changed (failover, rebuilt server), the decision falls back to a full backup.
 
-Restore: verify the chain, extract the full into a new data directory and check it against the
-backup manifest (``pg_verifybackup``), serve the chain's WAL through ``restore_command``, recover
+Restore: check everything first (an allow-listed data directory path, as it reaches pg_ctl's
+shell), extract the full into a new data directory as untrusted input and check it against the
+backup manifest (``pg_verifybackup``), serve the chain's WAL (plus a later full's bridge WAL for a
+point in time after the chain) through ``restore_command`` from a private work directory, recover
 (a full to its consistency point; an incremental through all of its chain's WAL, checked to reach
 the set's last record; or to a point in time), promote, and check the server reached the target.
+A failure removes exactly what the restore created.
 
 The password reaches the PostgreSQL programs through a temporary passfile (0600) named in the
 child's environment only; never on a command line or in a log.
@@ -556,8 +562,8 @@ def _plan_target(chain: list[Manifest], dest: PostgresDestination) -> tuple[str,
         floor, covered = _wal_until(last), wal_end.get("covered_until")
     elif len(chain) > 1:
         wal_end, floor, covered = last.position, _wal_until(chain[-2]), last.position.get("wal_end_time")
-    else:
-        wal_end, floor, covered = None, None, None
+    else:  # a lone full: its WAL ends at its consistency point
+        wal_end, floor, covered = None, None, _wal_until(last)
     if dest.target_time:
         moment = _utc(dest.target_time)
         if covered and moment > _utc(covered):
@@ -676,9 +682,10 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
         # rather than under a (possibly deep) destination.
         sock = Path(tempfile.mkdtemp(prefix="mb-pg-", dir=sock_base))
         created.append(sock)
+        comment = re.sub(r"[^A-Za-z0-9._ -]", "_", last.set + (f" with the bridge WAL of {dest.bridge.set}" if dest.bridge else ""))
         with open(data / "postgresql.auto.conf", "a") as conf:
             conf.write(f"""
-# added by metabackup restore of {last.set}{' with the bridge WAL of ' + dest.bridge.set if dest.bridge else ''}
+# added by metabackup restore of {comment}
 port = {port}
 listen_addresses = '127.0.0.1'
 unix_socket_directories = {conf_string(str(sock))}
