@@ -331,6 +331,7 @@ def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_throu
     coverage = catalog.pitr_coverage()
     assert [c["full"] for c in coverage["chains"]] == [full1, full2["stem"]]
     assert coverage["chains"][0]["bridge"] == full2["stem"]
+    assert coverage["gaps"] == [], "the bridge and the incremental after the full leave no gap"
     assert set_for_point_in_time(catalog, moment) == inc["stem"]
 
     restored, result = restore_at(spec, moment, cluster.superuser_password)
@@ -408,3 +409,48 @@ def test_postgresql_programs_get_the_allow_listed_environment_only(tmp_path, clu
     finally:
         pg.stop_data_dir(folder / "data", "immediate")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pg_set(stem: str, type_: str, parent: str | None, root: str, position: dict) -> Manifest:
+    from metabackup.manifest import ArchiveInfo
+
+    stamp = "2026-11-24T03:00:00+00:00"
+    return Manifest(set=stem, task="pgt", task_dir="pgt_20261124000000", source="DBService", kind="postgres", type=type_,
+                    parent=parent, chain_root=root, cluster_version="3.1.0", executed_at=f"2026-11-24T0{stem[-1]}:00:00+00:00",
+                    started_at=stamp, finished_at=stamp, archive=ArchiveInfo(f"{stem}.tar.gz", 1, "0" * 64), content={},
+                    position={"timeline": 1, "system_identifier": "7", "server_version": 150000, **position}, reason="")
+
+
+def test_coverage_has_no_hole_while_the_next_full_was_taken():
+    """Times only (no server): a moment during the second full's base backup is reached by the
+    first chain plus the bridge when a bridge commit follows it, else by the second chain."""
+    from metabackup.catalog import Catalog
+    from metabackup.restore import pitr_bridge, set_for_point_in_time
+
+    a, a1, b, b1 = "s_1", "s_2", "s_3", "s_4"
+    catalog = Catalog.of([
+        _pg_set(a, "full", None, a, {"start_lsn": "0/2000028", "end_lsn": "0/2000100", "consistent_at": "2026-11-28T10:00:00+00:00"}),
+        _pg_set(a1, "incremental", a, a, {"start_lsn": "0/2000100", "end_lsn": "0/3000000", "wal_end_time": "2026-11-28T11:00:00+00:00",
+                                          "last_commit_time": "2026-11-28T10:59:00+00:00", "last_record_lsn": "0/2FFFF00"}),
+        _pg_set(b, "full", None, b, {"start_lsn": "0/5000028", "end_lsn": "0/5000100", "consistent_at": "2026-11-28T12:10:00+00:00",
+                                     "bridge": {"from_set": a1, "start_lsn": "0/3000000", "end_lsn": "0/5000100",
+                                                "covered_until": "2026-11-28T12:00:00+00:00",
+                                                "last_commit_time": "2026-11-28T12:05:00+00:00", "segments": []}}),
+        _pg_set(b1, "incremental", b, b, {"start_lsn": "0/5000100", "end_lsn": "0/6000000", "wal_end_time": "2026-11-28T13:00:00+00:00",
+                                          "last_commit_time": None, "last_record_lsn": "0/5FFFF00"}),
+    ])
+    coverage = catalog.pitr_coverage()
+    assert coverage["gaps"] == []
+    assert coverage["chains"][0]["end"] == "2026-11-28T12:05:00+00:00" and coverage["chains"][1]["start"] == "2026-11-28T12:05:00+00:00"
+    at = pendulum.parse
+    assert set_for_point_in_time(catalog, at("2026-11-28T10:30:00Z")) == a1
+    assert set_for_point_in_time(catalog, at("2026-11-28T11:30:00Z")) == a1  # after a1: through b's bridge
+    assert pitr_bridge(catalog, catalog.chain(a1), at("2026-11-28T11:30:00Z")).set == b
+    assert set_for_point_in_time(catalog, at("2026-11-28T12:03:00Z")) == a1  # during b's base backup, a bridge commit follows
+    assert set_for_point_in_time(catalog, at("2026-11-28T12:07:00Z")) == b1  # during it, no bridge commit follows
+    assert pitr_bridge(catalog, catalog.chain(b1), at("2026-11-28T12:07:00Z")) is None
+    assert pitr_bridge(catalog, catalog.chain(a1), at("2026-11-28T10:30:00Z")) is None
+    with pytest.raises(RestoreError, match="before the oldest kept full s_1"):
+        set_for_point_in_time(catalog, at("2026-11-28T09:00:00Z"))
+    with pytest.raises(RestoreError, match="no backup set reaches .* yet; the newest, s_4, reaches 2026-11-28T13:00:00"):
+        set_for_point_in_time(catalog, at("2026-11-28T14:00:00Z"))

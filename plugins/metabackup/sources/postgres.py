@@ -548,22 +548,21 @@ def _pg_position(manifest: Manifest) -> dict[str, Any]:
     return position.get("postgres", position) if manifest.kind == "oms" else position
 
 
-def _wal_until(manifest: Manifest) -> str | None:
-    """Until when (server clock) a set's WAL holds every commit, when recorded."""
-    position = _pg_position(manifest)
-    return position.get("consistent_at") if manifest.is_full else position.get("wal_end_time")
-
-
 def _plan_target(chain: list[Manifest], dest: PostgresDestination) -> tuple[str, str | None]:
     """The recovery target setting and the LSN the replay must reach (None: no check)."""
+    from metabackup.catalog import Catalog
+
     last = chain[-1]
-    if dest.bridge is not None:
+    if dest.bridge is not None:  # the WAL served last: the bridge; before it, the chain's
         wal_end = _pg_position(dest.bridge)["bridge"]
-        floor, covered = _wal_until(last), wal_end.get("covered_until")
-    elif len(chain) > 1:
-        wal_end, floor, covered = last.position, _wal_until(chain[-2]), last.position.get("wal_end_time")
+        covered, floor = Catalog.bridge_until(dest.bridge), Catalog.pg_until(last)
+        precise = "covered_until" in wal_end and "last_commit_time" in wal_end
+    elif len(chain) > 1:  # the last incremental's WAL; before it, the rest of the chain's
+        wal_end, covered = last.position, Catalog.pg_until(last)
+        floor = Catalog.pg_floor(chain[-2]) if chain[-2].is_full else Catalog.pg_until(chain[-2])
+        precise = "wal_end_time" in wal_end and "last_commit_time" in wal_end
     else:  # a lone full: its WAL ends at its consistency point
-        wal_end, floor, covered = None, None, _wal_until(last)
+        wal_end, floor, covered, precise = None, None, _pg_position(last).get("consistent_at"), False
     if dest.target_time:
         moment = _utc(dest.target_time)
         if covered and moment > _utc(covered):
@@ -574,7 +573,7 @@ def _plan_target(chain: list[Manifest], dest: PostgresDestination) -> tuple[str,
                                f"{' and the bridge of ' + dest.bridge.set if dest.bridge is not None else ''}, "
                                f"which holds every commit up to {covered}{hint}")
         last_commit = wal_end.get("last_commit_time") if wal_end else None
-        if covered and floor and moment >= _utc(floor) and (last_commit is None or moment >= _utc(last_commit)):
+        if precise and floor and moment >= _utc(floor) and (last_commit is None or moment >= _utc(last_commit)):
             # no commit of the WAL after the previous set is later than the moment, and that WAL
             # reaches past the moment: the state at the moment is the state at the end of the WAL
             # (recovery_target_time would wait for a later commit that is not there)
