@@ -325,6 +325,7 @@ def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_throu
 
     from metabackup.catalog import Catalog
     from metabackup.restore import set_for_point_in_time
+    from metabackup.sources.postgres import PostgresDestination
 
     catalog = Catalog.of(Manifest.from_json(p.read_bytes()) for p in
                          (tmp_path / "data" / "LocalBackup" / "pgt_20261124000000").glob("*.manifest.json"))
@@ -334,6 +335,15 @@ def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_throu
     assert coverage["gaps"] == [], "the bridge and the incremental after the full leave no gap"
     assert set_for_point_in_time(catalog, moment) == inc["stem"]
 
+    unplumbed = Path(tempfile.mkdtemp(prefix="metabackup-pg-pitr-"))
+    unplumbed.chmod(0o755)
+    try:  # a caller that does not pass the bridge (today's restore_source) is refused up front, saying why
+        with pytest.raises(RestoreError, match=rf"lies after the WAL of {inc['stem']}.*restore.pitr_bridge"):
+            restore_source(spec, "DBService", PostgresDestination(data_dir=str(unplumbed / "data")),
+                           point_in_time=moment.to_iso8601_string())
+        assert list(unplumbed.iterdir()) == []
+    finally:
+        shutil.rmtree(unplumbed, ignore_errors=True)
     restored, result = restore_at(spec, moment, cluster.superuser_password)
     assert result["plan_chain"] == [full1, inc["stem"]] and result["bridge"] == full2["stem"]
     assert restored == expected, "exactly the rows committed by the point in time"
