@@ -28,12 +28,15 @@ log = logging.getLogger(__name__)
 POINT_IN_TIME_KINDS = ("postgres",)
 
 
-def with_target_time(dest: Any, moment: str) -> Any:
+def with_target_time(dest: Any, moment: str, bridge: Manifest | None = None) -> Any:
+    """``dest`` recovering to ``moment``; ``bridge`` (see :func:`pitr_bridge`) is the later full
+    whose bridge WAL carries the chain up to the moment, when the moment is after the chain."""
     from metabackup.sources.postgres import PostgresDestination
 
     if not isinstance(dest, PostgresDestination):
         dest = PostgresDestination(data_dir=str(dest))
     dest.target_time = moment
+    dest.bridge = bridge
     return dest
 
 
@@ -63,15 +66,60 @@ def verify_chain(target: BackupTarget, chain: list[Manifest]) -> None:
 
 
 def set_for_point_in_time(catalog: Catalog, moment: pendulum.DateTime) -> str:
-    """The earliest restorable set whose WAL reaches ``moment`` (it finished after it)."""
-    for manifest in catalog.restorable():
-        if pendulum.parse(manifest.finished_at) >= moment:
-            if pendulum.parse(catalog.chain(manifest.set)[0].finished_at) > moment:
-                raise RestoreError(f"{moment.isoformat()} is before the end of the oldest full backup kept "
-                                   f"({catalog.chain(manifest.set)[0].set}); no chain reaches it")
-            return manifest.set
-    raise RestoreError(f"no backup set reaches {moment.isoformat()} yet; the newest ends at "
-                       f"{catalog.sets[-1].finished_at if catalog.sets else 'never'}")
+    """The set whose chain reaches ``moment``: the earliest set of the chain covering it whose WAL
+    holds every commit up to it, or the chain's last set when the next full's bridge WAL carries
+    the chain to the moment (then :func:`pitr_bridge` names that full).  A refusal names the real
+    boundary: before the oldest kept full, in a WAL gap between two sets, or after the newest."""
+    coverage = catalog.pitr_coverage()
+    chains = coverage["chains"]
+    if not chains:
+        raise RestoreError(f"no backup set reaches {moment.isoformat()}: the catalog holds no restorable set")
+
+    def at(text: str) -> pendulum.DateTime:
+        return pendulum.parse(text).in_timezone("UTC")
+
+    for chain in chains:
+        if at(chain["start"]) <= moment <= at(chain["end"]):
+            for entry in chain["sets"][1:]:
+                if at(entry["until"]) >= moment:
+                    return entry["set"]
+            return chain["last"]  # through the next full's bridge WAL (or the lone full itself)
+    if moment < at(chains[0]["start"]):
+        raise RestoreError(f"{moment.isoformat()} is before the oldest kept full {chains[0]['full']}, which starts "
+                           f"(is consistent) at {chains[0]['start']}; no chain reaches it")
+    for gap in coverage["gaps"]:
+        if at(gap["after_end"]) < moment < at(gap["before_start"]):
+            raise RestoreError(f"{moment.isoformat()} lies in a WAL gap between set {gap['after']} (ends "
+                               f"{gap['after_end']}) and set {gap['before']} (starts {gap['before_start']}): "
+                               f"{gap['reason']}")
+    newest = chains[-1]
+    raise RestoreError(f"no backup set reaches {moment.isoformat()} yet; the newest, {newest['last']}, reaches "
+                       f"{newest['end']}")
+
+
+def pitr_bridge(catalog: Catalog, chain: list[Manifest], moment: pendulum.DateTime | str) -> Manifest | None:
+    """The full whose bridge WAL a restore of ``chain`` to ``moment`` needs (the moment is after
+    the chain's own WAL), or None.  Verify it with the chain (``verify_chain(target, chain +
+    [bridge])``) and hand it to the destination (``with_target_time(dest, moment, bridge)``)."""
+    if isinstance(moment, str):
+        moment = pendulum.parse(moment.replace(" ", "T", 1) if re.match(r"^\d{4}-\d\d-\d\d ", moment) else moment)
+    moment = moment.in_timezone("UTC")
+    last = chain[-1]
+    if catalog.chain(last.set) is None or [m.set for m in catalog.chain(last.set)] != [m.set for m in chain]:
+        return None
+    for entry in catalog.pitr_coverage()["chains"]:
+        if entry["last"] != last.set or not entry["bridge"]:
+            continue
+        if pendulum.parse(entry["sets"][-1]["until"]).in_timezone("UTC") < moment:
+            return catalog.get(entry["bridge"])
+    return None
+
+
+def plan_bridge(plan: RestorePlan) -> Manifest | None:
+    """:func:`pitr_bridge` for a restore plan (None unless it restores to a point in time)."""
+    if not plan.point_in_time:
+        return None
+    return pitr_bridge(plan.catalog, plan.chain, plan.point_in_time)
 
 
 @dataclass

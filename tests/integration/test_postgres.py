@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import pendulum
@@ -14,6 +16,7 @@ import yaml
 
 from metabackup import pipeline
 from metabackup.harness import postgres as pg
+from metabackup.manifest import Manifest
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
 from metabackup.spec import load_spec
@@ -43,10 +46,10 @@ def make_spec(tmp_path: Path, conn_id: str = "pg_src"):
     return load_spec(path)
 
 
-def run_steps(spec, hour: int, steps=("snapshot", "archive", "upload", "verify", "retention")) -> dict:
+def run_steps(spec, hour: int, steps=("snapshot", "archive", "upload", "verify", "retention"), force_full=False) -> dict:
     run = pipeline.SetRun.of(spec, "DBService", T0.add(hours=hour))
     pipeline.preflight(spec, ["DBService"])
-    decision = pipeline.decide(run)
+    decision = pipeline.decide(run, force_full=force_full)
     for step in steps:
         getattr(pipeline, step)(run)
     return {**decision, "stem": run.name.stem}
@@ -242,3 +245,222 @@ def test_a_new_timeline_after_failover_makes_the_next_run_full(tmp_path, cluster
     finally:
         pg.stop_data_dir(folder / "data", "immediate")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+CAPTURE = """
+SELECT c.relname,
+       (xpath('/row/h/text()', query_to_xml(format(
+           'SELECT md5(coalesce(string_agg(md5(t::text), '','' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t',
+           n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
+"""
+
+
+def capture(port: int, password: str) -> dict:
+    """Per-table content checksums: what a restore must reproduce."""
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres password={password} dbname=postgres",
+                         autocommit=True) as conn:
+        return dict(conn.execute(CAPTURE).fetchall())
+
+
+def server_now(instance) -> pendulum.DateTime:
+    with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
+        return pendulum.instance(conn.execute("SELECT clock_timestamp()").fetchone()[0]).in_timezone("UTC")
+
+
+def restore_at(spec, moment: pendulum.DateTime, password: str) -> tuple[dict, dict]:
+    """A point-in-time restore the way the CLI and the restore DAG must run one: the plan, the
+    bridge full it may need, both verified, then the restore; the content, then the server stopped."""
+    from metabackup.restore import execute_plan, plan_bridge, plan_restore, verify_chain, with_target_time
+    from metabackup.sources.postgres import PostgresDestination
+
+    plan = plan_restore(spec, "DBService", None, moment.to_iso8601_string())
+    bridge = plan_bridge(plan)
+    verify_chain(plan.target, plan.chain + ([bridge] if bridge else []))
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-pg-pitr-"))
+    folder.chmod(0o755)
+    try:
+        dest = with_target_time(PostgresDestination(data_dir=str(folder / "data"), keep_running=True),
+                                plan.point_in_time, bridge)
+        result = execute_plan(plan, dest)
+        try:
+            return capture(result["port"], password), {**result, "plan_chain": [m.set for m in plan.chain]}
+        finally:
+            pg.stop_data_dir(folder / "data", "immediate")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_through_the_bridge(tmp_path, cluster):
+    spec = make_spec(tmp_path)
+    full1 = run_steps(spec, 0)["stem"]
+    write(cluster, "INSERT INTO t VALUES (10001, 'before the incremental')")
+    inc = run_steps(spec, 1)
+    assert inc["type"] == "incremental"
+    write(cluster, "UPDATE t SET v = 'changed after the incremental' WHERE id <= 50")
+    time.sleep(0.2)
+    early = server_now(cluster)  # later commits in the bridge WAL: recovery stops at the first one after it
+    expected_early = capture(cluster.port, cluster.superuser_password)
+    time.sleep(0.2)
+    write(cluster, "CREATE TABLE gap_table AS SELECT g AS id FROM generate_series(1, 10) g")
+    write(cluster, "DELETE FROM t WHERE id BETWEEN 60 AND 70")
+    moment = server_now(cluster)  # every row committed by now; nothing committed after it before the full
+    expected = capture(cluster.port, cluster.superuser_password)
+    assert expected != expected_early
+    time.sleep(1.1)
+    full2 = run_steps(spec, 2, force_full=True)  # as a periodic full would be
+    assert full2["type"] == "full"
+    write(cluster, "INSERT INTO t VALUES (10002, 'after the second full')")
+
+    found = {m["set"]: m for m in manifests(tmp_path)}
+    bridge = found[full2["stem"]]["position"]["bridge"]
+    assert bridge["from_set"] == inc["stem"] and bridge["start_lsn"] == found[inc["stem"]]["position"]["end_lsn"]
+    assert bridge["end_lsn"] == found[full2["stem"]]["position"]["end_lsn"] and bridge["segments"]
+    archive = tmp_path / "data" / "LocalBackup" / "pgt_20261124000000" / f"{full2['stem']}.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert all(f"pg/bridge/{s}" in names for s in bridge["segments"])
+    assert run_steps(spec, 3)["type"] == "incremental", "the slot moved on to the new full's end"
+
+    from metabackup.catalog import Catalog
+    from metabackup.restore import set_for_point_in_time
+    from metabackup.sources.postgres import PostgresDestination
+
+    catalog = Catalog.of(Manifest.from_json(p.read_bytes()) for p in
+                         (tmp_path / "data" / "LocalBackup" / "pgt_20261124000000").glob("*.manifest.json"))
+    coverage = catalog.pitr_coverage()
+    assert [c["full"] for c in coverage["chains"]] == [full1, full2["stem"]]
+    assert coverage["chains"][0]["bridge"] == full2["stem"]
+    assert coverage["gaps"] == [], "the bridge and the incremental after the full leave no gap"
+    assert set_for_point_in_time(catalog, moment) == inc["stem"]
+
+    unplumbed = Path(tempfile.mkdtemp(prefix="metabackup-pg-pitr-"))
+    unplumbed.chmod(0o755)
+    try:  # a caller that does not pass the bridge (today's restore_source) is refused up front, saying why
+        with pytest.raises(RestoreError, match=rf"lies after the WAL of {inc['stem']}.*restore.pitr_bridge"):
+            restore_source(spec, "DBService", PostgresDestination(data_dir=str(unplumbed / "data")),
+                           point_in_time=moment.to_iso8601_string())
+        assert list(unplumbed.iterdir()) == []
+    finally:
+        shutil.rmtree(unplumbed, ignore_errors=True)
+    restored, result = restore_at(spec, moment, cluster.superuser_password)
+    assert result["plan_chain"] == [full1, inc["stem"]] and result["bridge"] == full2["stem"]
+    assert restored == expected, "exactly the rows committed by the point in time"
+    assert result["target"] == "end of the WAL", "no commit after the moment: replayed the whole bridge"
+    restored, result = restore_at(spec, early, cluster.superuser_password)
+    assert result["bridge"] == full2["stem"] and "recovery_target_time" in result["target"]
+    assert restored == expected_early, "stopped inside the bridge WAL, at the moment"
+
+
+def test_a_lost_slot_gap_is_named_by_the_refusal(tmp_path, cluster):
+    from metabackup.catalog import Catalog
+    from metabackup.restore import set_for_point_in_time
+
+    spec = make_spec(tmp_path)
+    first = run_steps(spec, 0)["stem"]
+    write(cluster, "SELECT pg_drop_replication_slot('metabackup_pgt_dbservice')")
+    second = run_steps(spec, 1)["stem"]
+    catalog = Catalog.of(Manifest.from_json(p.read_bytes()) for p in
+                         (tmp_path / "data" / "LocalBackup" / "pgt_20261124000000").glob("*.manifest.json"))
+    coverage = catalog.pitr_coverage()
+    [gap] = coverage["gaps"]
+    assert (gap["after"], gap["before"]) == (first, second) and "the slot was lost" in gap["reason"]
+    middle = pendulum.parse(gap["after_end"]) + (pendulum.parse(gap["before_start"]) - pendulum.parse(gap["after_end"])) / 2
+    with pytest.raises(RestoreError, match=rf"lies in a WAL gap between set {first} \(ends .*\) and set {second} "
+                                           r"\(starts .*\): replication slot .* the slot was lost"):
+        set_for_point_in_time(catalog, middle)
+    with pytest.raises(RestoreError, match=f"before the oldest kept full {first}"):
+        set_for_point_in_time(catalog, pendulum.parse(coverage["chains"][0]["start"]).subtract(hours=1))
+    with pytest.raises(RestoreError, match=f"no backup set reaches .* yet; the newest, {second}"):
+        set_for_point_in_time(catalog, pendulum.now("UTC").add(hours=1))
+
+
+def test_postgresql_programs_get_the_allow_listed_environment_only(tmp_path, cluster, monkeypatch):
+    """Every PostgreSQL program this source starts (backup and restore) sees the allow-listed
+    environment plus its PG* settings: no AIRFLOW_CONN_* (which holds the password), no other secret."""
+    from metabackup.sources.postgres import PostgresDestination
+
+    folder = Path(tempfile.mkdtemp(prefix="metabackup-pg-env-"))
+    folder.chmod(0o755)
+    wrappers, records = folder / "bin", folder / "records"
+    wrappers.mkdir()
+    records.mkdir()
+    wrappers.chmod(0o755)
+    records.chmod(0o777)
+    real = Path("/usr/lib/postgresql/15/bin")
+    for program in ("pg_basebackup", "pg_receivewal", "pg_waldump", "pg_ctl", "pg_verifybackup"):
+        script = wrappers / program
+        script.write_text(f'#!/bin/sh\nenv > "{records}/{program}.$$"\nexec "{real / program}" "$@"\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("AIRFLOW_VAR_SECRET_TOKEN", "s3cr3t-variable")
+    monkeypatch.setenv("SOME_API_KEY", "s3cr3t-key")
+    path = tmp_path / "pgt.yaml"
+    make_spec(tmp_path)
+    spec_dict = yaml.safe_load(path.read_text())
+    spec_dict["sources"]["DBService"]["bin_dir"] = str(wrappers)
+    path.write_text(yaml.safe_dump(spec_dict))
+    spec = load_spec(path)
+    try:
+        run_steps(spec, 0)
+        write(cluster, "INSERT INTO t VALUES (11000, 'env')")
+        inc = run_steps(spec, 1)["stem"]
+        restore_source(spec, "DBService", PostgresDestination(data_dir=str(folder / "data"), bin_dir=str(wrappers)), inc)
+        seen = {}
+        for record in records.iterdir():
+            seen.setdefault(record.name.split(".")[0], []).append(record.read_text())
+        assert set(seen) == {"pg_basebackup", "pg_receivewal", "pg_waldump", "pg_ctl", "pg_verifybackup"}
+        for program, envs in seen.items():
+            for text in envs:
+                names = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+                assert not any(n.startswith(("AIRFLOW_", "SOME_API")) for n in names), (program, names)
+                assert cluster.backup_password not in text and "s3cr3t" not in text, program
+        assert all("PGPASSFILE=" in text for program in ("pg_basebackup", "pg_receivewal") for text in seen[program])
+    finally:
+        pg.stop_data_dir(folder / "data", "immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pg_set(stem: str, type_: str, parent: str | None, root: str, position: dict) -> Manifest:
+    from metabackup.manifest import ArchiveInfo
+
+    stamp = "2026-11-24T03:00:00+00:00"
+    return Manifest(set=stem, task="pgt", task_dir="pgt_20261124000000", source="DBService", kind="postgres", type=type_,
+                    parent=parent, chain_root=root, cluster_version="3.1.0", executed_at=f"2026-11-24T0{stem[-1]}:00:00+00:00",
+                    started_at=stamp, finished_at=stamp, archive=ArchiveInfo(f"{stem}.tar.gz", 1, "0" * 64), content={},
+                    position={"timeline": 1, "system_identifier": "7", "server_version": 150000, **position}, reason="")
+
+
+def test_coverage_has_no_hole_while_the_next_full_was_taken():
+    """Times only (no server): a moment during the second full's base backup is reached by the
+    first chain plus the bridge when a bridge commit follows it, else by the second chain."""
+    from metabackup.catalog import Catalog
+    from metabackup.restore import pitr_bridge, set_for_point_in_time
+
+    a, a1, b, b1 = "s_1", "s_2", "s_3", "s_4"
+    catalog = Catalog.of([
+        _pg_set(a, "full", None, a, {"start_lsn": "0/2000028", "end_lsn": "0/2000100", "consistent_at": "2026-11-28T10:00:00+00:00"}),
+        _pg_set(a1, "incremental", a, a, {"start_lsn": "0/2000100", "end_lsn": "0/3000000", "wal_end_time": "2026-11-28T11:00:00+00:00",
+                                          "last_commit_time": "2026-11-28T10:59:00+00:00", "last_record_lsn": "0/2FFFF00"}),
+        _pg_set(b, "full", None, b, {"start_lsn": "0/5000028", "end_lsn": "0/5000100", "consistent_at": "2026-11-28T12:10:00+00:00",
+                                     "bridge": {"from_set": a1, "start_lsn": "0/3000000", "end_lsn": "0/5000100",
+                                                "covered_until": "2026-11-28T12:00:00+00:00",
+                                                "last_commit_time": "2026-11-28T12:05:00+00:00", "segments": []}}),
+        _pg_set(b1, "incremental", b, b, {"start_lsn": "0/5000100", "end_lsn": "0/6000000", "wal_end_time": "2026-11-28T13:00:00+00:00",
+                                          "last_commit_time": None, "last_record_lsn": "0/5FFFF00"}),
+    ])
+    coverage = catalog.pitr_coverage()
+    assert coverage["gaps"] == []
+    assert coverage["chains"][0]["end"] == "2026-11-28T12:05:00+00:00" and coverage["chains"][1]["start"] == "2026-11-28T12:05:00+00:00"
+    at = pendulum.parse
+    assert set_for_point_in_time(catalog, at("2026-11-28T10:30:00Z")) == a1
+    assert set_for_point_in_time(catalog, at("2026-11-28T11:30:00Z")) == a1  # after a1: through b's bridge
+    assert pitr_bridge(catalog, catalog.chain(a1), at("2026-11-28T11:30:00Z")).set == b
+    assert set_for_point_in_time(catalog, at("2026-11-28T12:03:00Z")) == a1  # during b's base backup, a bridge commit follows
+    assert set_for_point_in_time(catalog, at("2026-11-28T12:07:00Z")) == b1  # during it, no bridge commit follows
+    assert pitr_bridge(catalog, catalog.chain(b1), at("2026-11-28T12:07:00Z")) is None
+    assert pitr_bridge(catalog, catalog.chain(a1), at("2026-11-28T10:30:00Z")) is None
+    with pytest.raises(RestoreError, match="before the oldest kept full s_1"):
+        set_for_point_in_time(catalog, at("2026-11-28T09:00:00Z"))
+    with pytest.raises(RestoreError, match="no backup set reaches .* yet; the newest, s_4, reaches 2026-11-28T13:00:00"):
+        set_for_point_in_time(catalog, at("2026-11-28T14:00:00Z"))

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metabackup.fsutil import child_env
 from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
 
 PG_MAJOR = 15
@@ -32,7 +33,7 @@ BACKUP_ROLE = "metabackup"
 def as_postgres(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run a command as the postgres OS user (we are root in tests and CI)."""
     command = list(args) if os.geteuid() != 0 else ["runuser", "-u", OS_USER, "--", *args]
-    return subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, env=child_env(), **kwargs)
 
 
 def give_to_postgres(path: Path) -> None:
@@ -164,7 +165,8 @@ def stop_data_dir(data: Path, mode: str = "fast") -> None:
 def wait_ready(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if subprocess.run([str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode == 0:
+        if subprocess.run([str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True,
+                          env=child_env()).returncode == 0:
             return
         time.sleep(0.1)
     raise RuntimeError(f"PostgreSQL on port {port} not ready after {timeout}s")

@@ -1,19 +1,25 @@
 """The ``postgres`` source kind: a PostgreSQL cluster (DBService, the OMS database), physically.
 
 Full: ``pg_basebackup`` in tar form with the WAL needed for consistency streamed alongside
-(``-X stream``), a fast checkpoint, and a backup manifest with SHA-256 checksums.  The backup
-creates (or recreates) a physical replication slot per task and source, so the server keeps the
-WAL the next incremental needs.
+(``-X stream``), a fast checkpoint, and a backup manifest with SHA-256 checksums.  A physical
+replication slot per task and source keeps the WAL the next set needs.  When the slot still holds
+the WAL from the previous set's end, the base backup streams through a temporary slot and the WAL
+from the previous set's end to the full's end is then received on the task's slot and kept in the
+full as *bridge* WAL (``pg/bridge/``), so the moments between a chain and the next full stay
+restorable; otherwise the slot is created afresh and the position records the gap and its reason.
 
 Incremental: the WAL written since the parent: switch WAL, then ``pg_receivewal --endpos`` on the
 slot; the segments must cover [parent end LSN, new end LSN] without a gap, and ``pg_waldump``
 must read every record of that range.  If the slot is gone or lost its WAL, or the timeline or
 system identifier changed (failover, rebuilt server), the decision falls back to a full backup.
 
-Restore: verify the chain, extract the full into a new data directory and check it against the
-backup manifest (``pg_verifybackup``), serve the chain's WAL through ``restore_command``, recover
+Restore: check everything first (an allow-listed data directory path, as it reaches pg_ctl's
+shell), extract the full into a new data directory as untrusted input and check it against the
+backup manifest (``pg_verifybackup``), serve the chain's WAL (plus a later full's bridge WAL for a
+point in time after the chain) through ``restore_command`` from a private work directory, recover
 (a full to its consistency point; an incremental through all of its chain's WAL, checked to reach
 the set's last record; or to a point in time), promote, and check the server reached the target.
+A failure removes exactly what the restore created.
 
 The password reaches the PostgreSQL programs through a temporary passfile (0600) named in the
 child's environment only; never on a command line or in a log.
@@ -26,6 +32,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -33,12 +40,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE
+from metabackup.fsutil import FILE_MODE, child_env
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -46,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MEMBER_DIR = "pg"
 WAL_DIR = f"{MEMBER_DIR}/wal"
+BRIDGE_DIR = f"{MEMBER_DIR}/bridge"  # a full's WAL from the previous set's end to its own end
 DEFAULT_BIN = "/usr/lib/postgresql/{major}/bin"
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 
@@ -60,6 +68,13 @@ class PostgresSourceError(RuntimeError):
 def parse_lsn(text: str) -> int:
     high, low = text.split("/")
     return (int(high, 16) << 32) | int(low, 16)
+
+
+def _iso(moment) -> str:
+    """A server timestamp (timezone-aware datetime) as ISO-8601 UTC."""
+    import datetime as _dt
+
+    return moment.astimezone(_dt.timezone.utc).isoformat()
 
 
 def format_lsn(value: int) -> str:
@@ -116,10 +131,9 @@ def passfile_env(conn: ConnectionInfo) -> Iterator[dict[str, str]]:
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{esc(conn.host)}:{conn.port or 5432}:*:{esc(conn.login)}:{esc(conn.password)}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(PGPASSFILE=str(passfile), PGHOST=conn.host, PGPORT=str(conn.port or 5432), PGUSER=conn.login,
-                   PGSSLMODE=conn.extra.get("sslmode", "prefer"), PGCONNECT_TIMEOUT=str(conn.extra.get("timeout", 30)))
-        yield env
+        yield child_env(dict(PGPASSFILE=str(passfile), PGHOST=conn.host, PGPORT=str(conn.port or 5432),
+                             PGUSER=conn.login, PGSSLMODE=conn.extra.get("sslmode", "prefer"),
+                             PGCONNECT_TIMEOUT=str(conn.extra.get("timeout", 30))))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -143,22 +157,28 @@ def run_logged(args: list[str], env: dict[str, str], what: str) -> None:
 
 
 _WALDUMP_LSN = re.compile(r"lsn: ([0-9A-F]+/[0-9A-F]+),")
+_WALDUMP_COMMIT = re.compile(r"desc: COMMIT(?:_PREPARED)?(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
-def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int) -> str:
+def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int) -> dict[str, str | None]:
     """Read every record in [start, end) with pg_waldump (CRCs, continuity); return the last
-    record's LSN.  Streams the output: WAL of any size."""
+    record's LSN and the last commit's time (UTC ISO-8601, None without a commit).  Streams
+    the output: WAL of any size."""
     proc = subprocess.Popen([waldump, "--path", str(wal), "--timeline", str(timeline), "--start", start,
-                             "--end", format_lsn(end)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = None
+                             "--end", format_lsn(end)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env({"TZ": "UTC"}))
+    last = last_commit = None
     for line in proc.stdout:
         match = _WALDUMP_LSN.search(line)
         if match:
             last = match.group(1)
+            commit = _WALDUMP_COMMIT.search(line)
+            if commit:
+                last_commit = commit.group(1).replace(" ", "T") + "+00:00"
     error = proc.stderr.read()
     if proc.wait() != 0 or last is None:
         raise PostgresSourceError(f"WAL between {start} and {format_lsn(end)} does not read back: {error.strip()[-500:]}")
-    return last
+    return {"last_record_lsn": last, "last_commit_time": last_commit}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +255,7 @@ class PostgresSource(SourceKind):
         with sql_session(conn) as session:
             server = self._server(session)
         if decision["type"] == FULL:
-            position = self._full(conn, server, workdir)
+            position = self._full(conn, server, workdir, self._previous_set(workdir, decision))
         else:
             blocker = self.incremental_blocker(parent)
             if blocker:
@@ -248,30 +268,100 @@ class PostgresSource(SourceKind):
                  position["start_lsn"], position["end_lsn"], position["timeline"])
         return {k: position[k] for k in ("start_lsn", "end_lsn", "timeline")}
 
-    def _full(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    def _previous_set(self, workdir: Path, decision: dict[str, Any]) -> tuple[str, dict[str, Any]] | None | str:
+        """The newest committed set of this source before this run (name, postgres position), read
+        from the target's catalog; None when there is none; a string saying why it is unknown.
+
+        The pipeline stages a set in ``<staging>/<task dir>/<set stem>/`` (an ``oms`` source's
+        database part one level below), which names the task directory."""
+        from metabackup.catalog import Catalog
+        from metabackup.targets import open_target
+
+        folder = workdir.resolve()
+        while folder.name != decision.get("set") and folder != folder.parent:
+            folder = folder.parent
+        if folder.name != decision.get("set"):
+            return "the work directory does not name the task directory"
+        try:
+            catalog = Catalog.of(open_target(self.source.target).manifests(folder.parent.name, self.source.name))
+        except Exception as exc:  # noqa: BLE001 - reported in the manifest, the backup itself goes on
+            return f"the catalog could not be read: {exc}"
+        for manifest in reversed(catalog.restorable()):
+            if manifest.set == decision.get("set"):
+                continue
+            position = manifest.position.get("postgres", manifest.position) if manifest.kind == "oms" else manifest.position
+            if manifest.kind in ("postgres", "oms") and isinstance(position, dict) and position.get("end_lsn"):
+                return manifest.set, position
+            return None
+        return None
+
+    def _full(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path,
+              previous: tuple[str, dict[str, Any]] | None | str) -> dict[str, Any]:
+        """A base backup.  When the slot still holds the WAL from the previous set's end, the WAL
+        from there up to this backup's end is kept as *bridge* WAL, so every moment between the
+        previous set and this full stays restorable; only then does the slot move on."""
         with sql_session(conn) as session:
-            if session.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone():
-                session.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))  # a new chain starts here
+            slot = session.execute("SELECT restart_lsn, wal_status FROM pg_replication_slots WHERE slot_name = %s"
+                                   " AND slot_type = 'physical'", (self.slot,)).fetchone()
+            exists = session.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
+            covered_until = session.execute("SELECT clock_timestamp()").fetchone()[0]
+        bridge_from, gap = None, None
+        if isinstance(previous, str):
+            gap = {"from_set": None, "reason": f"the previous set is unknown ({previous})"}
+        elif previous is not None:
+            prev_set, prev = previous
+            if str(prev.get("system_identifier")) != server["system_identifier"]:
+                reason = "the server was rebuilt (its system identifier changed)"
+            elif prev.get("timeline") != server["timeline"]:
+                reason = f"the timeline changed from {prev.get('timeline')} to {server['timeline']} (a failover)"
+            elif slot is None:
+                reason = f"replication slot {self.slot} no longer existed: the slot was lost"
+            elif slot[1] == "lost" or slot[0] is None:
+                reason = f"replication slot {self.slot} lost the WAL it held (max_slot_wal_keep_size): the slot was lost"
+            elif parse_lsn(str(slot[0])) > parse_lsn(prev["end_lsn"]):
+                reason = f"replication slot {self.slot} no longer held WAL from {prev['end_lsn']} (advanced by another client)"
+            else:
+                reason = None
+                bridge_from = (prev_set, prev["end_lsn"])
+            if reason:
+                gap = {"from_set": prev_set, "from_lsn": prev["end_lsn"], "reason": reason}
         base = workdir / "base"
+        label = ["-w", "--progress", "--verbose", "--label", f"metabackup {self.task} {self.source.name}"]
+        common = ["-D", str(base), "-Ft", "-X", "stream", "-c", "fast", "--manifest-checksums=SHA256", *label]
         with passfile_env(conn) as env:
-            run_logged([self._bin("pg_basebackup", server["major"]), "-D", str(base), "-Ft", "-X", "stream",
-                        "-c", "fast", "--create-slot", "--slot", self.slot, "--manifest-checksums=SHA256",
-                        "-w", "--progress", "--verbose", "--label", f"metabackup {self.task} {self.source.name}"],
-                       env, "pg_basebackup")
+            if bridge_from:
+                # our slot stays where it is (holding the WAL from the previous set's end) while the
+                # base backup streams its own WAL through a temporary slot
+                run_logged([self._bin("pg_basebackup", server["major"]), *common], env, "pg_basebackup")
+            else:
+                if exists:
+                    with sql_session(conn) as session:
+                        session.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))  # a new chain starts here
+                run_logged([self._bin("pg_basebackup", server["major"]), *common, "--create-slot", "--slot", self.slot],
+                           env, "pg_basebackup")
+        with sql_session(conn) as session:
+            consistent_at = session.execute("SELECT clock_timestamp()").fetchone()[0]
         manifest = json.loads((base / "backup_manifest").read_text())
         ranges = manifest["WAL-Ranges"]
         if len(ranges) != 1:
             raise PostgresSourceError(f"backup spans {len(ranges)} timelines; take the backup again")
-        return {"method": "pg_basebackup", "timeline": ranges[0]["Timeline"], "start_lsn": ranges[0]["Start-LSN"],
-                "end_lsn": ranges[0]["End-LSN"]}
+        position = {"method": "pg_basebackup", "timeline": ranges[0]["Timeline"], "start_lsn": ranges[0]["Start-LSN"],
+                    "end_lsn": ranges[0]["End-LSN"], "consistent_at": _iso(consistent_at)}
+        if bridge_from:
+            bridge = self._receive(conn, server, workdir / "bridge", bridge_from[1], parse_lsn(position["end_lsn"]),
+                                   "bridge WAL")
+            position["bridge"] = {"from_set": bridge_from[0], "covered_until": _iso(covered_until), **bridge}
+            log.info("%s: kept the WAL from %s (end of %s) to %s as bridge WAL", self.source.name, bridge_from[1],
+                     bridge_from[0], position["end_lsn"])
+        elif gap:
+            position["bridge_gap"] = {**gap, "covered_until": _iso(covered_until)}
+            log.warning("%s: no bridge WAL from the previous set to this full: %s", self.source.name, gap["reason"])
+        return position
 
-    def _incremental(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path, parent: dict[str, Any]) -> dict[str, Any]:
-        with sql_session(conn) as session:
-            # Close the current segment: everything committed so far is before the switch record's
-            # end, which pg_switch_wal returns (or the current position when nothing was written).
-            end = parse_lsn(str(session.execute("SELECT pg_switch_wal()").fetchone()[0]))
-        start = parse_lsn(parent["end_lsn"])
-        wal = workdir / "wal"
+    def _receive(self, conn: ConnectionInfo, server: dict[str, Any], wal: Path, start_lsn: str, end: int,
+                 what: str) -> dict[str, Any]:
+        """Receive the WAL [start_lsn, end) on the task's slot into ``wal`` (the slot then moves to
+        ``end``); check the segments have no gap and every record reads back."""
         wal.mkdir()
         with passfile_env(conn) as env:
             run_logged([self._bin("pg_receivewal", server["major"]), "-D", str(wal), "--slot", self.slot,
@@ -280,19 +370,31 @@ class PostgresSource(SourceKind):
         for partial in wal.glob("*.partial"):  # the last segment may be incomplete: its records up to endpos are whole
             partial.rename(partial.with_suffix(""))
         size, timeline = server["segment_size"], server["timeline"]
+        start = parse_lsn(start_lsn)
         have = sorted(p.name for p in wal.iterdir() if SEGMENT_RE.match(p.name))
         first, last = start // size, (end - 1) // size
         needed = [segment_name(timeline, n * size, size) for n in range(first, last + 1)]
         missing = [n for n in needed if n not in have]
         if missing:
-            raise PostgresSourceError(f"WAL gap: segments {missing[:3]} between {parent['end_lsn']} and {format_lsn(end)} "
-                                      "were not received; the slot may have been advanced by another client")
-        for name in have:  # keep only the range this set covers
-            if name not in needed:
-                (wal / name).unlink()
-        last_record = read_wal_range(self._bin("pg_waldump", server["major"]), wal, timeline, parent["end_lsn"], end)
-        return {"method": "wal", "timeline": timeline, "start_lsn": parent["end_lsn"], "end_lsn": format_lsn(end),
-                "last_record_lsn": last_record, "segments": needed}
+            raise PostgresSourceError(f"WAL gap in the {what}: segments {missing[:3]} between {start_lsn} and "
+                                      f"{format_lsn(end)} were not received; the slot may have been advanced by another client")
+        for path in wal.iterdir():  # keep only the range this set covers
+            if path.name not in needed:
+                path.unlink()
+            else:
+                os.chmod(path, FILE_MODE)
+        read = read_wal_range(self._bin("pg_waldump", server["major"]), wal, timeline, start_lsn, end)
+        return {"start_lsn": start_lsn, "end_lsn": format_lsn(end), "segments": needed, **read}
+
+    def _incremental(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path, parent: dict[str, Any]) -> dict[str, Any]:
+        with sql_session(conn) as session:
+            # Close the current segment: everything committed so far is before the switch record's
+            # end, which pg_switch_wal returns (or the current position when nothing was written).
+            # The time read just before it bounds the commits this set holds.
+            now, switched = session.execute("SELECT clock_timestamp(), pg_switch_wal()").fetchone()
+        end = parse_lsn(str(switched))
+        received = self._receive(conn, server, workdir / "wal", parent["end_lsn"], end, "incremental")
+        return {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
         position = json.loads((workdir / "pg-position.json").read_text())
@@ -301,6 +403,8 @@ class PostgresSource(SourceKind):
             members += [(p, f"{MEMBER_DIR}/{p.name}") for p in sorted((workdir / "base").iterdir())]
         if (workdir / "wal").exists():
             members += [(p, f"{WAL_DIR}/{p.name}") for p in sorted((workdir / "wal").iterdir())]
+        if (workdir / "bridge").exists():
+            members += [(p, f"{BRIDGE_DIR}/{p.name}") for p in sorted((workdir / "bridge").iterdir())]
         total = 0
         for path, name in members:
             info = tar.gettarinfo(str(path), arcname=name)
@@ -329,11 +433,42 @@ class PostgresDestination:
     keep_running: bool = False
     os_user: str = "postgres"
     bin_dir: str | None = None
+    # For a point in time after the chain's last set: the next full whose bridge WAL continues the
+    # chain (restore.pitr_bridge); its archive must have been verified with the chain.
+    bridge: Manifest | None = None
+
+
+# The data directory reaches pg_ctl (which starts the server through sh) and postgresql.conf:
+# only these characters, absolute and normalised, no '..'.
+SAFE_PATH_CHARS = "A-Za-z0-9._/@+=,-"
+_SAFE_PATH = re.compile(f"^[{SAFE_PATH_CHARS}]+$")
+
+
+def check_data_dir(path: str | os.PathLike) -> Path:
+    """The data directory as a Path, or a RestoreError naming it and the allowed characters."""
+    text = os.fspath(path)
+    if (not text.startswith("/") or not _SAFE_PATH.match(text) or ".." in text.split("/")
+            or os.path.normpath(text) != text or text.startswith("//") or text == "/"):
+        raise RestoreError(f"refusing restore destination {text!r}: a PostgreSQL data directory must be an absolute, "
+                           f"normalised path without '..' components, made only of the characters [{SAFE_PATH_CHARS}] "
+                           "(it reaches pg_ctl's shell and postgresql.conf)")
+    return Path(text)
+
+
+def conf_string(value: str) -> str:
+    """``value`` as a postgresql.conf single-quoted string."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def restore_command_for(wal_dir: Path) -> str:
+    """The restore_command value (before conf quoting): copy %f from ``wal_dir``, quoted for sh,
+    with any '%' of the path doubled so the server does not expand it."""
+    return f"cp {shlex.quote(str(wal_dir) + '/').replace('%', '%%')}%f \"%p\""
 
 
 def _as_user(user: str, args: list[str], **kwargs) -> subprocess.CompletedProcess:
     command = ["runuser", "-u", user, "--", *args] if os.geteuid() == 0 else args
-    return subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, env=child_env(), **kwargs)
 
 
 def _chown_tree(path: Path, user: str) -> None:
@@ -345,12 +480,134 @@ def _chown_tree(path: Path, user: str) -> None:
     shutil.chown(path, user, user)
 
 
-def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: PostgresDestination) -> dict[str, Any]:
-    import socket
+def _safe_member_filter(set_stem: str, what: str, symlinks_refused_hint: str = ""):
+    """A tarfile extraction filter for untrusted archives: regular files and directories only,
+    relative names without '..', landing under the destination (tarfile's 'data' filter on top)."""
 
+    def check(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+        name = member.name
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or ".." in parts or "\x00" in name:
+            raise RestoreError(f"refusing {what} of {set_stem}: member {name!r} would land outside the data directory")
+        if not (member.isreg() or member.isdir()):
+            kind = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "a special file"
+            raise RestoreError(f"refusing {what} of {set_stem}: member {name!r} is {kind}; only regular files and "
+                               f"directories are restored{symlinks_refused_hint}")
+        try:
+            return tarfile.data_filter(member, dest_path)
+        except tarfile.FilterError as exc:
+            raise RestoreError(f"refusing {what} of {set_stem}: member {name!r}: {exc}") from None
+
+    return check
+
+
+def _write_private_stream(path: Path, source: BinaryIO) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), FILE_MODE)
+        shutil.copyfileobj(source, out, 1 << 20)
+
+
+def _copy_wal_members(manifest: Manifest, open_archive: Callable[[str], BinaryIO], wal_dir: Path, prefix: str) -> list[str]:
+    """Copy the WAL segments under ``prefix`` of a set's archive into ``wal_dir`` (0600)."""
+    copied = []
+    with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
+        for member in tar:
+            if not member.name.startswith(f"{prefix}/"):
+                continue
+            name = member.name[len(prefix) + 1:]
+            if not SEGMENT_RE.match(name) or not member.isreg():
+                raise RestoreError(f"unexpected WAL member {member.name} in {manifest.set}")
+            _write_private_stream(wal_dir / name, tar.extractfile(member))
+            copied.append(name)
+    return copied
+
+
+def _utc(text: str):
+    import pendulum
+
+    return pendulum.parse(text.replace(" ", "T", 1) if re.match(r"^\d{4}-\d\d-\d\d \d", text) else text).in_timezone("UTC")
+
+
+def _check_bridge(chain: list[Manifest], bridge: Manifest) -> dict[str, Any]:
+    last, info = chain[-1], _pg_position(bridge).get("bridge")
+    if not bridge.is_full or not info:
+        raise RestoreError(f"{bridge.set} holds no bridge WAL; it cannot continue the chain of {last.set}")
+    pos = last.position
+    if (str(_pg_position(bridge).get("system_identifier")) != str(pos.get("system_identifier"))
+            or _pg_position(bridge).get("timeline") != pos.get("timeline")
+            or parse_lsn(info["start_lsn"]) > parse_lsn(pos["end_lsn"])
+            or parse_lsn(info["end_lsn"]) < parse_lsn(pos["end_lsn"])):
+        raise RestoreError(f"the bridge WAL of {bridge.set} ({info['start_lsn']} .. {info['end_lsn']}) does not continue "
+                           f"{last.set} (ends at {pos['end_lsn']} on timeline {pos.get('timeline')})")
+    return info
+
+
+def _pg_position(manifest: Manifest) -> dict[str, Any]:
+    position = manifest.position or {}
+    return position.get("postgres", position) if manifest.kind == "oms" else position
+
+
+def _plan_target(chain: list[Manifest], dest: PostgresDestination) -> tuple[str, str | None]:
+    """The recovery target setting and the LSN the replay must reach (None: no check)."""
+    from metabackup.catalog import Catalog
+
+    last = chain[-1]
+    if dest.bridge is not None:  # the WAL served last: the bridge; before it, the chain's
+        wal_end = _pg_position(dest.bridge)["bridge"]
+        covered, floor = Catalog.bridge_until(dest.bridge), Catalog.pg_until(last)
+        precise = "covered_until" in wal_end and "last_commit_time" in wal_end
+    elif len(chain) > 1:  # the last incremental's WAL; before it, the rest of the chain's
+        wal_end, covered = last.position, Catalog.pg_until(last)
+        floor = Catalog.pg_floor(chain[-2]) if chain[-2].is_full else Catalog.pg_until(chain[-2])
+        precise = "wal_end_time" in wal_end and "last_commit_time" in wal_end
+    else:  # a lone full: its WAL ends at its consistency point
+        wal_end, floor, covered, precise = None, None, _pg_position(last).get("consistent_at"), False
+    if dest.target_time:
+        moment = _utc(dest.target_time)
+        if covered and moment > _utc(covered):
+            hint = "" if dest.bridge is not None else (
+                "; a later full's bridge WAL may continue this chain: pass it as the destination's bridge "
+                "(restore.pitr_bridge / with_target_time)")
+            raise RestoreError(f"{moment.isoformat()} lies after the WAL of {last.set}"
+                               f"{' and the bridge of ' + dest.bridge.set if dest.bridge is not None else ''}, "
+                               f"which holds every commit up to {covered}{hint}")
+        last_commit = wal_end.get("last_commit_time") if wal_end else None
+        if precise and floor and moment >= _utc(floor) and (last_commit is None or moment >= _utc(last_commit)):
+            # no commit of the WAL after the previous set is later than the moment, and that WAL
+            # reaches past the moment: the state at the moment is the state at the end of the WAL
+            # (recovery_target_time would wait for a later commit that is not there)
+            return "", wal_end.get("last_record_lsn")
+        return f"recovery_target_time = {conf_string(dest.target_time)}", None
+    if dest.bridge is not None:
+        return "", wal_end.get("last_record_lsn")
+    if len(chain) == 1:
+        return "recovery_target = 'immediate'", None  # the full's consistency point: its end LSN
+    return "", last.position["last_record_lsn"]  # all of the chain's WAL: the last set ends where its WAL ends
+
+
+def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: PostgresDestination) -> dict[str, Any]:
+    """Rebuild the chain's cluster in a new data directory and recover it.
+
+    Every check runs before anything is created; on failure exactly what this restore created is
+    removed (and a server it started is stopped); nothing it did not create is touched."""
+    # ---- checks: nothing is created before they all pass ----
+    data = check_data_dir(dest.data_dir)
+    if not chain or not chain[0].is_full:
+        raise RestoreError("a PostgreSQL restore needs a chain that starts with a full backup")
     full, last = chain[0], chain[-1]
-    data = Path(dest.data_dir)
-    if data.exists() and any(data.iterdir()):
+    if dest.bridge is not None:
+        _check_bridge(chain, dest.bridge)
+    if dest.target_time:
+        try:
+            _utc(dest.target_time)
+        except Exception as exc:  # noqa: BLE001
+            raise RestoreError(f"recovery target time {dest.target_time!r} is not a time: {exc}") from None
+    target, must_reach = _plan_target(chain, dest)
+    if os.path.islink(data) or (data.exists() and not data.is_dir()):
+        raise RestoreError(f"restore destination {data} exists and is not a directory")
+    data_existed = data.exists()
+    if data_existed and any(data.iterdir()):
         raise RestoreError(f"restore destination {data} is not empty; restore into a new data directory")
     probe = data.parent
     while not probe.exists():
@@ -360,88 +617,139 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                            "restore under a directory it can enter")
     major = int(full.position["server_version"]) // 10000
     bin_dir = Path(dest.bin_dir or DEFAULT_BIN.format(major=major))
-    work = data.parent / f".{data.name}.restore"  # WAL and manifest beside the data directory
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "wal").mkdir(parents=True)
-    data.mkdir(parents=True, exist_ok=True)
-    os.chmod(data, 0o700)
-    with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
-        for member in tar:
-            name = member.name.removeprefix(f"{MEMBER_DIR}/")
-            handle = tar.extractfile(member)
-            if name == "base.tar":
-                with tarfile.open(fileobj=handle, mode="r|") as inner:
-                    inner.extractall(data, filter="fully_trusted")  # our own verified pg_basebackup output
-            elif name == "pg_wal.tar":
-                with tarfile.open(fileobj=handle, mode="r|") as inner:
-                    inner.extractall(data / "pg_wal", filter="fully_trusted")
-            elif name == "backup_manifest":
-                (work / "backup_manifest").write_bytes(handle.read())
-    verify = subprocess.run([str(bin_dir / "pg_verifybackup"), "--no-parse-wal", "-m", str(work / "backup_manifest"),
-                             str(data)], capture_output=True, text=True)
-    if verify.returncode != 0:
-        raise RestoreError(f"the restored base backup does not match its manifest: {verify.stderr.strip()[-800:]}")
-    for manifest in chain[1:]:  # later sets overwrite earlier copies of a segment: theirs are longer
-        with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
+    for program in ("pg_ctl", "pg_verifybackup"):
+        if not (bin_dir / program).exists():
+            raise RestoreError(f"{program} for PostgreSQL {major} not found in {bin_dir}")
+    sock_base = Path(tempfile.gettempdir())
+    if not _SAFE_PATH.match(str(sock_base)) or "," in str(sock_base):
+        sock_base = Path("/tmp")
+
+    # ---- from here on, everything created is recorded and removed on failure ----
+    created_parents: list[Path] = []
+    created: list[Path] = []  # removed whole on failure (work dir, socket dir, data dir if new)
+    before = data.stat() if data_existed else None
+    started = False
+    logfile = data / "metabackup-restore.log"
+    try:
+        missing = []
+        probe = data.parent
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        for parent in reversed(missing):
+            parent.mkdir(mode=0o711)
+            created_parents.append(parent)
+            os.chmod(parent, 0o711)  # traversable by the postgres user, listable by none
+        work = Path(tempfile.mkdtemp(prefix=f".{data.name}.restore-", dir=data.parent))  # 0700
+        created.append(work)
+        wal_dir = work / "wal"
+        wal_dir.mkdir(mode=0o700)
+        if not data_existed:
+            data.mkdir(mode=0o700)
+            created.append(data)
+        os.chmod(data, 0o700)
+        with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
             for member in tar:
-                if member.name.startswith(f"{WAL_DIR}/"):
-                    name = Path(member.name).name
-                    if not SEGMENT_RE.match(name):
-                        raise RestoreError(f"unexpected WAL member {member.name} in {manifest.set}")
-                    with open(work / "wal" / name, "wb") as out:
-                        shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
-    port = dest.port
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    if dest.target_time:
-        target = f"recovery_target_time = '{dest.target_time}'"
-    elif len(chain) == 1:
-        target = "recovery_target = 'immediate'"  # the full's consistency point: its end LSN
-    else:
-        target = ""  # all of the chain's WAL: the last set ends where its WAL ends
-    # Unix socket paths are limited to 107 bytes, so the socket lives in a short temp directory
-    # rather than under a (possibly deep) destination.
-    sock = Path(tempfile.mkdtemp(prefix="mb-pg-"))
-    with open(data / "postgresql.auto.conf", "a") as conf:
-        conf.write(f"""
-# added by metabackup restore of {last.set}
+                name = member.name.removeprefix(f"{MEMBER_DIR}/")
+                if name not in ("base.tar", "pg_wal.tar", "backup_manifest"):
+                    continue
+                if not member.isreg():
+                    raise RestoreError(f"refusing {full.set}: member {member.name!r} is not a regular file")
+                handle = tar.extractfile(member)
+                if name == "base.tar":
+                    with tarfile.open(fileobj=handle, mode="r|") as inner:
+                        inner.extractall(data, filter=_safe_member_filter(
+                            full.set, "base.tar", " (tablespaces are not supported by this restore)"))
+                elif name == "pg_wal.tar":
+                    (data / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+                    with tarfile.open(fileobj=handle, mode="r|") as inner:
+                        inner.extractall(data / "pg_wal", filter=_safe_member_filter(full.set, "pg_wal.tar"))
+                else:
+                    _write_private_stream(work / "backup_manifest", handle)
+        if not (work / "backup_manifest").exists():
+            raise RestoreError(f"{full.set} holds no backup_manifest; it is not a pg_basebackup full")
+        verify = subprocess.run([str(bin_dir / "pg_verifybackup"), "--no-parse-wal", "-m", str(work / "backup_manifest"),
+                                 str(data)], capture_output=True, text=True, env=child_env())
+        if verify.returncode != 0:
+            raise RestoreError(f"the restored base backup does not match its manifest: {verify.stderr.strip()[-800:]}")
+        for manifest in chain[1:]:  # later sets overwrite earlier copies of a segment: theirs are longer
+            _copy_wal_members(manifest, open_archive, wal_dir, WAL_DIR)
+        if dest.bridge is not None:  # the WAL from the chain's end to the next full: the longest copies
+            _copy_wal_members(dest.bridge, open_archive, wal_dir, BRIDGE_DIR)
+        port = dest.port or _free_port()
+        # Unix socket paths are limited to 107 bytes, so the socket lives in a short temp directory
+        # rather than under a (possibly deep) destination.
+        sock = Path(tempfile.mkdtemp(prefix="mb-pg-", dir=sock_base))
+        created.append(sock)
+        comment = re.sub(r"[^A-Za-z0-9._ -]", "_", last.set + (f" with the bridge WAL of {dest.bridge.set}" if dest.bridge else ""))
+        with open(data / "postgresql.auto.conf", "a") as conf:
+            conf.write(f"""
+# added by metabackup restore of {comment}
 port = {port}
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '{sock}'
-restore_command = 'cp "{work / "wal"}/%f" "%p"'
+unix_socket_directories = {conf_string(str(sock))}
+restore_command = {conf_string(restore_command_for(wal_dir))}
 {target}
 recovery_target_action = 'promote'
 """)
-    (data / "recovery.signal").touch()
-    logfile = work / "postgres.log"
-    logfile.touch()
-    for path in (work, data, sock):
-        _chown_tree(path, dest.os_user)
-    log.info("recovering %s on port %d towards %s", data, port, target)
-    started = _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "300", "start"])
-    if started.returncode != 0 and not logfile.read_text():
-        raise RestoreError(f"the recovered server did not start: {(started.stdout + started.stderr).strip()[-800:]}")
-    outcome = _wait_for_recovery(logfile, data, timeout=600)
-    if outcome == "promoted" and not dest.target_time and len(chain) > 1:
-        done = re.findall(r"redo done at ([0-9A-F]+/[0-9A-F]+)", logfile.read_text())
-        expected = last.position["last_record_lsn"]
-        if not done or parse_lsn(done[-1]) < parse_lsn(expected):
-            outcome = f"replay stopped at {done[-1] if done else 'nothing'} before the set's last record {expected}"
-    if started.returncode != 0 or outcome != "promoted":
-        _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(sock, ignore_errors=True)
-        raise RestoreError(f"recovery of {last.set} did not reach its target ({outcome}); log: {logfile}\n"
-                           + logfile.read_text()[-1500:])
-    reached = [line.split("LOG:", 1)[-1].strip() for line in logfile.read_text().splitlines()
-               if "recovery stopping" in line or "redo done at" in line]
-    result = {"data_dir": str(data), "port": port, "target": target or "end of the chain's WAL",
-              "recovery": reached[-1] if reached else "", "running": dest.keep_running, "socket_dir": str(sock)}
-    if not dest.keep_running:
-        _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
-        shutil.rmtree(sock, ignore_errors=True)
-    return result
+        (data / "recovery.signal").touch(mode=0o600)
+        os.close(os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        for path in (work, data, sock):
+            _chown_tree(path, dest.os_user)
+        log.info("recovering %s on port %d towards %s", data, port, target or "the end of the WAL")
+        started = True
+        run = _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "300",
+                                      "start"])
+        if run.returncode != 0 and not logfile.read_text():
+            raise RestoreError(f"the recovered server did not start: {(run.stdout + run.stderr).strip()[-800:]}")
+        outcome = _wait_for_recovery(logfile, data, timeout=600)
+        if outcome == "promoted" and must_reach:
+            done = re.findall(r"redo done at ([0-9A-F]+/[0-9A-F]+)", logfile.read_text())
+            if not done or parse_lsn(done[-1]) < parse_lsn(must_reach):
+                outcome = f"replay stopped at {done[-1] if done else 'nothing'} before the WAL's last record {must_reach}"
+        if run.returncode != 0 or outcome != "promoted":
+            raise RestoreError(f"recovery of {last.set} did not reach its target ({outcome}); the server log follows "
+                               f"(also in the task log):\n" + logfile.read_text()[-3000:])
+        reached = [line.split("LOG:", 1)[-1].strip() for line in logfile.read_text().splitlines()
+                   if "recovery stopping" in line or "redo done at" in line]
+        result = {"data_dir": str(data), "port": port, "target": target or "end of the WAL",
+                  "recovery": reached[-1] if reached else "", "running": dest.keep_running, "socket_dir": str(sock),
+                  "server_log": str(logfile)}
+        if dest.bridge is not None:
+            result["bridge"] = dest.bridge.set
+        if not dest.keep_running:
+            _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            started = False
+            shutil.rmtree(sock, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        return result
+    except BaseException:
+        if started and (data / "postmaster.pid").exists():
+            _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
+        if logfile.exists():
+            with contextlib.suppress(OSError):
+                log.error("server log of the failed restore into %s:\n%s", data, logfile.read_text()[-20000:])
+        for path in reversed(created):
+            shutil.rmtree(path, ignore_errors=True)
+        if data_existed and before is not None:  # empty it again, as it was
+            for entry in list(data.iterdir()) if data.exists() else []:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            with contextlib.suppress(OSError):
+                os.chmod(data, before.st_mode & 0o7777)
+                if os.geteuid() == 0:
+                    os.chown(data, before.st_uid, before.st_gid)
+        for parent in reversed(created_parents):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _wait_for_recovery(logfile: Path, data: Path, timeout: float) -> str:
