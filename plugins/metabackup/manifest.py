@@ -126,7 +126,9 @@ def _int(raw: dict, fld: str, optional: bool = False, low: int = 0) -> Any:
     return value
 
 
-def _time(raw: dict, fld: str) -> str:
+def _time(raw: dict, fld: str, optional: bool = False) -> str | None:
+    if optional and raw.get(fld.rsplit(".", 1)[-1]) is None:
+        return None
     value = _str(raw, fld, what="an ISO-8601 time with offset")
     try:
         parsed = pendulum.parse(value)
@@ -166,12 +168,20 @@ def _postgres_position(pos: dict, at: str) -> None:
     _int(pos, f"{at}.server_version", low=90000)
     _int(pos, f"{at}.segment_size", low=1)
     _names(pos, f"{at}.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
+    for fld in ("consistent_at", "wal_end_time", "last_commit_time"):
+        _time(pos, f"{at}.{fld}", optional=True)
+    if pos.get("bridge_gap") is not None:
+        _str(_dict(pos, f"{at}.bridge_gap"), f"{at}.bridge_gap.reason", optional=True)
+        _time(pos["bridge_gap"], f"{at}.bridge_gap.covered_until", optional=True)
     bridge = pos.get("bridge")
     if bridge is not None:
         _dict(pos, f"{at}.bridge")
         _str(bridge, f"{at}.bridge.start_lsn", _LSN, "an LSN such as 0/3000028")
         _str(bridge, f"{at}.bridge.end_lsn", _LSN, "an LSN such as 0/3000028")
+        _str(bridge, f"{at}.bridge.last_record_lsn", _LSN, "an LSN such as 0/3000028", optional=True)
         _names(bridge, f"{at}.bridge.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
+        for fld in ("covered_until", "last_commit_time"):
+            _time(bridge, f"{at}.bridge.{fld}", optional=True)
         _need(bridge.get("from_set") is None or (isinstance(bridge["from_set"], str) and SetName.parse(bridge["from_set"])),
               f"{at}.bridge.from_set", bridge.get("from_set"), "a set name")
 

@@ -133,14 +133,21 @@ class RestorePlan:
     catalog: Catalog
     chain: list[Manifest]
     point_in_time: str | None = None  # PostgreSQL recovery target (timestamptz text, UTC)
+    bridge: Manifest | None = None  # the later full whose bridge WAL carries the chain to the point in time
 
     def open_archive(self, stem: str) -> BinaryIO:
         return self.target.open_read(self.task_dir, self.catalog.get(stem).archive.name)
 
+    @property
+    def reads(self) -> list[Manifest]:
+        """Every set whose archive the restore reads (and so verifies first): the chain, then the bridge."""
+        return self.chain + ([self.bridge] if self.bridge else [])
+
     def describe(self) -> dict[str, Any]:
         return {"task": self.spec.name, "source": self.source.name, "kind": self.source.kind,
                 "target": self.target.uri, "task_dir": self.task_dir, "set": self.chain[-1].set,
-                "chain": [m.set for m in self.chain], "bytes": sum(m.archive.size for m in self.chain),
+                "chain": [m.set for m in self.chain], "bytes": sum(m.archive.size for m in self.reads),
+                "bridge": self.bridge.set if self.bridge else None,
                 "point_in_time": self.point_in_time, "cluster_version": self.chain[-1].cluster_version}
 
 
@@ -167,7 +174,9 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
         set_stem = set_stem or set_for_point_in_time(catalog, moment)
         target_time = moment.in_timezone("UTC").format("YYYY-MM-DD HH:mm:ss.SSSSSS") + "+00"
     chain = resolve_chain(catalog, set_stem)
-    return RestorePlan(spec, source, target, task_dir, catalog, chain, target_time)
+    plan = RestorePlan(spec, source, target, task_dir, catalog, chain, target_time)
+    plan.bridge = plan_bridge(plan)
+    return plan
 
 
 def check_cluster_version(plan: RestorePlan, allow_mismatch: bool = False) -> str | None:
@@ -251,7 +260,7 @@ def destination_for(plan: RestorePlan, destination: str, keep_running: bool = Fa
         from metabackup.sources.postgres import PostgresDestination
 
         database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"), port=port,
-                                       keep_running=keep_running, target_time=plan.point_in_time)
+                                       keep_running=keep_running, target_time=plan.point_in_time, bridge=plan.bridge)
         if kind == "postgres":
             return database
         from metabackup.sources.oms import OmsDestination
@@ -282,8 +291,8 @@ def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | 
     with lock_for(spec, source_name).held(holder):
         plan = plan_restore(spec, source_name, set_stem, point_in_time)
         if plan.point_in_time:
-            dest = with_target_time(dest, plan.point_in_time)
-        verify_chain(plan.target, plan.chain)
+            dest = with_target_time(dest, plan.point_in_time, plan.bridge)
+        verify_chain(plan.target, plan.reads)
         return execute_plan(plan, dest)
 
 

@@ -270,22 +270,17 @@ def server_now(instance) -> pendulum.DateTime:
 
 
 def restore_at(spec, moment: pendulum.DateTime, password: str) -> tuple[dict, dict]:
-    """A point-in-time restore the way the CLI and the restore DAG must run one: the plan, the
-    bridge full it may need, both verified, then the restore; the content, then the server stopped."""
-    from metabackup.restore import execute_plan, plan_bridge, plan_restore, verify_chain, with_target_time
+    """A point-in-time restore as the CLI runs one (restore_source: the plan with the bridge full
+    it may need, both verified, then the restore); the content, then the server stopped."""
     from metabackup.sources.postgres import PostgresDestination
 
-    plan = plan_restore(spec, "DBService", None, moment.to_iso8601_string())
-    bridge = plan_bridge(plan)
-    verify_chain(plan.target, plan.chain + ([bridge] if bridge else []))
     folder = Path(tempfile.mkdtemp(prefix="metabackup-pg-pitr-"))
     folder.chmod(0o755)
     try:
-        dest = with_target_time(PostgresDestination(data_dir=str(folder / "data"), keep_running=True),
-                                plan.point_in_time, bridge)
-        result = execute_plan(plan, dest)
+        result = restore_source(spec, "DBService", PostgresDestination(data_dir=str(folder / "data"), keep_running=True),
+                                point_in_time=moment.to_iso8601_string())
         try:
-            return capture(result["port"], password), {**result, "plan_chain": [m.set for m in plan.chain]}
+            return capture(result["port"], password), {**result, "plan_chain": result["chain"]}
         finally:
             pg.stop_data_dir(folder / "data", "immediate")
     finally:
@@ -335,15 +330,6 @@ def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_throu
     assert coverage["gaps"] == [], "the bridge and the incremental after the full leave no gap"
     assert set_for_point_in_time(catalog, moment) == inc["stem"]
 
-    unplumbed = Path(tempfile.mkdtemp(prefix="metabackup-pg-pitr-"))
-    unplumbed.chmod(0o755)
-    try:  # a caller that does not pass the bridge (today's restore_source) is refused up front, saying why
-        with pytest.raises(RestoreError, match=rf"lies after the WAL of {inc['stem']}.*restore.pitr_bridge"):
-            restore_source(spec, "DBService", PostgresDestination(data_dir=str(unplumbed / "data")),
-                           point_in_time=moment.to_iso8601_string())
-        assert list(unplumbed.iterdir()) == []
-    finally:
-        shutil.rmtree(unplumbed, ignore_errors=True)
     restored, result = restore_at(spec, moment, cluster.superuser_password)
     assert result["plan_chain"] == [full1, inc["stem"]] and result["bridge"] == full2["stem"]
     assert restored == expected, "exactly the rows committed by the point in time"

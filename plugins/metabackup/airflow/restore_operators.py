@@ -98,7 +98,7 @@ class RestoreVerifyOperator(_RestoreStep):
         p = restore_params(context)
         self.hold(context)
         plan = self.plan(context)
-        restore.verify_chain(plan.target, plan.chain)
+        restore.verify_chain(plan.target, plan.reads)
         warning = restore.check_cluster_version(plan, p["allow_version_mismatch"])
         return {"verified": [m.set for m in plan.chain], "version_warning": warning}
 
