@@ -208,3 +208,42 @@ def test_parents_first_orders_children_after_parents_whatever_the_input_order(tm
     assert parents_first(source, ldif_module.LDIFWriter(out)) == 4
     order = [dn for dn, _ in iter_entries(io.BytesIO(out.getvalue().encode()))]
     assert order.index("dc=x") < order.index("ou=Moved,dc=x") < order.index("uid=a,ou=Moved,dc=x") < order.index("cn=deep,uid=a,ou=Moved,dc=x")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "metabackup", *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+
+
+def test_cli_ldap_restore_prints_its_result_alone_and_only_its_own_messages(tmp_path, server, monkeypatch):
+    """Airflow (imported for the connection) must not add its logging set-up's lines, nor its
+    secrets masker's warning about the short ``scheme`` extra, to the CLI's output."""
+    spec = make_spec(tmp_path)
+    full = backup(spec, 0)["stem"]
+    ldapmodify(server, f"dn: cn=group1,ou=Groups,{BASE}\nchangetype: modify\nadd: memberUid\nmemberUid: cli\n")
+    inc = backup(spec, 1)["stem"]
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_CLI_DST", target.connection_uri())
+    try:
+        done = run_cli("restore", "--spec", str(spec.path), "--source", "LdapServer", "--dest", "ldap_cli_dst")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert done.stdout == json.dumps(result, indent=2) + "\n", "stdout is the result and nothing else"
+        assert result["set"] == inc and result["chain"] == [full, inc] and result["changes_applied"] == 1
+        lines = done.stderr.splitlines()
+        assert lines, "our own progress messages"
+        assert all(line.startswith(("INFO verified ", "INFO restoring ", "INFO applied ")) for line in lines), done.stderr
+        assert "mask" not in done.stderr.lower() and "airflow" not in done.stderr.lower()
+        assert dump_state(get_connection("ldap_cli_dst"), [BASE]) == dump_state(get_connection("ldap_src"), [BASE])
+        # an undefined destination connection is one error line, no traceback
+        missing = run_cli("restore", "--spec", str(spec.path), "--source", "LdapServer", "--dest", "ldap_nowhere")
+        assert missing.returncode == 1 and missing.stdout == ""
+        assert missing.stderr.startswith("error: --dest 'ldap_nowhere': Airflow connection 'ldap_nowhere' is not defined")
+        assert "Traceback" not in missing.stderr and len(missing.stderr.splitlines()) == 1, missing.stderr
+    finally:
+        target.stop()
