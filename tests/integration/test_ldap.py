@@ -16,7 +16,7 @@ from metabackup.connections import get_connection
 from metabackup.harness import slapd
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
-from metabackup.sources.ldap import LdapDestination, dump_state
+from metabackup.sources.ldap import LdapDestination, dump_state, slapadd_call
 from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
@@ -118,6 +118,54 @@ def test_offline_slapadd_restore_then_online_incrementals(tmp_path, server):
         assert dump_state(get_connection_for(target), [BASE]) == expected
     finally:
         target.stop()
+
+
+def test_slapadd_gets_only_the_allow_listed_environment(tmp_path, server, monkeypatch):
+    """The worker's Airflow connections (AIRFLOW_CONN_LDAP_SRC holds the source's password) and
+    variables never reach slapadd; the offline restore still works with that environment."""
+    monkeypatch.setenv("AIRFLOW_VAR_API_TOKEN", "variable-secret-value")
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db:5432/x")
+    argv, env = slapadd_call("/etc/ldap/slapd.conf", BASE, tmp_path / "base-0.ordered.ldif")
+    assert argv == ["slapadd", "-q", "-f", "/etc/ldap/slapd.conf", "-b", BASE, "-l", str(tmp_path / "base-0.ordered.ldif")]
+    assert not [k for k in env if k.startswith("AIRFLOW")], env
+    assert not [v for v in env.values() if server.password in v or "secret-value" in v]
+    assert env["PATH"]
+    spec = make_spec(tmp_path)
+    stem = backup(spec, 0)["stem"]
+    target = slapd.prepare(tmp_path / "dst", accesslog=False)
+    try:
+        dest = LdapDestination(conn=get_connection_for(target), slapd_conf=str(target.conf),
+                               start_server=lambda: slapd.start(target))
+        result = restore_source(spec, "LdapServer", dest, stem)
+        assert result["full_entries"] == len(dump_state(get_connection("ldap_src"), [BASE]))
+    finally:
+        target.stop()
+
+
+def test_work_directory_files_are_private_whatever_the_umask(tmp_path, server):
+    """The snapshot's JSON (position, index) and LDIF in the staging work directory are 0600 even
+    under a permissive umask: they describe (and hold) the directory's password hashes."""
+    import os
+
+    spec = make_spec(tmp_path, change_method="digest")
+    previous = os.umask(0o022)
+    try:
+        for hour, expected in ((0, {"ldap-position.json", "index.json", "base-0.ldif", "config.ldif"}),
+                               (1, {"ldap-position.json", "index.json", "changes.ldif"})):
+            if hour:
+                ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: u3@x\n")
+            run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
+            pipeline.preflight(spec, ["LdapServer"])
+            pipeline.decide(run)
+            pipeline.snapshot(run)
+            modes = {p.name: p.stat().st_mode & 0o777 for p in run.workdir.iterdir()}
+            assert expected <= set(modes), modes
+            assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+            assert run.workdir.stat().st_mode & 0o777 == 0o700
+            for step in (pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+                step(run)
+    finally:
+        os.umask(previous)
 
 
 def get_connection_for(instance):

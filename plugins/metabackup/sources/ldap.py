@@ -44,7 +44,7 @@ from ldap.controls.simple import RelaxRulesControl
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE
+from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -430,7 +430,7 @@ class LdapSource(SourceKind):
                         parent_index = read_member_json(stream, INDEX_MEMBER)
                     summary.update(self._diff(workdir, parent_index["entries"]))
             position["context_csn"] = self._context_csns(client)
-            (workdir / "ldap-position.json").write_text(json.dumps(position))
+            write_private(workdir / "ldap-position.json", json.dumps(position))
             log.info("%s: %s backup by %s: %s", self.source.name, decision["type"], why, summary)
             return summary
         finally:
@@ -467,8 +467,11 @@ class LdapSource(SourceKind):
         position["index"] = True
         config = self._export_config(client, workdir)
         position["config_saved"] = config
-        with _private_text(workdir / "index.json") as out:
+        with atomic_writer(workdir / "index.json") as raw:  # 0600, whole or absent (a retry rewrites it)
+            out = io.TextIOWrapper(raw, encoding="utf-8")
             json.dump({"entries": index}, out)
+            out.flush()
+            out.detach()  # atomic_writer fsyncs and closes the file itself
         return {"entries": len(index), "config_saved": config}
 
     def _export_config(self, client, workdir: Path) -> bool:
@@ -584,6 +587,7 @@ def _write_change(writer: ChangeWriter, change: Change) -> None:
 @contextlib.contextmanager
 def _private_text(path: Path) -> Iterator[TextIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # also when a retry finds the file made by someone else
     with open(fd, "w", encoding="utf-8", newline="\n") as handle:
         yield handle
 
@@ -661,6 +665,12 @@ def _refuse_other_suffix(where: str, contexts: list[str], bases: list[str], set_
             f"python -m metabackup.harness.slapd start DIR --suffix {missing[0]}")
 
 
+def slapadd_call(slapd_conf: str, base: str, ldif_path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the ``slapadd`` that loads one base offline: the child gets only the
+    allow-listed environment (never the worker's Airflow connections and variables)."""
+    return ["slapadd", "-q", "-f", slapd_conf, "-b", base, "-l", str(ldif_path)], child_env()
+
+
 def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: LdapDestination) -> dict[str, Any]:
     full = chain[0]
     bases = full.position["base_dns"]
@@ -695,8 +705,8 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
             stats = {"full_entries": 0, "changes_applied": 0, "changes_already_applied": 0}
             if dest.slapd_conf:
                 for i, base in enumerate(bases):
-                    result = subprocess.run(["slapadd", "-q", "-f", dest.slapd_conf, "-b", base, "-l", str(ordered[i])],
-                                            capture_output=True, text=True)
+                    argv, env = slapadd_call(dest.slapd_conf, base, ordered[i])
+                    result = subprocess.run(argv, capture_output=True, text=True, env=env)
                     if result.returncode != 0:
                         raise RestoreError(f"slapadd of {base} failed: {result.stderr.strip()[-1500:]}")
                 stats["full_entries"] = full_entries
@@ -742,6 +752,7 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
 @contextlib.contextmanager
 def _private_binary(path: Path) -> Iterator[BinaryIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
     with open(fd, "wb") as handle:
         yield handle
 
