@@ -6,11 +6,9 @@ A backup of dc=hadoop,dc=com restored into a server whose suffix is another one 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import ldap
 import pendulum
@@ -117,26 +115,3 @@ def test_cli_restore_into_another_suffix_prints_one_error_line_and_no_traceback(
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "dc=other,dc=org" in errors[0] and f"--suffix {BASE}" in errors[0], done.stderr
     assert writes_logged(other_suffix_server) == 0
-
-
-def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
-    directory = tmp_path / "throwaway"
-    started = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(directory), "--suffix", OTHER],
-                             capture_output=True, text=True, timeout=60, env=env)
-    try:
-        assert started.returncode == 0, started.stderr
-        printed = json.loads(started.stdout)
-        assert printed["suffix"] == OTHER and printed["bind_dn"] == f"cn=admin,{OTHER}"
-        conn = json.loads(Path(printed["airflow_connection_file"]).read_text())
-        assert conn["login"] == f"cn=admin,{OTHER}"
-        client = ldap.initialize(printed["url"], bytes_mode=False)
-        [(_, root_dse)] = client.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
-        assert OTHER.encode() in root_dse["namingContexts"]
-        # a bad suffix is refused with one line and nothing is made
-        bad = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(tmp_path / "bad"),
-                              "--suffix", "not a dn"], capture_output=True, text=True, timeout=60, env=env)
-        assert bad.returncode == 2 and bad.stderr.startswith("error: suffix 'not a dn' is not a DN")
-        assert not (tmp_path / "bad").exists()
-    finally:
-        slapd.stop(directory)

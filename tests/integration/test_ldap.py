@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
+import ldap
 import pendulum
 import pytest
 import yaml
 
+from conftest import REPO
 from metabackup import pipeline
 from metabackup.connections import get_connection
 from metabackup.harness import slapd
@@ -21,6 +25,7 @@ from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 BASE = slapd.SUFFIX
+OTHER = "dc=other,dc=org"
 
 
 @pytest.fixture()
@@ -145,8 +150,6 @@ def test_slapadd_gets_only_the_allow_listed_environment(tmp_path, server, monkey
 def test_work_directory_files_are_private_whatever_the_umask(tmp_path, server):
     """The snapshot's JSON (position, index) and LDIF in the staging work directory are 0600 even
     under a permissive umask: they describe (and hold) the directory's password hashes."""
-    import os
-
     spec = make_spec(tmp_path, change_method="digest")
     previous = os.umask(0o022)
     try:
@@ -259,11 +262,6 @@ def test_parents_first_orders_children_after_parents_whatever_the_input_order(tm
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    import os
-    import sys
-
-    from conftest import REPO
-
     return subprocess.run([sys.executable, "-m", "metabackup", *args], capture_output=True, text=True, timeout=180,
                           env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
 
@@ -295,3 +293,28 @@ def test_cli_ldap_restore_prints_its_result_alone_and_only_its_own_messages(tmp_
         assert "Traceback" not in missing.stderr and len(missing.stderr.splitlines()) == 1, missing.stderr
     finally:
         target.stop()
+
+
+def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
+    """``python -m metabackup.harness.slapd start DIR --suffix DN``: the server, its connection file
+    and its root DSE name that suffix; a malformed one is refused before anything is made."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    directory = tmp_path / "throwaway"
+    started = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(directory), "--suffix", OTHER],
+                             capture_output=True, text=True, timeout=60, env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        printed = json.loads(started.stdout)
+        assert printed["suffix"] == OTHER and printed["bind_dn"] == f"cn=admin,{OTHER}"
+        conn = json.loads(Path(printed["airflow_connection_file"]).read_text())
+        assert conn["login"] == f"cn=admin,{OTHER}"
+        client = ldap.initialize(printed["url"], bytes_mode=False)
+        [(_, root_dse)] = client.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+        assert OTHER.encode() in root_dse["namingContexts"]
+        # a bad suffix is refused with one line and nothing is made
+        bad = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(tmp_path / "bad"),
+                              "--suffix", "not a dn"], capture_output=True, text=True, timeout=60, env=env)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: suffix 'not a dn' is not a DN")
+        assert not (tmp_path / "bad").exists()
+    finally:
+        slapd.stop(directory)

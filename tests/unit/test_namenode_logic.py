@@ -159,7 +159,6 @@ def test_the_tool_environment_keeps_hadoop_and_java_settings_and_drops_airflow_s
 
 def test_the_tool_runs_as_an_argv_without_a_shell_and_with_that_environment(tmp_path, monkeypatch):
     """A real child process (a Python one-liner standing in for the Hadoop tool) reports what it got."""
-    import json
     import shlex
     import sys
 

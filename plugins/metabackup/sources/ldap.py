@@ -737,8 +737,8 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                                 except ldap.LDAPError as exc:
                                     raise RestoreError(
                                         f"{where}: replaying {change.type} of {change.dn} from {manifest.set} failed "
-                                        f"({_ldap_message(exc)}); the server holds the chain up to before "
-                                        f"{manifest.set}") from None
+                                        f"({_ldap_message(exc)}); the server is partly restored (the chain before "
+                                        f"{manifest.set} and part of it)") from None
                                 stats["changes_applied" if applied else "changes_already_applied"] += 1
                 log.info("applied %s", manifest.set)
             return stats
