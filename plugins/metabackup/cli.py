@@ -183,6 +183,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
         args.dest = str(check_destination(spec, args.dest))
     dest = args.dest
     kind = spec.source(args.source).kind
+    if kind == "ldap":
+        from metabackup.connections import ConnectionNotFound, get_connection
+        from metabackup.sources import RestoreError
+        from metabackup.sources.ldap import LdapDestination
+
+        try:
+            dest = LdapDestination(conn=get_connection(args.dest))
+        except ConnectionNotFound as exc:
+            raise RestoreError(f"--dest {args.dest!r}: {exc}; for an ldap source --dest names the Airflow connection "
+                               "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
+                               "DIR/airflow-connection.json of python -m metabackup.harness.slapd start DIR "
+                               "--suffix ...)") from None
     if kind in ("postgres", "oms"):
         from metabackup.sources.postgres import PostgresDestination
 
@@ -195,6 +207,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
     print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0
+
+
+LOG_FORMAT = "%(levelname)s %(message)s"
+_OWN_HANDLER = logging.StreamHandler(sys.stderr)
+_OWN_HANDLER.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def quiet_airflow() -> None:
+    """A command's output is its result on stdout and its own messages on stderr.
+
+    Airflow, imported by a command for a connection or a provider hook (LDAP, LocalHDFS), sets up
+    logging for its own processes: it replaces the root logger's handlers with its structlog
+    handler on stdout, logs INFO lines of its configuration, and its secrets masker warns about
+    short connection fields.  None of that is the CLI's: Airflow's logging level is held to
+    ERROR in this process (read when Airflow configures its logging, on first import); our own
+    messages (``metabackup.*``) have their own handler on stderr, which Airflow's set-up keeps;
+    and anything still printed to stdout goes to stderr (``main``)."""
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "ERROR"
+    if "airflow" in sys.modules:  # already imported: the CLI called inside a process that uses Airflow
+        logging.getLogger("airflow").setLevel(logging.ERROR)
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)  # other libraries' warnings
+    ours = logging.getLogger("metabackup")
+    if _OWN_HANDLER not in ours.handlers:
+        ours.addHandler(_OWN_HANDLER)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    logging.getLogger("hdfs").setLevel(logging.WARNING)  # the WebHDFS client narrates every call
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,16 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", help="set name <version>_<source>_<time> (default: the latest restorable)")
     p.add_argument("--dest", required=True,
                    help="files: a new directory; postgres: a new data directory; oms: a new folder (database/ and "
-                        "files/ inside); ldap: the Airflow connection of an empty server")
+                        "files/ inside); namenode: a new name directory; ldap: the Airflow connection of an empty "
+                        "server whose suffix holds the set's base DNs")
     p.add_argument("--point-in-time", help="postgres: recover to this ISO-8601 time (with offset) instead of a set's end")
     p.add_argument("--port", type=int, default=0, help="postgres: port for the recovered server (default: a free one)")
     p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")
     p.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("hdfs").setLevel(logging.WARNING)  # the WebHDFS client narrates every call
-    # A command's result (a listing, JSON) is its only output on stdout.  Anything else, such as
-    # the logging Airflow configures when a hook is first imported, goes to stderr.
+    quiet_airflow()
     args.out = sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
+import ldap
 import pendulum
 import pytest
 import yaml
 
+from conftest import REPO
 from metabackup import pipeline
 from metabackup.connections import get_connection
 from metabackup.harness import slapd
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
-from metabackup.sources.ldap import LdapDestination, dump_state
+from metabackup.sources.ldap import LdapDestination, dump_state, slapadd_call
 from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 BASE = slapd.SUFFIX
+OTHER = "dc=other,dc=org"
 
 
 @pytest.fixture()
@@ -120,6 +125,52 @@ def test_offline_slapadd_restore_then_online_incrementals(tmp_path, server):
         target.stop()
 
 
+def test_slapadd_gets_only_the_allow_listed_environment(tmp_path, server, monkeypatch):
+    """The worker's Airflow connections (AIRFLOW_CONN_LDAP_SRC holds the source's password) and
+    variables never reach slapadd; the offline restore still works with that environment."""
+    monkeypatch.setenv("AIRFLOW_VAR_API_TOKEN", "variable-secret-value")
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db:5432/x")
+    argv, env = slapadd_call("/etc/ldap/slapd.conf", BASE, tmp_path / "base-0.ordered.ldif")
+    assert argv == ["slapadd", "-q", "-f", "/etc/ldap/slapd.conf", "-b", BASE, "-l", str(tmp_path / "base-0.ordered.ldif")]
+    assert not [k for k in env if k.startswith("AIRFLOW")], env
+    assert not [v for v in env.values() if server.password in v or "secret-value" in v]
+    assert env["PATH"]
+    spec = make_spec(tmp_path)
+    stem = backup(spec, 0)["stem"]
+    target = slapd.prepare(tmp_path / "dst", accesslog=False)
+    try:
+        dest = LdapDestination(conn=get_connection_for(target), slapd_conf=str(target.conf),
+                               start_server=lambda: slapd.start(target))
+        result = restore_source(spec, "LdapServer", dest, stem)
+        assert result["full_entries"] == len(dump_state(get_connection("ldap_src"), [BASE]))
+    finally:
+        target.stop()
+
+
+def test_work_directory_files_are_private_whatever_the_umask(tmp_path, server):
+    """The snapshot's JSON (position, index) and LDIF in the staging work directory are 0600 even
+    under a permissive umask: they describe (and hold) the directory's password hashes."""
+    spec = make_spec(tmp_path, change_method="digest")
+    previous = os.umask(0o022)
+    try:
+        for hour, expected in ((0, {"ldap-position.json", "index.json", "base-0.ldif", "config.ldif"}),
+                               (1, {"ldap-position.json", "index.json", "changes.ldif"})):
+            if hour:
+                ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: u3@x\n")
+            run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
+            pipeline.preflight(spec, ["LdapServer"])
+            pipeline.decide(run)
+            pipeline.snapshot(run)
+            modes = {p.name: p.stat().st_mode & 0o777 for p in run.workdir.iterdir()}
+            assert expected <= set(modes), modes
+            assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
+            assert run.workdir.stat().st_mode & 0o777 == 0o700
+            for step in (pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+                step(run)
+    finally:
+        os.umask(previous)
+
+
 def get_connection_for(instance):
     from metabackup.connections import ConnectionInfo
 
@@ -208,3 +259,62 @@ def test_parents_first_orders_children_after_parents_whatever_the_input_order(tm
     assert parents_first(source, ldif_module.LDIFWriter(out)) == 4
     order = [dn for dn, _ in iter_entries(io.BytesIO(out.getvalue().encode()))]
     assert order.index("dc=x") < order.index("ou=Moved,dc=x") < order.index("uid=a,ou=Moved,dc=x") < order.index("cn=deep,uid=a,ou=Moved,dc=x")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "metabackup", *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+
+
+def test_cli_ldap_restore_prints_its_result_alone_and_only_its_own_messages(tmp_path, server, monkeypatch):
+    """Airflow (imported for the connection) must not add its logging set-up's lines, nor its
+    secrets masker's warning about the short ``scheme`` extra, to the CLI's output."""
+    spec = make_spec(tmp_path)
+    full = backup(spec, 0)["stem"]
+    ldapmodify(server, f"dn: cn=group1,ou=Groups,{BASE}\nchangetype: modify\nadd: memberUid\nmemberUid: cli\n")
+    inc = backup(spec, 1)["stem"]
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_CLI_DST", target.connection_uri())
+    try:
+        done = run_cli("restore", "--spec", str(spec.path), "--source", "LdapServer", "--dest", "ldap_cli_dst")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert done.stdout == json.dumps(result, indent=2) + "\n", "stdout is the result and nothing else"
+        assert result["set"] == inc and result["chain"] == [full, inc] and result["changes_applied"] == 1
+        lines = done.stderr.splitlines()
+        assert lines, "our own progress messages"
+        assert all(line.startswith(("INFO verified ", "INFO restoring ", "INFO applied ")) for line in lines), done.stderr
+        assert "mask" not in done.stderr.lower() and "airflow" not in done.stderr.lower()
+        assert dump_state(get_connection("ldap_cli_dst"), [BASE]) == dump_state(get_connection("ldap_src"), [BASE])
+        # an undefined destination connection is one error line, no traceback
+        missing = run_cli("restore", "--spec", str(spec.path), "--source", "LdapServer", "--dest", "ldap_nowhere")
+        assert missing.returncode == 1 and missing.stdout == ""
+        assert missing.stderr.startswith("error: --dest 'ldap_nowhere': Airflow connection 'ldap_nowhere' is not defined")
+        assert "Traceback" not in missing.stderr and len(missing.stderr.splitlines()) == 1, missing.stderr
+    finally:
+        target.stop()
+
+
+def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
+    """``python -m metabackup.harness.slapd start DIR --suffix DN``: the server, its connection file
+    and its root DSE name that suffix; a malformed one is refused before anything is made."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    directory = tmp_path / "throwaway"
+    started = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(directory), "--suffix", OTHER],
+                             capture_output=True, text=True, timeout=60, env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        printed = json.loads(started.stdout)
+        assert printed["suffix"] == OTHER and printed["bind_dn"] == f"cn=admin,{OTHER}"
+        conn = json.loads(Path(printed["airflow_connection_file"]).read_text())
+        assert conn["login"] == f"cn=admin,{OTHER}"
+        client = ldap.initialize(printed["url"], bytes_mode=False)
+        [(_, root_dse)] = client.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+        assert OTHER.encode() in root_dse["namingContexts"]
+        # a bad suffix is refused with one line and nothing is made
+        bad = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(tmp_path / "bad"),
+                              "--suffix", "not a dn"], capture_output=True, text=True, timeout=60, env=env)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: suffix 'not a dn' is not a DN")
+        assert not (tmp_path / "bad").exists()
+    finally:
+        slapd.stop(directory)

@@ -141,3 +141,101 @@ def test_a_segment_missing_on_the_active_namenode_is_fetched_from_another(tmp_pa
     with pytest.raises(NameNodeSourceError, match="no NameNode could send"):
         source._fetch_from_any(FakeSession({}), ["http://new", "http://old"], "getedit=1&startTxId=1&endTxId=4",
                                tmp_path, expect=name)
+
+
+def test_the_tool_environment_keeps_hadoop_and_java_settings_and_drops_airflow_secrets(monkeypatch):
+    from metabackup.sources.namenode import tool_env
+
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db/x")
+    monkeypatch.setenv("AIRFLOW_VAR_TOKEN", "variable-secret-value")
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://airflow:db-secret-value@db/airflow")
+    monkeypatch.setenv("HADOOP_CONF_DIR", "/etc/hadoop/conf")
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", "-Xmx256m")
+    env = tool_env()
+    assert not [k for k in env if k.startswith("AIRFLOW")], env
+    assert not [v for v in env.values() if "secret-value" in v]
+    assert env["HADOOP_CONF_DIR"] == "/etc/hadoop/conf" and env["JAVA_TOOL_OPTIONS"] == "-Xmx256m" and env["PATH"]
+
+
+def test_the_tool_runs_as_an_argv_without_a_shell_and_with_that_environment(tmp_path, monkeypatch):
+    """A real child process (a Python one-liner standing in for the Hadoop tool) reports what it got."""
+    import shlex
+    import sys
+
+    from metabackup.sources.namenode import NameNodeTool
+
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db/x")
+    monkeypatch.setenv("HADOOP_USER_NAME", "hdfs")
+    marker = tmp_path / "shell-ran"
+    report = "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))"
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(report)} 'two words' ';touch {marker}' '$(touch {marker})'"
+    tool = NameNodeTool(command, "hdfs://hacluster", 30)
+    got = tool("info")
+    assert got["argv"] == ["two words", f";touch {marker}", f"$(touch {marker})", "hdfs://hacluster", "info"]
+    assert tool.argv("info")[-2:] == ["hdfs://hacluster", "info"]
+    assert not marker.exists(), "no shell interpreted the command"
+    assert "AIRFLOW_CONN_SECRET" not in got["env"] and got["env"]["HADOOP_USER_NAME"] == "hdfs"
+
+
+def test_fetched_files_are_private_whatever_the_umask_and_absent_when_bad(tmp_path):
+    import os
+
+    from metabackup.sources.namenode import NameNodeSource
+    from metabackup.spec import Source, Target
+
+    source = NameNodeSource(Source(name="NameNode", kind="namenode", options={"timeout": 10},
+                                   target=Target(type="LocalDir", path="/x", max_backups=1)))
+    name = edits_name(1, 4)
+    previous = os.umask(0o022)
+    try:
+        source._fetch(FakeSession({"http://nn": {name: b"segment bytes"}}), "http://nn",
+                      "getedit=1&startTxId=1&endTxId=4", tmp_path, expect=name)
+        short = FakeSession({"http://nn": {edits_name(5, 6): b"12345"}})
+        short.get = lambda url, _get=short.get, **kw: _truncated(_get(url, **kw))
+        with pytest.raises(NameNodeSourceError, match="received 3 bytes of 5"):
+            source._fetch(short, "http://nn", "getedit=1&startTxId=5&endTxId=6", tmp_path, expect=edits_name(5, 6))
+    finally:
+        os.umask(previous)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {name: 0o600}
+
+
+def _truncated(response):
+    response.body = response.body[:3]  # the connection dropped: fewer bytes than Content-Length
+    return response
+
+
+def test_a_restored_name_directory_is_owner_only_whatever_the_umask(tmp_path):
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    from metabackup.manifest import ArchiveInfo, Manifest
+    from metabackup.sources.namenode import MEMBER_DIR, restore_name_dir
+
+    position = {"cluster_id": "CID-1", "namespace_id": 7, "block_pool_id": "BP-1", "ctime": 0, "layout_version": -66,
+                "image_txid": 2, "image_md5": hashlib.md5(b"image").hexdigest(), "start_txid": 3, "end_txid": 4,
+                "segments": [edits_name(3, 4)]}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for member, data in ((image_name(2), b"image"), (edits_name(3, 4), b"edits")):
+            info = tarfile.TarInfo(f"{MEMBER_DIR}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    manifest = Manifest(set="3.1.0_NameNode_20261124030000", task="nn", task_dir="nn_x", source="NameNode",
+                        kind="namenode", type="full", parent=None, chain_root="3.1.0_NameNode_20261124030000",
+                        cluster_version="3.1.0", executed_at="", started_at="", finished_at="",
+                        archive=ArchiveInfo("a.tar.gz", 0, ""), content={}, position=position, reason="")
+    (tmp_path / "name").mkdir(mode=0o755)  # an empty directory made for the restore by someone else
+    previous = os.umask(0o022)
+    try:
+        result = restore_name_dir([manifest], lambda stem: io.BytesIO(archive.getvalue()), tmp_path / "name")
+    finally:
+        os.umask(previous)
+    current = tmp_path / "name" / "current"
+    assert result["last_txid"] == 4
+    modes = {p.name: p.stat().st_mode & 0o777 for p in current.iterdir()}
+    assert modes == {image_name(2): 0o600, f"{image_name(2)}.md5": 0o600, edits_name(3, 4): 0o600,
+                     "seen_txid": 0o600, "VERSION": 0o600}
+    assert (tmp_path / "name").stat().st_mode & 0o777 == 0o700 and current.stat().st_mode & 0o777 == 0o700
+    assert (current / "seen_txid").read_text() == "4\n"

@@ -1,8 +1,9 @@
 """Throwaway OpenLDAP servers for tests, benchmarks and the demo (Debian's slapd, loopback only).
 
-    python -m metabackup.harness.slapd start DIR [--no-accesslog] [--seed] [--reuse]
-        # prints a JSON with url and bind DN; DIR/airflow-connection.json (0600) is an Airflow
-        # connection for it: AIRFLOW_CONN_<ID>="$(cat DIR/airflow-connection.json)"
+    python -m metabackup.harness.slapd start DIR [--suffix DN] [--no-accesslog] [--seed] [--reuse]
+        # prints a JSON with url, bind DN and suffix; DIR/airflow-connection.json (0600) is an
+        # Airflow connection for it: AIRFLOW_CONN_<ID>="$(cat DIR/airflow-connection.json)".
+        # --suffix: the database's suffix (default dc=hadoop,dc=com); the rootdn is cn=admin,<suffix>
     python -m metabackup.harness.slapd stop DIR
 
 A generated ``slapd.conf`` with the mdb backend, the accesslog overlay (optional) writing to
@@ -159,9 +160,24 @@ ppolicy_default "cn=default,ou=policies,{suffix}"
     return path
 
 
+def check_suffix(suffix: str) -> str:
+    """``suffix`` if it is a DN slapd can serve as a database suffix, else ValueError."""
+    import ldap.dn
+
+    try:
+        parts = ldap.dn.str2dn(suffix)
+    except Exception:  # python-ldap raises DECODING_ERROR for malformed DNs
+        parts = None
+    if not parts or any(c in suffix for c in '"\n\r'):
+        raise ValueError(f"suffix {suffix!r} is not a DN such as dc=hadoop,dc=com")
+    return suffix
+
+
 def prepare(directory: str | Path, accesslog: bool = True, password: str = DEFAULT_PASSWORD,
             tls: bool = False, suffix: str = SUFFIX) -> SlapdInstance:
-    """Create a fresh, empty, stopped instance (config and database directories)."""
+    """Create a fresh, empty, stopped instance (config and database directories) serving
+    ``suffix`` (rootdn ``cn=admin,<suffix>``)."""
+    check_suffix(suffix)
     directory = Path(directory).resolve()
     if (directory / "slapd.pid").exists():
         stop(directory)
@@ -222,18 +238,25 @@ def load(directory: str | Path) -> SlapdInstance:
     return SlapdInstance(**json.loads((Path(directory) / "instance.json").read_text()))
 
 
-def seed_ldif(users: int = 20, groups: int = 5) -> str:
-    """A realistic cluster DIT: people, groups with memberships, a password policy, principals."""
-    out = [f"""dn: {SUFFIX}
+def seed_ldif(users: int = 20, groups: int = 5, suffix: str = SUFFIX) -> str:
+    """A realistic cluster DIT under ``suffix`` (a ``dc=`` DN): people, groups with memberships,
+    a password policy, principals."""
+    import ldap.dn
+
+    top = ldap.dn.str2dn(check_suffix(suffix))[0]
+    if len(top) != 1 or top[0][0].lower() != "dc":
+        raise ValueError(f"the seed needs a suffix whose first RDN is dc=...; got {suffix!r}")
+    dc = top[0][1]
+    out = [f"""dn: {suffix}
 objectClass: top
 objectClass: dcObject
 objectClass: organization
-o: hadoop
-dc: hadoop
+o: {dc}
+dc: {dc}
 """]
     for ou in ("People", "Groups", "policies", "Services"):
-        out.append(f"dn: ou={ou},{SUFFIX}\nobjectClass: organizationalUnit\nou: {ou}\n")
-    out.append(f"""dn: cn=default,ou=policies,{SUFFIX}
+        out.append(f"dn: ou={ou},{suffix}\nobjectClass: organizationalUnit\nou: {ou}\n")
+    out.append(f"""dn: cn=default,ou=policies,{suffix}
 objectClass: person
 objectClass: pwdPolicy
 cn: default
@@ -245,7 +268,7 @@ pwdLockout: TRUE
 pwdInHistory: 3
 """)
     for i in range(users):
-        out.append(f"""dn: uid=user{i:05d},ou=People,{SUFFIX}
+        out.append(f"""dn: uid=user{i:05d},ou=People,{suffix}
 objectClass: inetOrgPerson
 objectClass: posixAccount
 objectClass: shadowAccount
@@ -262,9 +285,9 @@ userPassword: {ssha(f"password-{i}")}
 """ + (f"jpegPhoto:: {base64.b64encode(os.urandom(64)).decode()}\n" if i % 7 == 0 else ""))
     for g in range(groups):
         members = "".join(f"memberUid: user{i:05d}\n" for i in range(users) if i % max(groups, 1) == g)
-        out.append(f"dn: cn=group{g},ou=Groups,{SUFFIX}\nobjectClass: posixGroup\ncn: group{g}\ngidNumber: {20000 + g}\n{members}")
+        out.append(f"dn: cn=group{g},ou=Groups,{suffix}\nobjectClass: posixGroup\ncn: group{g}\ngidNumber: {20000 + g}\n{members}")
     for service in ("hdfs", "yarn", "hive"):  # service principals, with a binary key
-        out.append(f"""dn: uid={service},ou=Services,{SUFFIX}
+        out.append(f"""dn: uid={service},ou=Services,{suffix}
 objectClass: account
 objectClass: simpleSecurityObject
 uid: {service}
@@ -284,19 +307,30 @@ def seed_offline(instance: SlapdInstance, ldif_text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser, start_options = command_line_parser("python -m metabackup.harness.slapd")
+    start_options.add_argument("--suffix", default=None,
+                               help=f"the directory's suffix (default {SUFFIX}); its rootdn is cn=admin,<suffix>")
     start_options.add_argument("--no-accesslog", action="store_true")
-    start_options.add_argument("--seed", action="store_true", help="load the demo cluster DIT")
+    start_options.add_argument("--seed", action="store_true", help="load the demo cluster DIT (under the suffix)")
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop(args.directory)
         return 0
-    if reusable(args.directory, args.reuse):
-        instance = load(args.directory)
-        stop(instance.directory)
-    else:
-        instance = prepare(args.directory, accesslog=not args.no_accesslog)
-        if args.seed:
-            seed_offline(instance, seed_ldif())
+    try:
+        suffix = check_suffix(args.suffix or SUFFIX)
+        if reusable(args.directory, args.reuse):
+            instance = load(args.directory)
+            if args.suffix is not None and args.suffix.lower() != instance.suffix.lower():
+                raise ValueError(f"{instance.directory} serves {instance.suffix}, not {args.suffix}; "
+                                 "start without --reuse for a new server")
+            stop(instance.directory)
+        else:
+            seed = seed_ldif(suffix=suffix) if args.seed else None  # checks the suffix before anything is made
+            instance = prepare(args.directory, accesslog=not args.no_accesslog, suffix=suffix)
+            if seed is not None:
+                seed_offline(instance, seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start(instance)
     conn_file = write_private_json(Path(instance.directory) / CONNECTION_FILE, json.loads(instance.connection_uri()))
     print(json.dumps({"url": instance.url, "bind_dn": instance.admin_dn, "suffix": instance.suffix,

@@ -44,7 +44,7 @@ from ldap.controls.simple import RelaxRulesControl
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE
+from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -430,7 +430,7 @@ class LdapSource(SourceKind):
                         parent_index = read_member_json(stream, INDEX_MEMBER)
                     summary.update(self._diff(workdir, parent_index["entries"]))
             position["context_csn"] = self._context_csns(client)
-            (workdir / "ldap-position.json").write_text(json.dumps(position))
+            write_private(workdir / "ldap-position.json", json.dumps(position))
             log.info("%s: %s backup by %s: %s", self.source.name, decision["type"], why, summary)
             return summary
         finally:
@@ -467,8 +467,11 @@ class LdapSource(SourceKind):
         position["index"] = True
         config = self._export_config(client, workdir)
         position["config_saved"] = config
-        with _private_text(workdir / "index.json") as out:
+        with atomic_writer(workdir / "index.json") as raw:  # 0600, whole or absent (a retry rewrites it)
+            out = io.TextIOWrapper(raw, encoding="utf-8")
             json.dump({"entries": index}, out)
+            out.flush()
+            out.detach()  # atomic_writer fsyncs and closes the file itself
         return {"entries": len(index), "config_saved": config}
 
     def _export_config(self, client, workdir: Path) -> bool:
@@ -584,6 +587,7 @@ def _write_change(writer: ChangeWriter, change: Change) -> None:
 @contextlib.contextmanager
 def _private_text(path: Path) -> Iterator[TextIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # also when a retry finds the file made by someone else
     with open(fd, "w", encoding="utf-8", newline="\n") as handle:
         yield handle
 
@@ -623,44 +627,104 @@ class LdapDestination:
     start_server: Callable[[], None] | None = None
 
 
+def naming_contexts(client) -> list[str]:
+    """The suffixes a server serves, from its root DSE's ``namingContexts`` (empty if it does not say)."""
+    try:
+        found = client.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+    except ldap.LDAPError:
+        return []
+    entry = found[0][1] if found else {}
+    return [v.decode() for v in entry.get("namingContexts", [])]
+
+
+def unserved_bases(bases: list[str], contexts: list[str]) -> list[str]:
+    """The base DNs that are neither a naming context nor below one."""
+    served = [normalize_dn(c) for c in contexts]
+    return [b for b in bases if not _under(normalize_dn(b), served)]
+
+
+def config_suffixes(slapd_conf: str) -> list[str]:
+    """The ``suffix`` directives of a slapd.conf (its databases' naming contexts)."""
+    suffixes = []
+    with open(slapd_conf, encoding="utf-8") as handle:
+        for line in handle:
+            words = line.strip().split(None, 1)
+            if len(words) == 2 and words[0].lower() == "suffix":
+                suffixes.append(words[1].strip().strip('"'))
+    return suffixes
+
+
+def _refuse_other_suffix(where: str, contexts: list[str], bases: list[str], set_name: str) -> None:
+    """Refuse, before anything is written, a destination that does not serve every base DN."""
+    missing = unserved_bases(bases, contexts) if contexts else []
+    if missing:
+        raise RestoreError(
+            f"refusing to restore {set_name}: {where} serves the naming contexts {', '.join(contexts)}, but the set "
+            f"needs the base DNs {', '.join(bases)} ({', '.join(missing)} not served); nothing was written. Restore into "
+            f"an empty server with suffix {missing[0]} (or a suffix above it), e.g. a throwaway one: "
+            f"python -m metabackup.harness.slapd start DIR --suffix {missing[0]}")
+
+
+def slapadd_call(slapd_conf: str, base: str, ldif_path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the ``slapadd`` that loads one base offline: the child gets only the
+    allow-listed environment (never the worker's Airflow connections and variables)."""
+    return ["slapadd", "-q", "-f", slapd_conf, "-b", base, "-l", str(ldif_path)], child_env()
+
+
 def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: LdapDestination) -> dict[str, Any]:
     full = chain[0]
     bases = full.position["base_dns"]
-    scratch = Path(tempfile.mkdtemp(prefix="metabackup-ldap-restore-"))
-    try:
-        with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
-            for member in tar:
-                if member.name.startswith(f"{MEMBER_DIR}/base-"):
-                    target = scratch / Path(member.name).name
-                    with _private_binary(target) as out:
-                        shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
-        ordered = [scratch / f"base-{i}.ordered.ldif" for i in range(len(bases))]
-        full_entries = 0
-        for i in range(len(bases)):
-            with _private_text(ordered[i]) as out:
-                full_entries += parents_first(scratch / f"base-{i}.ldif", ldif.LDIFWriter(out, cols=76))
-        stats = {"full_entries": 0, "changes_applied": 0, "changes_already_applied": 0}
-        if dest.slapd_conf:
-            for i, base in enumerate(bases):
-                result = subprocess.run(["slapadd", "-q", "-f", dest.slapd_conf, "-b", base, "-l", str(ordered[i])],
-                                        capture_output=True, text=True)
-                if result.returncode != 0:
-                    raise RestoreError(f"slapadd of {base} failed: {result.stderr.strip()[-1500:]}")
-            stats["full_entries"] = full_entries
-            if dest.start_server:
-                dest.start_server()
+    where = f"LDAP connection {dest.conn.conn_id!r} ({server_url(dest.conn)})"
+    client = None
+    if dest.slapd_conf:
+        _refuse_other_suffix(f"the slapd configuration {dest.slapd_conf} (for {where})", config_suffixes(dest.slapd_conf),
+                             bases, full.set)
+    else:
         client = connect(dest.conn)
+    try:
+        if client is not None:
+            _refuse_other_suffix(where, naming_contexts(client), bases, full.set)
+            for base in bases:
+                with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                    client.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
+                    raise RestoreError(f"{where}: the destination already holds {base}; restore into an empty "
+                                       "directory server")
+        scratch = Path(tempfile.mkdtemp(prefix="metabackup-ldap-restore-"))
         try:
-            if not dest.slapd_conf:
-                for base in bases:
-                    with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-                        client.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
-                        raise RestoreError(f"destination already holds {base}; restore into an empty directory server")
+            with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
+                for member in tar:
+                    if member.name.startswith(f"{MEMBER_DIR}/base-"):
+                        target = scratch / Path(member.name).name
+                        with _private_binary(target) as out:
+                            shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
+            ordered = [scratch / f"base-{i}.ordered.ldif" for i in range(len(bases))]
+            full_entries = 0
+            for i in range(len(bases)):
+                with _private_text(ordered[i]) as out:
+                    full_entries += parents_first(scratch / f"base-{i}.ldif", ldif.LDIFWriter(out, cols=76))
+            stats = {"full_entries": 0, "changes_applied": 0, "changes_already_applied": 0}
+            if dest.slapd_conf:
+                for i, base in enumerate(bases):
+                    argv, env = slapadd_call(dest.slapd_conf, base, ordered[i])
+                    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+                    if result.returncode != 0:
+                        raise RestoreError(f"slapadd of {base} failed: {result.stderr.strip()[-1500:]}")
+                stats["full_entries"] = full_entries
+                if dest.start_server:
+                    dest.start_server()
+                client = connect(dest.conn)
+            else:
                 for path in ordered:
                     with open(path, "rb") as stream:
                         for dn, entry in iter_entries(stream):
-                            client.add_ext_s(dn, [(a, v) for a, v in entry.items() if a.lower() not in SERVER_COMPUTED_ON_ADD],
-                                             serverctrls=RELAX)
+                            try:
+                                client.add_ext_s(dn, [(a, v) for a, v in entry.items()
+                                                      if a.lower() not in SERVER_COMPUTED_ON_ADD], serverctrls=RELAX)
+                            except ldap.LDAPError as exc:
+                                raise RestoreError(
+                                    f"{where}: adding {dn} of {full.set} failed ({_ldap_message(exc)}) after "
+                                    f"{stats['full_entries']} entries; the server is partly restored: restore again "
+                                    "into an empty server") from None
                             stats["full_entries"] += 1
             for manifest in chain[1:]:
                 with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
@@ -668,19 +732,27 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                         if member.name == CHANGES_MEMBER:
                             data = tar.extractfile(member).read()
                             for change in read_changes(io.BytesIO(data)):
-                                applied = apply_change(client, change)
+                                try:
+                                    applied = apply_change(client, change)
+                                except ldap.LDAPError as exc:
+                                    raise RestoreError(
+                                        f"{where}: replaying {change.type} of {change.dn} from {manifest.set} failed "
+                                        f"({_ldap_message(exc)}); the server is partly restored (the chain before "
+                                        f"{manifest.set} and part of it)") from None
                                 stats["changes_applied" if applied else "changes_already_applied"] += 1
                 log.info("applied %s", manifest.set)
+            return stats
         finally:
-            client.unbind_s()
-        return stats
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if client is not None:
+            client.unbind_s()
 
 
 @contextlib.contextmanager
 def _private_binary(path: Path) -> Iterator[BinaryIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
     with open(fd, "wb") as handle:
         yield handle
 

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import pendulum
 
 from metabackup.archive import open_tar_stream
-from metabackup.fsutil import FILE_MODE, ensure_private_dir
+from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -47,6 +47,10 @@ EDITS_RE = re.compile(r"^edits_(\d{19})-(\d{19})$")
 MD5_HEADER = "X-MD5-Digest"
 NAME_HEADER = "X-Image-Edits-Name"
 CHUNK = 1 << 20
+# The Hadoop client's own settings (HADOOP_CONF_DIR, HADOOP_CLASSPATH, HADOOP_USER_NAME, JAVA_HOME,
+# JAVA_TOOL_OPTIONS, ...) reach the tool; the worker's other variables, Airflow's connection and
+# variable secrets among them, do not.
+TOOL_ENV_PREFIXES = ("HADOOP_", "JAVA_")
 
 
 class NameNodeSourceError(RuntimeError):
@@ -95,18 +99,29 @@ def segments_covering(logs: list[dict[str, Any]], first: int, last: int) -> list
     return chosen
 
 
+def tool_env() -> dict[str, str]:
+    """The environment of the NameNode tool: allow-listed variables and the Hadoop/Java ones only."""
+    return child_env(keep_prefixes=TOOL_ENV_PREFIXES)
+
+
 class NameNodeTool:
-    """Runs ``metabackup.hdfs.NameNodeTool`` through the configured command; parses its JSON."""
+    """Runs ``metabackup.hdfs.NameNodeTool`` through the configured command; parses its JSON.
+
+    ``tool_command`` is split like a shell would split it (quotes), then run as an argv, never
+    by a shell, with :func:`tool_env`."""
 
     def __init__(self, command: str, fs_uri: str, timeout: int):
         self.command = shlex.split(command)
         self.fs_uri = fs_uri
         self.timeout = timeout
 
+    def argv(self, *args: str) -> list[str]:
+        return [*self.command, self.fs_uri, *args]
+
     def __call__(self, *args: str) -> dict[str, Any]:
-        argv = [*self.command, self.fs_uri, *args]
+        argv = self.argv(*args)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, env=tool_env())
         except FileNotFoundError:
             raise NameNodeSourceError(f"NameNode tool {self.command[0]!r} not found; set the source's tool_command "
                                       "(see the README's NameNode section)") from None
@@ -204,7 +219,7 @@ class NameNodeSource(SourceKind):
                                  files, expect=segment.name)
             log.info("%s: edit-log segment %d/%d %s", self.source.name, number, len(segments), segment.name)
         position.update(end_txid=end, segments=[s.name for s in segments], taken_at=pendulum.now("UTC").isoformat())
-        (workdir / "namenode-position.json").write_text(json.dumps(position))
+        write_private(workdir / "namenode-position.json", json.dumps(position))
         log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision["type"],
                  position["start_txid"], end, len(segments),
                  f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
@@ -235,18 +250,19 @@ class NameNodeSource(SourceKind):
             length = int(response.headers.get("Content-Length", -1))
             md5 = hashlib.md5(usedforsecurity=False)
             size = 0
-            with open(directory / name, "wb") as out:
+            # 0600 whatever the umask, and there only when whole and checked
+            with atomic_writer(directory / name) as out:
                 for block in response.iter_content(CHUNK):
                     out.write(block)
                     md5.update(block)
                     size += len(block)
-        if length >= 0 and size != length:
-            raise NameNodeSourceError(f"{name}: received {size} bytes of {length}")
-        stored = response.headers.get(MD5_HEADER)
-        if stored and stored != md5.hexdigest():
-            raise NameNodeSourceError(f"{name}: MD5 {md5.hexdigest()} does not match the NameNode's {stored}")
-        if IMAGE_RE.match(name) and not stored:
-            raise NameNodeSourceError(f"{name}: the NameNode sent no MD5 for the image")
+                if length >= 0 and size != length:
+                    raise NameNodeSourceError(f"{name}: received {size} bytes of {length}")
+                stored = response.headers.get(MD5_HEADER)
+                if stored and stored != md5.hexdigest():
+                    raise NameNodeSourceError(f"{name}: MD5 {md5.hexdigest()} does not match the NameNode's {stored}")
+                if IMAGE_RE.match(name) and not stored:
+                    raise NameNodeSourceError(f"{name}: the NameNode sent no MD5 for the image")
         return {"name": name, "size": size, "md5": md5.hexdigest()}
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
@@ -288,8 +304,8 @@ def restore_name_dir(chain: list[Manifest], open_archive: Callable[[str], Binary
         if manifest.position["start_txid"] != expected:
             raise RestoreError(f"{manifest.set} starts at txid {manifest.position['start_txid']}, expected {expected}")
         expected = manifest.position["end_txid"] + 1
-    current = dest / "current"
-    ensure_private_dir(current)
+    ensure_private_dir(dest)  # 0700, like every directory below it
+    current = ensure_private_dir(dest / "current")
     written = []
     for manifest in chain:
         with open_archive(manifest.set) as raw, open_tar_stream(raw) as tar:
@@ -297,18 +313,16 @@ def restore_name_dir(chain: list[Manifest], open_archive: Callable[[str], Binary
                 name = member.name.removeprefix(f"{MEMBER_DIR}/")
                 if member.name == name or "/" in name or not (IMAGE_RE.match(name) or EDITS_RE.match(name)):
                     raise RestoreError(f"{manifest.archive.name}: unexpected member {member.name!r}")
-                with tar.extractfile(member) as src, open(current / name, "wb") as out:
+                with tar.extractfile(member) as src, atomic_writer(current / name) as out:  # 0600
                     while block := src.read(CHUNK):
                         out.write(block)
                 written.append(name)
     full = chain[0].position
     image = image_name(full["image_txid"])
-    (current / f"{image}.md5").write_text(f"{full['image_md5']} *{image}\n")
+    write_private(current / f"{image}.md5", f"{full['image_md5']} *{image}\n")
     last = chain[-1].position["end_txid"]
-    (current / "seen_txid").write_text(f"{last}\n")
-    (current / "VERSION").write_text(version_file(chain[-1].position))
-    for path in current.iterdir():
-        path.chmod(0o600)
+    write_private(current / "seen_txid", f"{last}\n")
+    write_private(current / "VERSION", version_file(chain[-1].position))
     log.info("NameNode name directory %s: %s and %d edit-log segments, txids up to %d", dest, image,
              sum(1 for n in written if n.startswith("edits_")), last)
     return {"name_dir": str(dest), "image": image, "last_txid": last, "files": len(written) + 3,
