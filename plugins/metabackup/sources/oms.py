@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from metabackup.fsutil import ensure_private_dir
 from metabackup.manifest import Manifest
 from metabackup.sources.base import ArchiveResult, SourceKind
 from metabackup.sources.files import FilesSource
@@ -60,7 +61,7 @@ class OmsSource(SourceKind):
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         summary = {}
         for name, component in (("postgres", self.database), ("files", self.files)):
-            (workdir / name).mkdir(exist_ok=True)
+            ensure_private_dir(workdir / name)
             view = component_view(parent, name) if parent else None
             summary[name] = component.snapshot(workdir / name, decision, view, open_parent)
         return summary

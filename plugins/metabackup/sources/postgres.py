@@ -45,7 +45,7 @@ from typing import Any, BinaryIO
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE, child_env
+from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -362,7 +362,7 @@ class PostgresSource(SourceKind):
                  what: str) -> dict[str, Any]:
         """Receive the WAL [start_lsn, end) on the task's slot into ``wal`` (the slot then moves to
         ``end``); check the segments have no gap and every record reads back."""
-        wal.mkdir()
+        ensure_private_dir(wal)
         with passfile_env(conn) as env:
             run_logged([self._bin("pg_receivewal", server["major"]), "-D", str(wal), "--slot", self.slot,
                         "--endpos", format_lsn(end), "--no-loop", "--status-interval=1", "-w", "--verbose"],
