@@ -230,7 +230,9 @@ def assert_refused(w: World, stem: str, dest: Path, skip: set[Path] = frozenset(
     except Exception as exc:  # noqa: BLE001 - the type is checked below, after the side effects
         error = exc
     else:
-        pytest.fail(f"ESCAPED: the restore of {stem} succeeded (into {dest})")
+        untouched = w.outside(skip) == before
+        pytest.fail(f"ESCAPED: the restore of {stem} succeeded (into {dest}); outside the destination "
+                    f"{'nothing changed' if untouched else 'SOMETHING CHANGED'}")
     assert not os.path.lexists(dest), f"ESCAPED: refused ({error}), but {dest} was left behind"
     assert w.outside(skip) == before, "ESCAPED: the restore changed something outside its destination"
     assert isinstance(error, PROJECT_ERRORS), f"refused with a raw {type(error).__name__}: {error}"
