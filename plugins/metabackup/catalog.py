@@ -32,10 +32,11 @@ class Catalog:
         return cls(tuple(sorted(manifests, key=lambda m: (m.executed_at, m.set))), tuple(invalid))
 
     @classmethod
-    def read(cls, target, task: str, task_dir: str, source: str) -> Catalog:
+    def read(cls, target, task: str, task_dir: str, source: str, timezone: str | None = None) -> Catalog:
         """The catalog of one source at ``target``: every manifest validated and checked to belong to
-        this task, task directory and source; the ones that fail are kept aside in ``invalid``."""
-        valid, invalid = target.read_manifests(task, task_dir, source)
+        this task, task directory and source (and, given the task's ``timezone``, executed when its
+        name says); the ones that fail are kept aside in ``invalid``."""
+        valid, invalid = target.read_manifests(task, task_dir, source, timezone)
         for bad in invalid:
             log.warning("%s: ignoring an invalid manifest: %s", source, bad.reason)
         return cls.of(valid, invalid)

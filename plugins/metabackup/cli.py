@@ -118,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.source and source.name != args.source:
             continue
         target = open_target(source.target)
-        catalog = Catalog.read(target, spec.name, task_dir, source.name)
+        catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
         verified = read_record(target, task_dir, source.name).get("sets", {})
         for m in catalog.sets:
             chain = catalog.chain(m.set)

@@ -92,6 +92,7 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
 _LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 _WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _EDITS = re.compile(r"^edits_\d{19}-\d{19}$")
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)\Z")
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 4, 4
 
@@ -113,7 +114,7 @@ def _str(raw: dict, fld: str, pattern: re.Pattern | None = None, what: str = "a 
     value = raw.get(fld.rsplit(".", 1)[-1])
     if optional and value is None:
         return None
-    _need(isinstance(value, str) and (pattern is None or pattern.match(value) is not None), fld, value, what)
+    _need(isinstance(value, str) and (pattern is None or pattern.fullmatch(value) is not None), fld, value, what)
     return value
 
 
@@ -134,7 +135,8 @@ def _time(raw: dict, fld: str, optional: bool = False) -> str | None:
         parsed = pendulum.parse(value)
     except Exception:
         parsed = None
-    _need(isinstance(parsed, pendulum.DateTime) and parsed.tzinfo is not None, fld, value, "an ISO-8601 time with offset")
+    _need(isinstance(parsed, pendulum.DateTime) and _OFFSET.search(value) is not None, fld, value,
+          "an ISO-8601 time with offset")
     return value
 
 
@@ -148,7 +150,7 @@ def _names(raw: dict, fld: str, pattern: re.Pattern, what: str, optional: bool =
     value = raw.get(fld.rsplit(".", 1)[-1])
     if optional and value is None:
         return
-    _need(isinstance(value, list) and all(isinstance(v, str) and pattern.match(v) for v in value), fld, value,
+    _need(isinstance(value, list) and all(isinstance(v, str) and pattern.fullmatch(v) for v in value), fld, value,
           f"a list of {what}")
 
 
@@ -223,7 +225,8 @@ def _validated(raw: Any) -> dict[str, Any]:
     allowed = {f.name for f in fields(Manifest)}
     unknown = sorted(set(raw) - allowed)
     _need(not unknown, "<manifest>", unknown, "no unknown fields")
-    _need(raw.get("format") == FORMAT_VERSION, "format", raw.get("format"), f"format {FORMAT_VERSION}")
+    _need(type(raw.get("format")) is int and raw["format"] == FORMAT_VERSION, "format", raw.get("format"),
+          f"format {FORMAT_VERSION}")
     stem = _str(raw, "set", what="a set name <version>_<source>_<YYYYMMDDHHmmss>")
     name = SetName.parse(stem)
     _need(name is not None, "set", stem, "a set name <version>_<source>_<YYYYMMDDHHmmss>")
@@ -265,13 +268,22 @@ def _validated(raw: Any) -> dict[str, Any]:
     return {**raw, "archive": ArchiveInfo(**archive)}
 
 
-def check_belongs(manifest: Manifest, task: str, task_dir: str, source: str, origin: str) -> None:
-    """Refuse a manifest that names another task, task directory or source than where it was found."""
+def check_belongs(manifest: Manifest, task: str, task_dir: str, source: str, origin: str,
+                  timezone: str | None = None) -> None:
+    """Refuse a manifest that names another task, task directory or source than where it was found,
+    or (given the task's ``timezone``) whose execution time is not the one its set name says."""
     for fld, found, expected in (("task", manifest.task, task), ("task_dir", manifest.task_dir, task_dir),
                                  ("source", manifest.source, source)):
         if found != expected:
             raise ManifestError(f"{origin}: not a valid backup manifest: {fld} is {_short.repr(found)}, but it lies "
                                 f"in the catalog of {expected!r}")
+    if timezone is not None:
+        from metabackup.naming import format_timestamp
+
+        stamp = format_timestamp(pendulum.parse(manifest.executed_at), timezone)
+        if not manifest.set.endswith("_" + stamp):
+            raise ManifestError(f"{origin}: not a valid backup manifest: executed_at {manifest.executed_at} is "
+                                f"{stamp} in {timezone}, not the time its set name {manifest.set} says")
 
 
 def tool_versions(**extra: str) -> dict[str, str]:

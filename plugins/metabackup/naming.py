@@ -51,7 +51,7 @@ class SetName:
 
     @classmethod
     def parse(cls, stem: str) -> SetName | None:
-        match = _SET_NAME.match(stem)
+        match = _SET_NAME.fullmatch(stem) if isinstance(stem, str) else None
         if not match:
             return None
         return cls(stamp=match["stamp"], source=match["source"], version=match["version"])

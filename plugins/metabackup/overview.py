@@ -54,7 +54,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
     try:
         target = open_target(source.target)
         row["target"] = f"{target.uri}/{task_dir}"
-        catalog = Catalog.read(target, spec.name, task_dir, source.name)
+        catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
         record = read_record(target, task_dir, source.name)
     except Exception as exc:  # one unreachable target must not hide the others
         row["target"] = f"{source.target.type}:{source.target.path}/{task_dir}"

@@ -101,7 +101,7 @@ class SetRun:
         return kind_class(self.source.kind)(self.source, task=self.spec.name)
 
     def catalog(self) -> Catalog:
-        return Catalog.read(self.target, self.spec.name, self.task_dir, self.source.name)
+        return Catalog.read(self.target, self.spec.name, self.task_dir, self.source.name, self.spec.timezone)
 
     def _read(self, name: str) -> dict[str, Any]:
         path = self.workdir / name
@@ -176,7 +176,7 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
             removed = target.remove_partials(task_dir)
             if removed:
                 log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
-            need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name))
+            need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name, spec.timezone))
             free = target.free_bytes()
             staging_need += need
             report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need}

@@ -158,7 +158,7 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
     source = spec.source(source_name)
     target = open_target(source.target)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
-    catalog = Catalog.read(target, spec.name, task_dir, source_name)
+    catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     if set_stem in ("", "latest"):
         set_stem = None
     target_time = None

@@ -83,7 +83,7 @@ def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     source = spec.source(source_name)
     target = open_target(source.target)
     task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
-    catalog = Catalog.read(target, spec.name, task_dir, source_name)
+    catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     record = read_record(target, task_dir, source_name)
     sets = {k: v for k, v in record.get("sets", {}).items() if catalog.get(k) is not None}
     failed = []

@@ -90,6 +90,10 @@ def forge(world, members: list[tuple[tarfile.TarInfo, bytes | None]], **manifest
     (folder / f"{stem}.tar.gz").write_bytes(blob)
     manifest = json.loads((folder / f"{stem}.manifest.json").read_text())
     manifest["archive"].update(size=len(blob), sha256=hashlib.sha256(blob).hexdigest())
+    for info, data in members:  # the index digest and count the manifest records, re-signed as well
+        if info.name == ".metabackup-index.json":
+            manifest["position"].update(file_index_sha256=hashlib.sha256(data).hexdigest(),
+                                        entries=len(json.loads(data)["index"]))
     for key, value in manifest_changes.items():
         manifest[key] = value
     (folder / f"{stem}.manifest.json").write_text(json.dumps(manifest))
@@ -118,6 +122,19 @@ def assert_refused_untouched(world, action, match: str) -> None:
 def restore_to(world, name="restored"):
     dest = world["tmp"] / "restores" / name
     return lambda: restore_source(world["spec"], "OMS", dest), dest
+
+
+def test_an_index_that_does_not_match_the_manifest_is_refused(world):
+    """Archive rewritten and re-signed, but the manifest's record of the index left as it was."""
+    member = str(world["src"]).lstrip("/") + "/server.xml"
+    forge(world, with_index(world, lambda index: index[member].update(mode=0o6777)))
+    manifest_path = world["folder"] / f"{world['stem']}.manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["position"]["file_index_sha256"] = hashlib.sha256(b"the original index").hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    action, dest = restore_to(world)
+    assert_refused_untouched(world, action, "does not match the SHA-256 its manifest recorded")
+    assert not dest.exists()
 
 
 def test_index_link_with_entries_below_it_is_refused(world):
@@ -194,7 +211,7 @@ def test_archive_member_of_another_type_than_the_index_says_is_refused(world):
 def test_a_manifest_cannot_choose_the_restore_kind(world):
     """``kind: postgres`` on a files set once made the restore extract with a trusting filter."""
     forge(world, read_members(world["folder"] / f"{world['stem']}.tar.gz"), kind="postgres")
-    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS")
+    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS", "UTC")
     assert catalog.sets == () and "position" in catalog.invalid[0].reason  # a files position is no postgres one
     action, dest = restore_to(world)
     assert_refused_untouched(world, action, "no restorable backup set")
@@ -236,6 +253,7 @@ def test_retention_never_deletes_outside_the_target(world, name):
 @pytest.mark.parametrize("field,value", [
     ("task", "another"), ("task_dir", "another_20261124000000"), ("source", "DBService"),
     ("set", "3.1.0_OMS_20991231000000"), ("type", "snapshot"), ("parent", "../x"), ("executed_at", "yesterday"),
+    ("executed_at", "2099-01-01T00:00:00Z"), ("executed_at", "2026-11-24T03:00:00"), ("set", "3.1.0_OMS_20261124030000\n"),
     ("cluster_version", "3.1.0\nevil"),
 ])
 def test_manifest_fields_are_allow_listed(world, field, value):
@@ -243,7 +261,7 @@ def test_manifest_fields_are_allow_listed(world, field, value):
     manifest = json.loads(manifest_path.read_text())
     manifest[field] = value
     manifest_path.write_text(json.dumps(manifest))
-    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS")
+    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS", "UTC")
     assert catalog.sets == ()
     assert len(catalog.invalid) == 1 and field in catalog.invalid[0].reason or "belong" in catalog.invalid[0].reason
     action, _dest = restore_to(world)

@@ -104,7 +104,7 @@ class World:
         return (root or self.folder) / f"{stem}.manifest.json"
 
     def catalog(self) -> Catalog:
-        return Catalog.read(open_target(self.spec.sources[0].target), self.spec.name, self.task_dir, SOURCE)
+        return Catalog.read(open_target(self.spec.sources[0].target), self.spec.name, self.task_dir, SOURCE, self.spec.timezone)
 
     def reset(self) -> None:
         """Put the target (primary and mirror) back exactly as the pipeline left it."""

@@ -25,6 +25,7 @@ import re
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -149,7 +150,7 @@ class FilesSource(SourceKind):
         parent_index: dict[str, Entry] = {}
         if decision["type"] != FULL:
             with open_parent() as stream:
-                parent_index = read_index(stream)
+                parent_index = read_index(stream, parent)
         include = sorted(p for p, e in current.items() if e["type"] == "f" and _changed(parent_index.get(p), e))
         deleted = sorted(set(parent_index) - set(current))
         for path, entry in current.items():  # carry content pointers and digests of unchanged files
@@ -269,26 +270,43 @@ def _tarinfo(member: str, entry: Entry) -> tarfile.TarInfo:
     return info
 
 
-def read_index(stream: BinaryIO) -> dict[str, Entry]:
-    """The cumulative index stored at the end of a ``files`` archive (validated)."""
-    return read_index_document(stream)["index"]
+def read_index(stream: BinaryIO, manifest: Manifest | None = None) -> dict[str, Entry]:
+    """The cumulative index stored at the end of a ``files`` archive (validated; checked against
+    ``manifest``'s recorded index digest when given)."""
+    return read_index_document(stream, manifest)["index"]
 
 
-def read_index_document(stream: BinaryIO) -> dict[str, Any]:
+def read_index_document(stream: BinaryIO, manifest: Manifest | None = None) -> dict[str, Any]:
     """The index document of a ``files`` archive, validated by allow-list: an archive read back
-    from a target is untrusted input (see :func:`validate_index`)."""
-    with open_tar_stream(stream) as tar:
-        for member in tar:
-            if member.name == INDEX_MEMBER:
-                if not member.isreg():
-                    raise RestoreError(f"archive member {INDEX_MEMBER} is not a regular file")
-                try:
-                    document = json.loads(tar.extractfile(member).read())
-                except ValueError as exc:
-                    raise RestoreError(f"the archive's file index is not JSON: {exc}") from None
-                validate_index(document)
-                return document
-    raise RestoreError("archive has no file index: it is not a files backup or it is truncated")
+    from a target is untrusted input (see :func:`validate_index`).  With ``manifest``, the body
+    must have the SHA-256 and entry count the manifest recorded when the set was made."""
+    where = f"archive of {manifest.set}" if manifest else "archive"
+    try:
+        with open_tar_stream(stream) as tar:
+            for member in tar:
+                if member.name == INDEX_MEMBER:
+                    if not member.isreg():
+                        raise RestoreError(f"{where}: member {INDEX_MEMBER} is not a regular file")
+                    body = tar.extractfile(member).read()
+                    break
+            else:
+                raise RestoreError(f"{where} has no file index: it is not a files backup or it is truncated")
+    except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
+        raise RestoreError(f"{where} cannot be read as a tar.gz ({type(exc).__name__}: {exc}); it is corrupt") from None
+    if manifest is not None:
+        recorded = manifest.position.get("file_index_sha256")
+        if hashlib.sha256(body).hexdigest() != recorded:
+            raise RestoreError(f"{where}: its file index does not match the SHA-256 its manifest recorded; the "
+                               "archive was altered")
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise RestoreError(f"{where}: the file index is not JSON: {exc}") from None
+    validate_index(document)
+    if manifest is not None and manifest.position.get("entries") not in (None, len(document["index"])):
+        raise RestoreError(f"{where}: its file index holds {len(document['index'])} entries; the manifest recorded "
+                           f"{manifest.position.get('entries')}")
+    return document
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -319,8 +337,8 @@ def validate_index(document: Any) -> None:
                 raise bad(f"{member!r}: {key} is not a whole number")
         if entry["mode"] > 0o7777:
             raise bad(f"{member!r}: mode {entry['mode']:o} is not a permission mode")
-        if entry["type"] == "f" and not (isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"])
-                                         and isinstance(entry.get("set"), str) and _SET.match(entry["set"])):
+        if entry["type"] == "f" and not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])
+                                         and isinstance(entry.get("set"), str) and _SET.fullmatch(entry["set"])):
             raise bad(f"{member!r}: a file needs a SHA-256 and the set holding its content")
         if entry["type"] == "l":
             if not isinstance(entry.get("target"), str) or not entry["target"] or "\0" in entry["target"]:
@@ -375,7 +393,7 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
 
 def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Path) -> dict[str, Any]:
     with open_archive(chain[-1].set) as stream:
-        document = read_index_document(stream)
+        document = read_index_document(stream, chain[-1])
     index: dict[str, Entry] = document["index"]
     wanted: dict[str, set[str]] = {}
     for member, entry in index.items():
@@ -394,17 +412,21 @@ def _restore_into(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
         members = wanted.get(manifest.set)
         if not members:
             continue
-        with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
-            for info in tar:
-                if info.name not in members:
-                    continue
-                if not info.isreg():
-                    raise RestoreError(f"archive {manifest.set}: member {info.name!r} is not a regular file")
-                entry = index[info.name]
-                target = _dest_path(dest, info.name)
-                _write_member(tar.extractfile(info), target, entry)
-                members.discard(info.name)
-                restored += 1
+        try:
+            with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
+                for info in tar:
+                    if info.name not in members:
+                        continue
+                    if not info.isreg():
+                        raise RestoreError(f"archive {manifest.set}: member {info.name!r} is not a regular file")
+                    entry = index[info.name]
+                    target = _dest_path(dest, info.name)
+                    _write_member(tar.extractfile(info), target, entry)
+                    members.discard(info.name)
+                    restored += 1
+        except (tarfile.TarError, zlib.error, EOFError) as exc:
+            raise RestoreError(f"archive of {manifest.set} cannot be read as a tar.gz ({type(exc).__name__}: {exc}); "
+                               "it is corrupt") from None
         if members:
             raise RestoreError(f"archive {manifest.set} lacks {len(members)} members its index promises, e.g. {sorted(members)[0]}")
     for member, entry in index.items():

@@ -81,7 +81,7 @@ class BackupTarget(ABC):
             raise ManifestError(f"{origin}: not a valid backup manifest: it describes set {manifest.set!r}")
         return manifest
 
-    def read_manifests(self, task: str, task_dir: str, source: str):
+    def read_manifests(self, task: str, task_dir: str, source: str, timezone: str | None = None):
         """The manifests of one source in the task directory, validated and checked to belong to
         ``task``/``task_dir``/``source``: ``(valid manifests, [InvalidSet, ...])``."""
         from metabackup.catalog import InvalidSet
@@ -98,7 +98,7 @@ class BackupTarget(ABC):
                     raise ManifestError(f"{self.uri}/{task_dir}/{name}: not a valid backup manifest: its file name is "
                                         "not <version>_<source>_<YYYYMMDDHHmmss>.manifest.json")
                 manifest = self._read_manifest(task_dir, name)
-                check_belongs(manifest, task, task_dir, source, f"{self.uri}/{task_dir}/{name}")
+                check_belongs(manifest, task, task_dir, source, f"{self.uri}/{task_dir}/{name}", timezone)
                 valid.append(manifest)
             except (ManifestError, OSError) as exc:
                 invalid.append(InvalidSet(name=name, reason=str(exc)))
