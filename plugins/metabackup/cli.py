@@ -130,12 +130,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         for bad in catalog.invalid:
             rows.append({"source": source.name, "set": None, "invalid": bad.name, "reason": bad.reason,
                          "restorable": False})
+        if source.kind in ("postgres", "oms"):
+            from metabackup.overview import pitr_summary
+
+            for gap in (pitr_summary(catalog) or {}).get("gaps", []):
+                rows.append({"source": source.name, "set": None, "pitr_gap": gap, "restorable": False})
     if args.json:
         print(json.dumps(rows, indent=2), file=args.out)
     else:
         for r in rows:
             if r.get("invalid"):
                 print(f"{r['source']:<10} INVALID     {r['invalid']}: {r['reason']}", file=args.out)
+                continue
+            if r.get("pitr_gap"):
+                gap = r["pitr_gap"]
+                print(f"{r['source']:<10} PITR GAP    {gap['after_end']} .. {gap['before_start']} between {gap['after']} "
+                      f"and {gap['before']}: {gap['reason']}", file=args.out)
                 continue
             flag = "" if r["restorable"] else "  (BROKEN CHAIN)"
             check = r["verification"]

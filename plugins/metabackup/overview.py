@@ -72,4 +72,15 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
             "verification": chain_verification(catalog, manifest.set, verified),
         })
     row["test_restore"] = record.get("test_restore")
+    row["pitr"] = pitr_summary(catalog) if source.kind in ("postgres", "oms") else None
     return row
+
+
+def pitr_summary(catalog: Catalog) -> dict[str, Any] | None:
+    """What a point-in-time restore reaches: each chain's span, and the gaps between them."""
+    try:
+        coverage = catalog.pitr_coverage()
+    except Exception as exc:  # a position without the recorded times must not hide the sets
+        return {"error": f"{type(exc).__name__}: {exc}", "chains": [], "gaps": []}
+    return {"chains": [{"full": c["full"], "start": c["start"], "end": c["end"]} for c in coverage["chains"]],
+            "gaps": coverage["gaps"]}

@@ -360,6 +360,15 @@ def test_a_lost_slot_gap_is_named_by_the_refusal(tmp_path, cluster):
         set_for_point_in_time(catalog, pendulum.parse(coverage["chains"][0]["start"]).subtract(hours=1))
     with pytest.raises(RestoreError, match=f"no backup set reaches .* yet; the newest, {second}"):
         set_for_point_in_time(catalog, pendulum.now("UTC").add(hours=1))
+    # the CLI list and the Backups page show the gap too
+    from conftest import cli_list_json
+    from metabackup.airflow.ui import render_page
+    from metabackup.overview import task_overview
+
+    listed = [r["pitr_gap"] for r in cli_list_json(spec.path) if r.get("pitr_gap")]
+    assert [(g["after"], g["before"]) for g in listed] == [(first, second)]
+    html = render_page({"tasks": [task_overview(spec)], "spec_errors": []})
+    assert f"between {first} and {second}" in html and "the slot was lost" in html
 
 
 def test_postgresql_programs_get_the_allow_listed_environment_only(tmp_path, cluster, monkeypatch):

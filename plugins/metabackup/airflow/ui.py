@@ -96,6 +96,14 @@ def render_page(data: dict[str, Any]) -> str:
             if src["error"]:
                 parts.append(f'<p class="bad">cannot read this target: {e(src["error"])}</p>')
                 continue
+            pitr = src.get("pitr")
+            if pitr and pitr.get("chains"):
+                parts.append(f'<p>point in time: from {e(pitr["chains"][0]["start"][:19])} to '
+                             f'{e(pitr["chains"][-1]["end"][:19])} (UTC)</p>')
+            for gap in (pitr or {}).get("gaps") or []:
+                parts.append(f'<p class="bad">point-in-time gap from {e(gap["after_end"][:19])} to '
+                             f'{e(gap["before_start"][:19])}, between {e(gap["after"])} and {e(gap["before"])}: '
+                             f'{e(gap["reason"])}</p>')
             for bad in src.get("invalid") or []:
                 parts.append(f'<p class="bad">invalid manifest <code>{e(bad["name"])}</code>: {e(bad["reason"])}</p>')
             if not src["sets"]:
