@@ -32,6 +32,7 @@ from typing import Any
 import pendulum
 
 from metabackup import fsutil
+from metabackup.errors import MetabackupError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ POLL = 2.0
 REPORT_EVERY = 30.0
 
 
-class LockBusy(RuntimeError):
+class LockBusy(MetabackupError):
     """Another holder kept the source's lease for longer than this one would wait."""
 
 

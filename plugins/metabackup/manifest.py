@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import pendulum
 
 from metabackup import __version__
+from metabackup.errors import MetabackupError
 from metabackup.naming import ARCHIVE_SUFFIX, SetName
 
 FORMAT_VERSION = 1
@@ -97,7 +98,7 @@ _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 4, 4
 
 
-class ManifestError(ValueError):
+class ManifestError(MetabackupError, ValueError):
     """A manifest read from a target is malformed or does not belong where it was found."""
 
 

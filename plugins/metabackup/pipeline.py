@@ -28,6 +28,7 @@ import pendulum
 from metabackup import fsutil
 from metabackup.archive import write_tar_gz
 from metabackup.catalog import Catalog
+from metabackup.errors import BackupError
 from metabackup.locks import SourceLock
 from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
 from metabackup.naming import SetName, task_dir_name
@@ -42,15 +43,15 @@ log = logging.getLogger(__name__)
 SPACE_MARGIN = 1.2  # need this much more free space than the last full backup took
 
 
-class PreflightError(RuntimeError):
+class PreflightError(BackupError):
     """The run cannot start: a target or the staging area is unusable; the message says which."""
 
 
-class OutOfSpace(RuntimeError):
+class OutOfSpace(BackupError):
     """A disk filled up while a set was written; the message names where, and how much was needed."""
 
 
-class RunIncomplete(RuntimeError):
+class RunIncomplete(BackupError):
     """A run ended without committing a set for every selected source (a step failed before)."""
 
 
@@ -106,7 +107,7 @@ class SetRun:
     def _read(self, name: str) -> dict[str, Any]:
         path = self.workdir / name
         if not path.exists():
-            raise RuntimeError(f"{path} is missing: the previous step of this run did not finish here "
+            raise BackupError(f"{path} is missing: the previous step of this run did not finish here "
                                "(with several workers, share staging_dir or set the spec's queue)")
         return json.loads(path.read_text())
 
@@ -204,7 +205,7 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
     existing = catalog.get(run.name.stem)
     executed_utc = run.executed.in_timezone("UTC").to_iso8601_string()
     if existing is not None and existing.executed_at != executed_utc:
-        raise RuntimeError(
+        raise BackupError(
             f"set name {run.name.stem} is already taken by the run of {existing.executed_at}, and this run is at "
             f"{executed_utc}: local time repeats in {run.spec.timezone} (a DST fall-back hour). Refusing to skip or "
             "overwrite; give this task a timezone without DST (e.g. UTC) to keep hourly backups unique")
@@ -245,7 +246,7 @@ def snapshot(run: SetRun) -> dict[str, Any]:
     if decision["parent"]:
         parent = run.catalog().get(decision["parent"])
         if parent is None:
-            raise RuntimeError(f"parent set {decision['parent']} vanished from {run.target.uri} since the decision; retry the run")
+            raise BackupError(f"parent set {decision['parent']} vanished from {run.target.uri} since the decision; retry the run")
         open_parent = lambda: run.target.open_read(run.task_dir, parent.archive.name)  # noqa: E731
     summary = run.kind.snapshot(run.workdir, decision, parent, open_parent)
     run._write("snapshot.json", {"started_at": started.to_iso8601_string(), "summary": summary})
@@ -330,7 +331,7 @@ def verify(run: SetRun) -> dict[str, Any]:
     else:
         manifest = _staged_manifest(run)
         if manifest.parent is not None and run.catalog().chain(manifest.parent) is None:
-            raise RuntimeError(f"{run.source.name}: the parent {manifest.parent} of {manifest.set} is no longer restorable "
+            raise BackupError(f"{run.source.name}: the parent {manifest.parent} of {manifest.set} is no longer restorable "
                                f"at {run.target.uri}; not committing an incremental without its chain. Clear the run's "
                                "decide task to take a new set (it will be a full)")
         run.target.verify(run.task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)

@@ -22,6 +22,8 @@ from typing import Any
 import pendulum
 import yaml
 
+from metabackup.errors import MetabackupError
+
 SOURCE_NAMES = ("OMS", "LdapServer", "DBService", "NameNode")
 TASK_TYPES = ("periodic", "manual")
 PERIODS = ("hour", "day")
@@ -44,13 +46,17 @@ HDFS_SYSTEM_TREES = ("/tmp", "/system", "/hbase", "/mr-history", "/app-logs")
 HDFS_SYSTEM_DIRS = ("/", "/user", "/apps", *HDFS_SYSTEM_TREES)
 
 
-class SpecError(ValueError):
+class SpecError(MetabackupError, ValueError):
     """A spec (or a set of specs) is invalid.  ``problems`` holds ``(file, field, reason)`` rows."""
 
     def __init__(self, problems: list[tuple[str, str, str]]):
         self.problems = problems
         lines = [f"{file}: {fld}: {reason}" for file, fld, reason in problems]
         super().__init__("invalid backup task spec\n  " + "\n  ".join(lines))
+
+
+class SpecClash(SpecError):
+    """A problem across spec files (a task name used by several files), which no single file's DAG can see."""
 
 
 @dataclass(frozen=True)
@@ -833,7 +839,7 @@ def name_clash_error(paths: list[Path], name: str) -> SpecError:
     files = ", ".join(p.name for p in sorted(paths))
     case = "" if len({p.stem for p in paths}) == 1 else " (they differ only in case, which still names one " \
         "output directory on a case-insensitive file system)"
-    return SpecError([(str(p), "name", f"task name {_short(name)} is used by several files ({files}){case}; names "
+    return SpecClash([(str(p), "name", f"task name {_short(name)} is used by several files ({files}){case}; names "
                                        "must be unique") for p in sorted(paths)])
 
 
@@ -882,7 +888,7 @@ def load_spec_dir(directory: str | Path) -> tuple[dict[str, TaskSpec], list[Spec
         if len(group) > 1:
             files = ", ".join(Path(s.path).name for s in group)
             for s in group:
-                errors.append(SpecError([(s.path, "name", f"task name {_short(s.name)} is used by several files ({files}); names must be unique")]))
+                errors.append(SpecClash([(s.path, "name", f"task name {_short(s.name)} is used by several files ({files}); names must be unique")]))
         else:
             specs[group[0].name] = group[0]
     return specs, errors

@@ -19,6 +19,7 @@ import pendulum
 
 from metabackup.catalog import Catalog
 from metabackup.connections import ConnectionInfo
+from metabackup.errors import MetabackupError
 from metabackup.locks import lock_for
 from metabackup.naming import task_dir_name
 from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 RECORD_PREFIX = ".metabackup-verification-"
 
 
-class VerificationFailed(RuntimeError):
+class VerificationFailed(MetabackupError):
     """At least one set failed verification; the message lists them."""
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from metabackup import pipeline
 from metabackup.restore import restore_source
+from metabackup.errors import BackupError
 from metabackup.sources import RestoreError
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
@@ -204,7 +205,7 @@ def test_a_file_that_shrinks_while_read_fails_the_set_instead_of_archiving_paddi
     run = pipeline.SetRun.of(spec, "OMS", T0)
     pipeline.decide(run)
     pipeline.snapshot(run)
-    with pytest.raises(RestoreError, match="rotating.log shrank by 99990 bytes while it was read"):
+    with pytest.raises(BackupError, match="rotating.log shrank by 99990 bytes while it was read"):
         pipeline.archive(run)
     assert not run.staged_archive.exists(), "no archive that looks complete is left behind"
     monkeypatch.setattr(files_kind, "_tarinfo", real_tarinfo)

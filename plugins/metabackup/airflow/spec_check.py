@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from metabackup.airflow.dag_factory import DAG_FILE_PREFIX, spec_dir_for
-from metabackup.spec import SpecError, load_spec_dir
+from metabackup.errors import MetabackupError
+from metabackup.spec import SpecClash, SpecError, load_spec_dir
 
 
-class SpecFolderError(RuntimeError):
-    pass
+class SpecFolderError(MetabackupError):
+    """The spec folder as a whole is wrong (a spec without its DAG file, a .yml file, a name clash)."""
 
 
 def folder_problems(dags_dir: Path, spec_dir: Path) -> list[str]:
     problems = []
     _, errors = load_spec_dir(spec_dir)
     for error in errors:  # only cross-file problems; a spec's own errors belong to its DAG file
-        problems += [f"{file}: {fld}: {reason}" for file, fld, reason in error.problems if "several files" in reason]
+        if isinstance(error, SpecClash):
+            problems += [f"{file}: {fld}: {reason}" for file, fld, reason in error.problems]
     for spec_file in sorted(spec_dir.glob("*.y*ml")):
         dag_file = dags_dir / f"{DAG_FILE_PREFIX}{spec_file.stem}.py"
         if not dag_file.exists() and spec_file.suffix == ".yaml":

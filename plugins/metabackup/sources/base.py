@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
+from metabackup.errors import BackupError, RestoreError  # noqa: F401 - re-exported for the kinds
 from metabackup.manifest import Manifest
 from metabackup.spec import Source
-
-
-class RestoreError(RuntimeError):
-    """A backup cannot be taken or restored as asked; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 from metabackup.archive import open_tar_stream
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class FilesSource(SourceKind):
                 st = os.fstat(handle.fileno())
                 fresh = _entry(path, st)
                 if fresh is None or fresh["type"] != "f":
-                    raise RestoreError(f"{path} stopped being a regular file during the backup; retry the task")
+                    raise BackupError(f"{path} stopped being a regular file during the backup; retry the task")
                 if fresh["size"] != entry["size"] or fresh["mtime_ns"] != entry["mtime_ns"]:
                     changed_during.append(path)
                     log.warning("%s changed between scan and archive; archiving its current content", path)
@@ -193,7 +193,7 @@ class FilesSource(SourceKind):
                 tar.addfile(info, reader)
                 if reader.short_by:
                     # the bytes in the archive are not a state the file ever had: fail, the retry rereads it
-                    raise RestoreError(f"{path} shrank by {reader.short_by} bytes while it was read; retry the task")
+                    raise BackupError(f"{path} shrank by {reader.short_by} bytes while it was read; retry the task")
                 after = os.fstat(handle.fileno())
                 if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
                     changed_during.append(path)
@@ -206,7 +206,7 @@ class FilesSource(SourceKind):
                 next_report += PROGRESS_EVERY_BYTES
         for member, entry in sorted(index.items()):
             if entry["type"] == "f" and "sha256" not in entry:  # never archived (vanished) - cannot happen otherwise
-                raise RestoreError(f"internal: /{member} has no content in this or any parent set")
+                raise BackupError(f"internal: /{member} has no content in this or any parent set")
         body = json.dumps({"index": index, "deleted": sorted(plan["deleted"]), "changed_during_backup": changed_during},
                           sort_keys=True).encode()
         info = tarfile.TarInfo(INDEX_MEMBER)

@@ -37,7 +37,7 @@ import pendulum
 from metabackup.archive import open_tar_stream
 from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ CHUNK = 1 << 20
 TOOL_ENV_PREFIXES = ("HADOOP_", "JAVA_")
 
 
-class NameNodeSourceError(RuntimeError):
+class NameNodeSourceError(BackupError):
     pass
 
 

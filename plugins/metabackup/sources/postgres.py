@@ -47,7 +47,7 @@ from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
 from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ DEFAULT_BIN = "/usr/lib/postgresql/{major}/bin"
 SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 
 
-class PostgresSourceError(RuntimeError):
+class PostgresSourceError(BackupError):
     pass
 
 

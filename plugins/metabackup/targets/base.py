@@ -7,13 +7,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
+from metabackup.errors import MetabackupError
 from metabackup.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_belongs, sha256_of
 from metabackup.naming import MANIFEST_SUFFIX, SetName
 
 log = logging.getLogger(__name__)
 
 
-class TargetError(RuntimeError):
+class TargetError(MetabackupError):
     """The target cannot be used as asked; the message names it and says why."""
 
 
