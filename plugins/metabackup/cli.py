@@ -21,8 +21,7 @@ from pathlib import Path
 import pendulum
 
 from metabackup.catalog import Catalog
-from metabackup.naming import task_dir_name
-from metabackup.spec import SpecError, load_spec, load_spec_dir
+from metabackup.spec import SpecError, dag_file_name, load_spec, load_spec_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC_DIR = REPO / "include" / "backup_tasks"
@@ -61,7 +60,7 @@ backup_dag, restore_dag = dags_for_dag_file(__file__)
 def cmd_new_task(args: argparse.Namespace) -> int:
     created = pendulum.now("UTC").replace(microsecond=0)
     spec_file = Path(args.spec_dir) / f"{args.name}.yaml"
-    dag_file = Path(args.dags_dir) / f"backup_{args.name}.py"
+    dag_file = Path(args.dags_dir) / dag_file_name(args.name)
     for path in (spec_file, dag_file):
         if path.exists():
             print(f"{path} already exists; not overwriting", file=sys.stderr)
@@ -112,7 +111,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metabackup.verification import read_record
 
     spec = load_spec(args.spec)
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     rows = []
     for source in spec.sources:
         if args.source and source.name != args.source:

@@ -144,6 +144,4 @@ class SourceLock:
 
 
 def lock_for(spec, source: str) -> SourceLock:
-    from metabackup.naming import task_dir_name
-
-    return SourceLock(spec.staging_dir, task_dir_name(spec.name, spec.created, spec.timezone), source)
+    return SourceLock(spec.staging_dir, spec.task_dir, source)

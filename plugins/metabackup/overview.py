@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from metabackup.catalog import Catalog
-from metabackup.naming import task_dir_name
 from metabackup.spec import TaskSpec, load_spec_dir
 
 
@@ -21,10 +20,10 @@ def overview(spec_dir: str | Path) -> dict[str, Any]:
 
 
 def task_overview(spec: TaskSpec) -> dict[str, Any]:
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     return {
         "name": spec.name, "type": spec.type, "policy": spec.policy.type, "description": spec.description,
-        "backup_dag_id": spec.dag_id, "restore_dag_id": f"restore_{spec.name}", "task_dir": task_dir,
+        "backup_dag_id": spec.dag_id, "restore_dag_id": spec.restore_dag_id, "task_dir": task_dir,
         "schedule": (f"every {spec.schedule.every} {spec.schedule.period}(s) from {spec.schedule.start.isoformat()}"
                      if spec.schedule else "manual"),
         "sources": [source_overview(spec, name, task_dir) for name in (s.name for s in spec.sources)],

@@ -31,7 +31,7 @@ from metabackup.catalog import Catalog
 from metabackup.errors import BackupError
 from metabackup.locks import SourceLock
 from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
-from metabackup.naming import SetName, task_dir_name
+from metabackup.naming import SetName
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
 from metabackup.sources import SourceKind, kind_class
@@ -83,7 +83,7 @@ class SetRun:
 
     @property
     def task_dir(self) -> str:
-        return task_dir_name(self.spec.name, self.spec.created, self.spec.timezone)
+        return self.spec.task_dir
 
     @property
     def name(self) -> SetName:
@@ -144,7 +144,7 @@ def estimate_bytes(catalog: Catalog) -> tuple[int, str]:
 def sweep_stale_workdirs(spec: TaskSpec, source: str, keep: str | None = None) -> list[str]:
     """Remove work directories of earlier runs of ``source`` left in the staging area (a run that
     failed before ``record``), unless another holder has the source's lease right now."""
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     lock = SourceLock(spec.staging_dir, task_dir, source)
     folder = Path(spec.staging_dir) / task_dir
     if not folder.is_dir() or lock.holder() is not None:
@@ -162,7 +162,7 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
     """Check every source can be read and every target is writable with room for a new set;
     clear stale partial files and work directories of failed runs.  All problems are reported together."""
     problems, report = [], {}
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     staging_need = 0
     for name in source_names:
         source = spec.source(name)

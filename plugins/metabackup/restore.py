@@ -18,7 +18,6 @@ import pendulum
 from metabackup.catalog import Catalog
 from metabackup.locks import lock_for
 from metabackup.manifest import Manifest
-from metabackup.naming import task_dir_name
 from metabackup.sources import RestoreError, kind_class
 from metabackup.spec import Source, TaskSpec
 from metabackup.targets import BackupTarget, TargetError, open_target
@@ -157,7 +156,7 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
     kinds, the chain of the first set that reaches ``point_in_time``."""
     source = spec.source(source_name)
     target = open_target(source.target)
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     if set_stem in ("", "latest"):
         set_stem = None

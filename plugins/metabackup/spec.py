@@ -99,6 +99,11 @@ class Source:
     target: Target
 
 
+def dag_file_name(task_name: str) -> str:
+    """The DAG file of a task: ``backup_<name>.py`` (its backup and restore DAGs)."""
+    return f"backup_{task_name}.py"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     path: str
@@ -121,6 +126,22 @@ class TaskSpec:
     @property
     def dag_id(self) -> str:
         return f"backup_{self.name}"
+
+    @property
+    def restore_dag_id(self) -> str:
+        return f"restore_{self.name}"
+
+    @property
+    def dag_file_name(self) -> str:
+        """The task's two-line DAG file in the DAGs folder (it builds both DAGs)."""
+        return dag_file_name(self.name)
+
+    @property
+    def task_dir(self) -> str:
+        """``<task name>_<creation time>``: the task's directory at every target and in staging."""
+        from metabackup.naming import task_dir_name
+
+        return task_dir_name(self.name, self.created, self.timezone)
 
     def source(self, name: str) -> Source:
         for src in self.sources:

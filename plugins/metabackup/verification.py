@@ -21,7 +21,6 @@ from metabackup.catalog import Catalog
 from metabackup.connections import ConnectionInfo
 from metabackup.errors import MetabackupError
 from metabackup.locks import lock_for
-from metabackup.naming import task_dir_name
 from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
 from metabackup.sources import RestoreError
 from metabackup.spec import TaskSpec
@@ -83,7 +82,7 @@ def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
 def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     source = spec.source(source_name)
     target = open_target(source.target)
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     record = read_record(target, task_dir, source_name)
     sets = {k: v for k, v in record.get("sets", {}).items() if catalog.get(k) is not None}

@@ -31,7 +31,6 @@ import pytest
 import yaml
 
 from metabackup.catalog import Catalog
-from metabackup.naming import task_dir_name
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
@@ -164,7 +163,7 @@ def assert_consistent(world, expected_types: list[str]) -> list:
     lists them all restorable; the latest restores the source; staging is empty."""
     spec = load_spec(world["spec_path"])
     source = spec.source(SOURCE)
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     target = open_target(source.target)
     catalog = Catalog.of(target.manifests(task_dir, SOURCE))
     stems = [m.set for m in catalog.sets]

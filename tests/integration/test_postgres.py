@@ -320,7 +320,6 @@ def test_a_point_in_time_between_an_incremental_and_the_next_full_restores_throu
 
     from metabackup.catalog import Catalog
     from metabackup.restore import set_for_point_in_time
-    from metabackup.sources.postgres import PostgresDestination
 
     catalog = Catalog.of(Manifest.from_json(p.read_bytes()) for p in
                          (tmp_path / "data" / "LocalBackup" / "pgt_20261124000000").glob("*.manifest.json"))

@@ -7,7 +7,6 @@ from urllib.parse import quote
 
 from airflow.sdk import Asset
 
-from metabackup.naming import task_dir_name
 from metabackup.spec import Source, TaskSpec
 
 
@@ -30,7 +29,7 @@ def source_assets(source: Source) -> list[Asset]:
 
 def location_asset(spec: TaskSpec, source: Source) -> Asset:
     """The directory holding this task's sets at the source's target."""
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     target = source.target
     if target.type == "LocalDir":
         uri = f"file://{target.path.rstrip('/')}/{task_dir}"

@@ -38,7 +38,7 @@ from metabackup.airflow.restore_operators import (
     RestoreVerifyOperator,
 )
 from metabackup.airflow.timetable import PeriodicFromStartTimetable
-from metabackup.naming import TIMESTAMP_FORMAT, task_dir_name
+from metabackup.naming import TIMESTAMP_FORMAT
 from metabackup.spec import TaskSpec, load_spec
 
 SPEC_DIR_ENV = "METABACKUP_SPEC_DIR"
@@ -95,7 +95,7 @@ def timetable_for(spec: TaskSpec) -> PeriodicFromStartTimetable | None:
 
 
 def _doc_md(spec: TaskSpec) -> str:
-    task_dir = task_dir_name(spec.name, spec.created, spec.timezone)
+    task_dir = spec.task_dir
     if spec.schedule:
         when = f"periodic: every {spec.schedule.every} {spec.schedule.period}(s) from {spec.schedule.start.isoformat()}"
     else:
@@ -178,7 +178,7 @@ def build_dag(spec: TaskSpec) -> DAG:
 
 
 def restore_dag_id(spec: TaskSpec) -> str:
-    return f"restore_{spec.name}"
+    return spec.restore_dag_id
 
 
 def build_restore_dag(spec: TaskSpec) -> DAG:
