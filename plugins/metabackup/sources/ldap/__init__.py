@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tarfile
@@ -34,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO
 
 import ldap
 import ldap.dn
@@ -42,9 +41,9 @@ import ldif
 from ldap.controls import SimplePagedResultsControl
 from ldap.controls.simple import RelaxRulesControl
 
-from metabackup.archive import open_tar_stream
+from metabackup.archive import MissingMember, open_tar_stream, read_json_member
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, write_private
+from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, private_open, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 
@@ -427,7 +426,7 @@ class LdapSource(SourceKind):
                 summary = self._export(client, workdir, position)
                 if method == "digest":
                     with open_parent() as stream:
-                        parent_index = read_member_json(stream, INDEX_MEMBER)
+                        parent_index = _read_index(stream)
                     summary.update(self._diff(workdir, parent_index["entries"]))
             position["context_csn"] = self._context_csns(client)
             write_private(workdir / "ldap-position.json", json.dumps(position))
@@ -450,7 +449,7 @@ class LdapSource(SourceKind):
         page = int(self.source.options.get("page_size", 500))
         for i, base in enumerate(self.bases):
             count = 0
-            with _private_text(workdir / f"base-{i}.ldif") as out:
+            with private_open(workdir / f"base-{i}.ldif", "w") as out:
                 writer = ldif.LDIFWriter(out, cols=76)
                 try:
                     for dn, entry in paged_search(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"], page):
@@ -485,7 +484,7 @@ class LdapSource(SourceKind):
         if not results:
             log.info("cn=config is not readable with this connection; not saved")
             return False
-        with _private_text(workdir / "config.ldif") as out:
+        with private_open(workdir / "config.ldif", "w") as out:
             writer = ldif.LDIFWriter(out, cols=76)
             for dn, entry in results:
                 writer.unparse(dn, stored_attrs(entry))
@@ -518,7 +517,7 @@ class LdapSource(SourceKind):
                                                      or a.lower() in REPLAY_STAMPS)]
                     mods += [(ldap.MOD_DELETE, old[a][0], None) for a in sorted(set(old) - set(new))]
                     pending[ndn] = Change("modify", dn, modlist=mods)
-        with _private_text(workdir / "changes.ldif") as out:
+        with private_open(workdir / "changes.ldif", "w") as out:
             writer = ChangeWriter(out, cols=76)
             for ndn in deleted:
                 writer.delete(parent_entries[ndn][0])
@@ -538,7 +537,7 @@ class LdapSource(SourceKind):
         records = sorted((r for r in records if since is None or r[0] > since), key=lambda r: r[0])
         bases = [normalize_dn(b) for b in self.bases]
         counts: dict[str, int] = {}
-        with _private_text(workdir / "changes.ldif") as out:
+        with private_open(workdir / "changes.ldif", "w") as out:
             writer = ChangeWriter(out, cols=76)
             for _, entry in records:
                 if not _under(normalize_dn(_first(entry, "reqDN")), bases):
@@ -584,12 +583,13 @@ def _write_change(writer: ChangeWriter, change: Change) -> None:
         writer.modrdn(change.dn, change.newrdn, change.deleteoldrdn, change.newsuperior)
 
 
-@contextlib.contextmanager
-def _private_text(path: Path) -> Iterator[TextIO]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)  # also when a retry finds the file made by someone else
-    with open(fd, "w", encoding="utf-8", newline="\n") as handle:
-        yield handle
+def _read_index(stream: BinaryIO) -> dict[str, Any]:
+    """The per-entry digest index of a set's archive (its last member)."""
+    try:
+        return read_json_member(stream, INDEX_MEMBER)
+    except MissingMember:
+        raise RestoreError(f"archive has no {INDEX_MEMBER}: it is not an ldap backup with an index, or it is "
+                           "truncated") from None
 
 
 def iter_entries(stream: BinaryIO) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
@@ -599,14 +599,6 @@ def iter_entries(stream: BinaryIO) -> Iterator[tuple[str, dict[str, list[bytes]]
         for key, value in lines:
             entry.setdefault(key, []).append(value)
         yield dn, entry
-
-
-def read_member_json(stream: BinaryIO, name: str) -> dict[str, Any]:
-    with open_tar_stream(stream) as tar:
-        for member in tar:
-            if member.name == name:
-                return json.loads(tar.extractfile(member).read())
-    raise RestoreError(f"archive has no {name}: it is not an ldap backup with an index, or it is truncated")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,12 +687,12 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
                 for member in tar:
                     if member.name.startswith(f"{MEMBER_DIR}/base-"):
                         target = scratch / Path(member.name).name
-                        with _private_binary(target) as out:
+                        with private_open(target, "wb") as out:
                             shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
             ordered = [scratch / f"base-{i}.ordered.ldif" for i in range(len(bases))]
             full_entries = 0
             for i in range(len(bases)):
-                with _private_text(ordered[i]) as out:
+                with private_open(ordered[i], "w") as out:
                     full_entries += parents_first(scratch / f"base-{i}.ldif", ldif.LDIFWriter(out, cols=76))
             stats = {"full_entries": 0, "changes_applied": 0, "changes_already_applied": 0}
             if dest.slapd_conf:
@@ -747,14 +739,6 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
     finally:
         if client is not None:
             client.unbind_s()
-
-
-@contextlib.contextmanager
-def _private_binary(path: Path) -> Iterator[BinaryIO]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)
-    with open(fd, "wb") as handle:
-        yield handle
 
 
 def parents_first(path: Path, writer: ldif.LDIFWriter) -> int:
