@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from metabackup.fsutil import atomic_writer
 
@@ -60,3 +61,26 @@ def write_tar_gz(final: str | Path) -> Iterator[tuple[tarfile.TarFile, WrittenAr
 
 def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:
     return tarfile.open(fileobj=stream, mode="r|gz", copybufsize=COPY_BUFSIZE)
+
+
+class MissingMember(LookupError):
+    """The archive has no member of the name asked for."""
+
+
+def find_member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
+    """The first member called ``name``, or None.  In a stream-mode archive (:func:`open_tar_stream`)
+    read it (``tar.extractfile``) before reading on."""
+    for member in tar:
+        if member.name == name:
+            return member
+    return None
+
+
+def read_json_member(stream: BinaryIO, name: str) -> Any:
+    """The JSON document stored as member ``name`` of the tar.gz ``stream``; :class:`MissingMember`
+    when there is none."""
+    with open_tar_stream(stream) as tar:
+        member = find_member(tar, name)
+        if member is None:
+            raise MissingMember(name)
+        return json.loads(tar.extractfile(member).read())

@@ -8,7 +8,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from metabackup.naming import is_temp_name, temp_name
 
@@ -81,6 +81,25 @@ def write_private(final: str | Path, data: bytes | str) -> None:
     """Write a whole small file owner-only (0600) and atomically, whatever the umask."""
     with atomic_writer(final) as handle:
         handle.write(data.encode() if isinstance(data, str) else data)
+
+
+@contextlib.contextmanager
+def private_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing (``"wb"``, or ``"w"``: UTF-8 text with ``\\n`` line ends), truncated,
+    owner-only (0600) whatever the umask: the mode is set again when the file already existed (a
+    retry may find it made by someone else).  Not atomic: for scratch and work files; a file that
+    must appear whole or not at all is written with :func:`atomic_writer`."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"private_open writes only, as 'wb' or 'w', not {mode!r}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    text = {} if mode == "wb" else {"encoding": "utf-8", "newline": "\n"}
+    with open(fd, mode, **text) as handle:
+        yield handle
 
 
 def remove_partials(directory: str | Path, final_name: str | None = None) -> list[str]:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from metabackup.archive import open_tar_stream
+from metabackup.archive import find_member, open_tar_stream
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
@@ -283,14 +283,12 @@ def read_index_document(stream: BinaryIO, manifest: Manifest | None = None) -> d
     where = f"archive of {manifest.set}" if manifest else "archive"
     try:
         with open_tar_stream(stream) as tar:
-            for member in tar:
-                if member.name == INDEX_MEMBER:
-                    if not member.isreg():
-                        raise RestoreError(f"{where}: member {INDEX_MEMBER} is not a regular file")
-                    body = tar.extractfile(member).read()
-                    break
-            else:
+            member = find_member(tar, INDEX_MEMBER)
+            if member is None:
                 raise RestoreError(f"{where} has no file index: it is not a files backup or it is truncated")
+            if not member.isreg():
+                raise RestoreError(f"{where}: member {INDEX_MEMBER} is not a regular file")
+            body = tar.extractfile(member).read()
     except (tarfile.TarError, zlib.error, EOFError, OSError) as exc:
         raise RestoreError(f"{where} cannot be read as a tar.gz ({type(exc).__name__}: {exc}); it is corrupt") from None
     if manifest is not None:
