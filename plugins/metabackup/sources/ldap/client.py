@@ -9,10 +9,11 @@ import ldap
 from ldap.controls import SimplePagedResultsControl
 
 from metabackup.connections import ConnectionInfo
+from metabackup.errors import BackupError
 
 
-class LdapSourceError(RuntimeError):
-    pass
+class LdapSourceError(BackupError):
+    """The LDAP server cannot be backed up as asked; the message names the connection and why."""
 
 
 def server_url(conn: ConnectionInfo) -> str:
