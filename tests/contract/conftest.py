@@ -1,6 +1,6 @@
-"""Session-wide servers for the contract suites: one per kind, started on first use.
+"""Servers for the contract suites: one per kind, started on first use, stopped after the package.
 
-``hdfs_cluster`` is redefined here at session scope, so the source contract's NameNode and the
+``hdfs_cluster`` is redefined here at package scope, so the source contract's NameNode and the
 target contract's LocalHDFS (through the top-level ``hdfs_connected`` fixture) share one HDFS.
 """
 
@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from servers import Servers
+from .servers import Servers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def servers(tmp_path_factory):
     registry = Servers(tmp_path_factory.mktemp("contract-servers"))
     yield registry
     registry.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hdfs_cluster(servers):
     return servers.hdfs()
 

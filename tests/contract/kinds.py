@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from hdfs_helpers import WebHdfs
-from servers import Servers
+from .servers import Servers
 
 # Per-table content checksums of the public schema: what a PostgreSQL restore must reproduce.
 PG_CAPTURE = """

@@ -19,7 +19,7 @@ import pendulum
 import pytest
 import yaml
 
-from kinds import KINDS, Kind
+from .kinds import KINDS, Kind
 from metabackup import pipeline
 from metabackup.overview import source_overview
 from metabackup.restore import plan_restore, restore_source, verify_chain

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import BACKENDS, Backend
+from .backends import BACKENDS, Backend
 from metabackup.naming import is_temp_name, temp_name
 from metabackup.targets import BackupTarget, TargetError, open_target
 
