@@ -5,6 +5,7 @@
     one archive byte corrupted at the target -> every set depending on it is refused before its
         destination is created (the sets before it still verify)
     the latest set is listed restorable; the catalog has no orphans and no invalid manifests
+    a re-run of the latest set's run commits nothing new and changes nothing at the target
 
 Kinds come from ``kinds.KINDS`` (one adapter each); a new kind is one more line there.
 """
@@ -156,3 +157,12 @@ def test_contract_latest_is_listed_restorable_and_no_orphans(chain):
     assert row["error"] is None and row["invalid"] == []
     assert [(s["set"], s["restorable"], s["chain_length"]) for s in row["sets"]] == [
         (p.stem, True, i + 1) for i, p in reversed(list(enumerate(chain.points)))]
+
+
+def test_contract_rerun_of_a_committed_set_changes_nothing(chain):
+    """A cleared (re-run) DAG run of the latest set: nothing is taken, uploaded or deleted again."""
+    run = chain.run()
+    before = sorted(run.target.list_names(run.task_dir))
+    outcome = take_set(chain.spec, chain.kind.source, T0.add(hours=POINTS[-1]))
+    assert outcome["committed"] is True and outcome["event"]["set"] == chain.points[-1].stem
+    assert sorted(run.target.list_names(run.task_dir)) == before
