@@ -23,19 +23,10 @@ def hdfs_cluster(servers):
     return servers.hdfs()
 
 
-# Contract cases the product fails today (product bugs, reported in /work/reports/contract.md;
-# plugins/ is not changed by the contract suites).  Each is a strict xfail: the run stays green,
-# and the case turns into a failure ("XPASS(strict)") the day the product is fixed, so the entry
-# is removed then.  `pytest tests/contract --runxfail` shows the failures themselves.
-KNOWN_PRODUCT_FAILURES = {
-    "test_target_contract.py::test_contract_killed_writer_leaves_no_visible_file[LocalDir-mirror-mirror]":
-        "plugins/metabackup/targets/localdir.py put_file: the primary copy is renamed into place before the "
-        "mirror copy is written; a writer killed while copying to the mirror leaves the finished name listed "
-        "(exists() true) while verify() fails (the mirror lacks it)",
-    "test_target_contract.py::test_contract_put_creates_its_task_directory_0700[LocalHDFS]":
-        "plugins/metabackup/targets/localhdfs.py _put: a put into a task directory ensure_writable did not "
-        "create lets HDFS create the directories with the cluster default (0755), not 0700",
-}
+# Contract cases a product does not pass yet, with the bug each shows.  Each is a strict xfail: the
+# case turns into a failure ("XPASS(strict)") the day the product is fixed, so the entry goes then.
+# `pytest tests/contract --runxfail` shows the failures themselves.  Empty: every target and kind passes.
+KNOWN_PRODUCT_FAILURES: dict[str, str] = {}  # node id -> the product bug it shows (strict xfail)
 
 
 def pytest_collection_modifyitems(config, items):

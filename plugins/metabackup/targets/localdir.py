@@ -1,8 +1,9 @@
 """LocalDir: backup sets on the management node's local disk, with an optional standby copy.
 
 Writes are atomic (hidden temp name, fsync, rename, fsync of the directory), files are 0600 and
-directories 0700.  The standby mirror receives each file after the primary, and each copy is
-verified by comparing SHA-256 before it is renamed into place.
+directories 0700.  The standby mirror receives each file before the primary (so a name is listed only
+once every copy is whole), and each copy is verified by comparing SHA-256 before it is renamed into
+place.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class LocalDirTarget(BackupTarget):
     def _roots(self) -> list[Path]:
         return [self.root] + ([self.mirror] if self.mirror else [])
 
+    def _roots_primary_last(self) -> list[Path]:
+        """Writes go to the mirror first: a name is visible (at the primary) only once every copy is whole."""
+        return list(reversed(self._roots()))
+
     def ensure_writable(self, task_dir: str) -> None:
         for root in self._roots():
             directory = self._dir(root, task_dir)
@@ -67,7 +72,7 @@ class LocalDirTarget(BackupTarget):
 
     def put_file(self, local: Path, task_dir: str, name: str) -> None:
         expected, _ = _file_sha256(local)
-        for root in self._roots():
+        for root in self._roots_primary_last():
             final = self._file(root, task_dir, name)
             digest = hashlib.sha256()
             with open(local, "rb") as src, fsutil.atomic_writer(final) as dst:
@@ -76,7 +81,7 @@ class LocalDirTarget(BackupTarget):
                     raise TargetError(f"copy to {final} does not match its source checksum")
 
     def put_bytes(self, data: bytes, task_dir: str, name: str) -> None:
-        for root in self._roots():
+        for root in self._roots_primary_last():
             with fsutil.atomic_writer(self._file(root, task_dir, name)) as dst:
                 dst.write(data)
 

@@ -178,6 +178,10 @@ class LocalHDFSTarget(BackupTarget):
         final = self._path(task_dir, name)
         temp = self._path(task_dir, temp_name(name, secrets.token_hex(6)))
         client = self.client
+        directory = self._dir(task_dir)
+        if self._call(f"status of {directory}", client.status, directory, strict=False) is None:
+            # HDFS would create missing parents with the cluster's default permission (often 755)
+            self._call(f"creating {directory}", client.makedirs, directory, permission=DIR_PERMISSION)
         try:
             self._call(f"writing {temp}", client.write, temp, data=data, overwrite=True, permission=FILE_PERMISSION)
             written = self._call(f"status of {temp}", client.status, temp)["length"]
