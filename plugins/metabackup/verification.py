@@ -74,10 +74,6 @@ def _well_formed(entry: Any) -> bool:
             and all(isinstance(entry.get(k), (str, type(None))) for k in ("error", "verified_at", "at", "set")))
 
 
-def last_verification(target: BackupTarget, task_dir: str, source: str, set_stem: str) -> dict[str, Any] | None:
-    return read_record(target, task_dir, source).get("sets", {}).get(set_stem)
-
-
 def _write_record(target: BackupTarget, task_dir: str, source: str, record: dict[str, Any]) -> None:
     target.put_bytes(json.dumps(record, indent=2, sort_keys=True).encode(), task_dir, record_name(source))
 
