@@ -3,6 +3,11 @@
 In a task this asks Airflow's secrets backends (environment ``AIRFLOW_CONN_<ID>``, the metadata
 database, a vault); outside Airflow (the CLI, tests) the environment variables work the same way.
 The password never appears in ``repr``, logs, XCom or manifests.
+
+This module is the core's one seam to Airflow: its functions import Airflow lazily, inside the
+function, when a connection is resolved (never at import, so the core imports without Airflow).
+Every other core module reaches Airflow only through here; ``.importlinter`` forbids the rest of
+the core to import ``airflow`` or ``metabackup.airflow`` and allows exactly these imports.
 """
 
 from __future__ import annotations
@@ -39,3 +44,14 @@ def get_connection(conn_id: str) -> ConnectionInfo:
         login=conn.login or "", password=conn.password or "", schema=conn.schema or "",
         extra=dict(conn.extra_dejson or {}),
     )
+
+
+def webhdfs_client(conn_id: str) -> Any:
+    """An ``hdfs`` library client for the NameService of a ``webhdfs`` connection, the active NameNode first.
+
+    Built by the hdfs provider's hook (:class:`metabackup.airflow.hooks.NameServiceWebHDFSHook`:
+    Kerberos, TLS and session settings from the connection), imported lazily like ``get_connection``.
+    """
+    from metabackup.airflow.hooks import NameServiceWebHDFSHook  # the Airflow layer builds the client
+
+    return NameServiceWebHDFSHook(webhdfs_conn_id=conn_id).get_conn()

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import files_spec, task_states
-from metabackup.airflow.dag_factory import dag_for_dag_file
+from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
@@ -63,7 +63,7 @@ def test_chain_of_runs_full_incremental_full_every_n_and_retention(airflow_proje
         "NameNode": {"kind": "files", "paths": [str(nn_src)],
                      "target": {"type": "LocalDir", "path": "nn", "max_backups": 3, "mirror": str(tmp_path / "standby")}},
     }, policy={"type": "full_every_n", "n": 3})
-    dag = dag_for_dag_file(airflow_project.install(spec_dict))
+    dag = dags_for_dag_file(airflow_project.install(spec_dict))[0]
     spec = load_spec(airflow_project.specs / "chain.yaml")
     oms_dir = tmp_path / "data" / "LocalBackup" / "chain_20261124100000"
     nn_dir = tmp_path / "data" / "nn" / "chain_20261124100000"
@@ -138,8 +138,8 @@ def test_rerunning_a_committed_run_changes_nothing(airflow_project, tmp_path):
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a").write_text("a")
-    dag = dag_for_dag_file(airflow_project.install(files_spec("rerun", tmp_path, {
-        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}})))
+    dag = dags_for_dag_file(airflow_project.install(files_spec("rerun", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}})))[0]
     spec = load_spec(airflow_project.specs / "rerun.yaml")
     run(dag, 0)
     task_dir = tmp_path / "data" / "LocalBackup" / "rerun_20261124100000"
@@ -160,8 +160,8 @@ def test_preflight_fails_clearly_when_a_target_is_unusable(airflow_project, tmp_
     blocker = tmp_path / "data" / "LocalBackup"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where the backup directory should be")
-    dag = dag_for_dag_file(airflow_project.install(files_spec("blocked", tmp_path, {
-        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}}, retries=0)))
+    dag = dags_for_dag_file(airflow_project.install(files_spec("blocked", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}}, retries=0)))[0]
     dr = dag.test(run_after=T0)
     states = task_states(dag.dag_id, dr.run_id)
     assert states["preflight"] == "failed"
@@ -177,7 +177,7 @@ def test_dag_shape_schedule_and_params(airflow_project, tmp_path):
         "DBService": {"kind": "files", "paths": [str(tmp_path / "db")], "target": {"type": "LocalDir"}}},
         type="periodic", schedule={"start": "2026-11-25T02:00:00+08:00", "period": "hour", "every": 6},
         queue="backup-node-1", retries=3)
-    dag = dag_for_dag_file(airflow_project.install(spec_dict))
+    dag = dags_for_dag_file(airflow_project.install(spec_dict))[0]
     assert dag.dag_id == "backup_shape" and dag.max_active_runs == 1 and dag.catchup is False
     assert dag.start_date == pendulum.parse("2026-11-24T10:00:00+08:00")
     assert dag.timetable.slot(0) == pendulum.parse("2026-11-25T02:00:00+08:00")
@@ -202,7 +202,7 @@ def test_dag_shape_schedule_and_params(airflow_project, tmp_path):
 
 
 def test_manual_task_has_no_schedule(airflow_project, tmp_path):
-    dag = dag_for_dag_file(airflow_project.install(files_spec("manualonly", tmp_path, {
-        "OMS": {"kind": "files", "paths": [str(tmp_path / "src")], "target": {"type": "LocalDir"}}})))
+    dag = dags_for_dag_file(airflow_project.install(files_spec("manualonly", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(tmp_path / "src")], "target": {"type": "LocalDir"}}})))[0]
     assert dag.timetable.can_be_scheduled is False
     assert os.path.basename(dag.fileloc) == "backup_manualonly.py"

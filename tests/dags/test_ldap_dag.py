@@ -10,7 +10,7 @@ import pendulum
 import pytest
 
 from conftest import files_spec
-from metabackup.airflow.dag_factory import dag_for_dag_file
+from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.connections import get_connection
 from metabackup.harness import slapd
 from metabackup.restore import restore_source
@@ -106,9 +106,9 @@ def source_server(tmp_path, monkeypatch, request):
 def test_ldap_chain_through_airflow_restores_every_point(airflow_project, tmp_path, source_server, monkeypatch, our_logs):
     accesslog = source_server.accesslog
     name = "ldapchain" + ("al" if accesslog else "dg")
-    dag = dag_for_dag_file(airflow_project.install(files_spec(name, tmp_path, {
+    dag = dags_for_dag_file(airflow_project.install(files_spec(name, tmp_path, {
         "LdapServer": {"kind": "ldap", "conn_id": "ldap_src", "base_dns": [BASE],
-                       "target": {"type": "LocalDir", "max_backups": 5}}})))
+                       "target": {"type": "LocalDir", "max_backups": 5}}})))[0]
     spec = load_spec(airflow_project.specs / f"{name}.yaml")
     conn = get_connection("ldap_src")
     states: dict[str, dict] = {}

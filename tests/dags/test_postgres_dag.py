@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from conftest import files_spec
-from metabackup.airflow.dag_factory import dag_for_dag_file
+from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.harness import postgres as pg
 from metabackup.restore import restore_source
 from metabackup.sources.postgres import PostgresDestination
@@ -52,8 +52,8 @@ def cluster(monkeypatch):
 
 
 def test_postgres_chain_through_airflow_restores_each_set_and_a_point_in_time(airflow_project, tmp_path, cluster):
-    dag = dag_for_dag_file(airflow_project.install(files_spec("pgchain", tmp_path, {
-        "DBService": {"kind": "postgres", "conn_id": "pg_src", "target": {"type": "LocalDir", "max_backups": 5}}})))
+    dag = dags_for_dag_file(airflow_project.install(files_spec("pgchain", tmp_path, {
+        "DBService": {"kind": "postgres", "conn_id": "pg_src", "target": {"type": "LocalDir", "max_backups": 5}}})))[0]
     spec = load_spec(airflow_project.specs / "pgchain.yaml")
     dsn = cluster.superuser_dsn()
     with psycopg.connect(dsn, autocommit=True) as conn:

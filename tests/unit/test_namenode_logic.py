@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from metabackup.airflow.hooks import NameNodeAddress, parse_namenodes
+from metabackup.hdfs import NameNodeAddress, parse_namenodes
 from metabackup.sources.namenode import (
     NameNodeSourceError, Segment, edits_name, image_name, segments_covering, version_file,
 )

@@ -62,17 +62,16 @@ def test_a_case_clash_makes_the_folder_check_file_fail(folder):
 
 @pytest.mark.parametrize("name", ["nightly", "Nightly"])
 def test_building_the_dags_of_either_clashing_file_fails_naming_both(folder, name):
-    from metabackup.airflow.dag_factory import dags_for_dag_file, dag_for_dag_file
+    from metabackup.airflow.dag_factory import dags_for_dag_file
 
     dags, specs = folder
     other = "Nightly" if name == "nightly" else "nightly"
-    for build in (dags_for_dag_file, dag_for_dag_file):
-        with pytest.raises(SpecError) as failure:
-            build(dags / f"backup_{name}.py")
-        (file, fld, why), = failure.value.problems
-        assert (file, fld) == (str(specs / f"{name}.yaml"), "name")
-        assert "is used by several files (Nightly.yaml, nightly.yaml) (they differ only in case" in why
-        assert why.endswith(f"(the other: {specs / f'{other}.yaml'})")
+    with pytest.raises(SpecError) as failure:
+        dags_for_dag_file(dags / f"backup_{name}.py")
+    (file, fld, why), = failure.value.problems
+    assert (file, fld) == (str(specs / f"{name}.yaml"), "name")
+    assert "is used by several files (Nightly.yaml, nightly.yaml) (they differ only in case" in why
+    assert why.endswith(f"(the other: {specs / f'{other}.yaml'})")
 
 
 def test_without_a_clash_the_dags_build(folder):

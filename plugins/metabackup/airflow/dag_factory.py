@@ -71,13 +71,6 @@ def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
     return load_spec(spec_path)
 
 
-def dag_for_dag_file(dag_file: str | Path) -> DAG:
-    """Build the backup DAG of the spec named after ``dag_file``; a bad spec raises with file and field."""
-    dag = build_dag(_spec_for_dag_file(dag_file))
-    dag.fileloc = str(Path(dag_file).resolve())  # the DAG belongs to its file, not to this factory
-    return dag
-
-
 def dags_for_dag_file(dag_file: str | Path) -> tuple[DAG, DAG]:
     """The backup DAG ``backup_<name>`` and the restore DAG ``restore_<name>`` of one spec."""
     spec = _spec_for_dag_file(dag_file)

@@ -35,7 +35,9 @@ from typing import Any, BinaryIO
 import pendulum
 
 from metabackup.archive import open_tar_stream
+from metabackup.connections import get_connection
 from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
+from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, Manifest
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
@@ -152,10 +154,10 @@ class NameNodeSource(SourceKind):
 
     def namenode_urls(self) -> list[str]:
         """HTTP addresses of the NameService's NameNodes, the active one first (raises if none is)."""
-        from metabackup.airflow.hooks import NameServiceWebHDFSHook, namenode_state
-
+        conn_id = self.options["conn_id"]
         try:
-            urls, _ = NameServiceWebHDFSHook(webhdfs_conn_id=self.options["conn_id"]).namenode_urls()
+            conn = get_connection(conn_id)
+            urls = namenode_urls(conn.host, conn.port, conn.extra, label=conn_id)
         except Exception as exc:
             raise NameNodeSourceError(f"{self.options['nameservice']}: {exc}") from exc
         if namenode_state(urls[0]) != "active":

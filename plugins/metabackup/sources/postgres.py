@@ -87,11 +87,6 @@ def segment_name(timeline: int, lsn: int, segment_size: int) -> str:
     return f"{timeline:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}"
 
 
-def segment_number(name: str, segment_size: int) -> int:
-    per_xlogid = 0x100000000 // segment_size
-    return int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)
-
-
 # ---------------------------------------------------------------------------------------------
 # Connections: psycopg for SQL, a private passfile for the command-line programs
 # ---------------------------------------------------------------------------------------------

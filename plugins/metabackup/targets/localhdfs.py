@@ -1,8 +1,8 @@
 """LocalHDFS: backup sets in the cluster's own HDFS, through WebHDFS.
 
 The NameService's Airflow connection (``webhdfs_<nameservice>`` unless the spec names another)
-is read through :class:`~metabackup.airflow.hooks.NameServiceWebHDFSHook`, the hdfs provider's
-hook made HA-aware.  Same contract as LocalDir: a file is written under a hidden ``.partial-``
+gives the client, through :func:`metabackup.connections.webhdfs_client` (the hdfs provider's
+hook made HA-aware, built by the Airflow layer), unless a ``client_factory`` is passed.  Same contract as LocalDir: a file is written under a hidden ``.partial-``
 name with permission 0600 and renamed into place only when whole (its length checked), task
 directories are 0700, and the verify step re-reads every byte against the manifest's SHA-256.
 """
@@ -58,9 +58,9 @@ class LocalHDFSTarget(BackupTarget):
     # -- connection --------------------------------------------------------------------------
 
     def _client_from_connection(self):
-        from metabackup.airflow.hooks import NameServiceWebHDFSHook
+        from metabackup.connections import webhdfs_client
 
-        return NameServiceWebHDFSHook(webhdfs_conn_id=self.conn_id).get_conn()
+        return webhdfs_client(self.conn_id)
 
     @property
     def client(self):
