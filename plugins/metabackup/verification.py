@@ -153,22 +153,19 @@ def _restore_into_scratch(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
 
 
 def _ldap_scratch_restore(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
-    """A throwaway slapd (the project's harness) whose suffix is the backed-up base DN."""
-    from metabackup.harness import slapd
+    """A scratch slapd (:mod:`metabackup.scratch_slapd`) whose suffix is the backed-up base DN."""
+    from metabackup.scratch_slapd import scratch_slapd
     from metabackup.sources.ldap import LdapDestination, dump_state
 
     bases = plan.source.options["base_dns"]  # the spec's, never a manifest's
     if len(bases) != 1:
         raise RestoreError(f"a scratch test restore needs one base DN per source; {plan.source.name} has {bases}")
-    instance = slapd.start(slapd.prepare(scratch / "slapd", accesslog=False, suffix=bases[0]))
-    try:
-        conn = ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=instance.port,
-                              login=instance.admin_dn, password=instance.password)
+    with scratch_slapd(scratch / "slapd", bases[0]) as server:
+        conn = ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
+                              login=server.admin_dn, password=server.password)
         execute_plan(plan, LdapDestination(conn=conn))
         entries = len(dump_state(conn, bases))
         expected = plan.chain[-1].position.get("entries")
         if expected is not None and entries != expected:
             raise RestoreError(f"the scratch directory holds {entries} entries; the set recorded {expected}")
         return {"entries": entries}
-    finally:
-        slapd.stop(instance.directory)
