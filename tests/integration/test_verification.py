@@ -14,7 +14,7 @@ from test_ldap import backup, ldapmodify, make_spec, server, task_dir  # noqa: F
 
 @pytest.fixture()
 def pg_cluster(monkeypatch):
-    from metabackup.harness import postgres as pg
+    from harness import postgres as pg
 
     instance = pg.prepare()
     pg.start(instance)

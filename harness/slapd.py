@@ -1,10 +1,10 @@
 """Throwaway OpenLDAP servers for tests, benchmarks and the demo (Debian's slapd, loopback only).
 
-    python -m metabackup.harness.slapd start DIR [--suffix DN] [--no-accesslog] [--seed] [--reuse]
+    PYTHONPATH=plugins:. python -m harness.slapd start DIR [--suffix DN] [--no-accesslog] [--seed] [--reuse]
         # prints a JSON with url, bind DN and suffix; DIR/airflow-connection.json (0600) is an
         # Airflow connection for it: AIRFLOW_CONN_<ID>="$(cat DIR/airflow-connection.json)".
         # --suffix: the database's suffix (default dc=hadoop,dc=com); the rootdn is cn=admin,<suffix>
-    python -m metabackup.harness.slapd stop DIR
+    PYTHONPATH=plugins:. python -m harness.slapd stop DIR
 
 A generated ``slapd.conf`` with the mdb backend, the accesslog overlay (optional) writing to
 ``cn=accesslog``, syncprov and ppolicy, and a readable ``cn=config``; a free port on 127.0.0.1;
@@ -26,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness import CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json
 from metabackup.fsutil import write_private
-from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json
 from metabackup.scratch_slapd import check_suffix, global_section, launch, mdb_database, ssha
 
 SUFFIX = "dc=hadoop,dc=com"
@@ -260,7 +260,7 @@ def seed_offline(instance: SlapdInstance, ldif_text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, start_options = command_line_parser("python -m metabackup.harness.slapd")
+    parser, start_options = command_line_parser("python -m harness.slapd")
     start_options.add_argument("--suffix", default=None,
                                help=f"the directory's suffix (default {SUFFIX}); its rootdn is cn=admin,<suffix>")
     start_options.add_argument("--no-accesslog", action="store_true")
