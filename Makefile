@@ -47,11 +47,11 @@ demo: setup
 
 bench: setup
 	@dpkg -s pgbackrest >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest
-	PYTHONPATH=plugins $(PY) bench/archive_throughput.py
-	PYTHONPATH=plugins $(PY) bench/parse_time.py
-	PYTHONPATH=plugins $(PY) bench/ldap_export.py
-	PYTHONPATH=plugins $(PY) bench/postgres_backup.py
-	PYTHONPATH=plugins $(PY) bench/hdfs_upload.py
+	PYTHONPATH=plugins:. $(PY) bench/archive_throughput.py
+	PYTHONPATH=plugins:. $(PY) bench/parse_time.py
+	PYTHONPATH=plugins:. $(PY) bench/ldap_export.py
+	PYTHONPATH=plugins:. $(PY) bench/postgres_backup.py
+	PYTHONPATH=plugins:. $(PY) bench/hdfs_upload.py
 
 # Re-resolve the pins from the direct dependencies.
 lock:

@@ -20,7 +20,7 @@ It prints medians and the ratios ours/tar: throughput (higher is better for us, 
 as tar) and output size.  Peak RSS of each child is read with ``os.wait4`` to show that our
 memory stays bounded (it grows with the number of files, through the index, never with bytes).
 
-    PYTHONPATH=plugins .venv/bin/python bench/archive_throughput.py [--size-mb 1024] [--repeat 2]
+    PYTHONPATH=plugins:. .venv/bin/python bench/archive_throughput.py [--size-mb 1024] [--repeat 2]
         [--dir DIR] [--keep] [--seed N]
 """
 

@@ -13,7 +13,7 @@ archive-like file (incompressible: it is what a tar.gz looks like), then alterna
 
 Prints medians in MiB/s and the ratios ours/raw (1.0 = as fast as raw WebHDFS).
 
-    PYTHONPATH=plugins .venv/bin/python bench/hdfs_upload.py [--size-mb 1024] [--repeat 3]
+    PYTHONPATH=plugins:. .venv/bin/python bench/hdfs_upload.py [--size-mb 1024] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from metabackup.harness import hdfs
+    from harness import hdfs
     from metabackup.manifest import sha256_of
     from metabackup.spec import Target
     from metabackup.targets.localhdfs import LocalHDFSTarget

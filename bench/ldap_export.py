@@ -1,7 +1,7 @@
 """LdapServer backup benchmark: our export against ldapsearch and slapcat, the size of a 1 %
 incremental (accesslog and digest methods), and our peak memory, all in one run.
 
-    PYTHONPATH=plugins .venv/bin/python bench/ldap_export.py [--entries 100000] [--keep]
+    PYTHONPATH=plugins:. .venv/bin/python bench/ldap_export.py [--entries 100000] [--keep]
 
 Prints ratios against baselines measured in the same run; absolute numbers from different runs
 or machines are not comparable.
@@ -23,7 +23,7 @@ import ldap
 import pendulum
 import yaml
 
-from metabackup.harness import slapd
+from harness import slapd
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 

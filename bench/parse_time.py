@@ -19,7 +19,7 @@ bags must hold 400 DAGs (2 per file) and no import errors, else the script fails
 seconds per folder, ms per DAG file, and the ratio ours/baseline (1.0 = as cheap as
 hand-written DAGs; 2.0 = twice the parse time).
 
-    PYTHONPATH=plugins .venv/bin/python bench/parse_time.py [--repeat 3] [--count 200] [--dir DIR] [--keep]
+    PYTHONPATH=plugins:. .venv/bin/python bench/parse_time.py [--repeat 3] [--count 200] [--dir DIR] [--keep]
 """
 
 from __future__ import annotations

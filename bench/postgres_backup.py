@@ -2,7 +2,7 @@
 our full against raw ``pg_basebackup -Ft -z`` and pgBackRest; our 1 % incremental against
 pgBackRest's; our restore (with WAL replay) against the raw extract-and-start.
 
-    PYTHONPATH=plugins .venv/bin/python bench/postgres_backup.py [--size-mb 1024] [--keep]
+    PYTHONPATH=plugins:. .venv/bin/python bench/postgres_backup.py [--size-mb 1024] [--keep]
 
 Needs Debian's pgbackrest (make bench installs it).  Prints ratios against baselines measured
 in the same run.
@@ -23,9 +23,9 @@ import pendulum
 import psycopg
 import yaml
 
+from harness import postgres as pg
 from metabackup import pipeline
 from metabackup.connections import get_connection
-from metabackup.harness import postgres as pg
 from metabackup.restore import restore_source
 from metabackup.sources.postgres import PostgresDestination
 from metabackup.spec import load_spec

@@ -12,6 +12,9 @@ export PYTHONPATH=$REPO/plugins
 PY=$REPO/.venv/bin/python
 AIRFLOW=$REPO/.venv/bin/airflow
 LOG=$REPO/build/demo.log
+# The throwaway servers come from the test harness (harness/ at the repository root, not shipped
+# with the plugin): `harness slapd start DIR` runs `python -m harness.slapd start DIR`.
+harness() { local kind=$1; shift; PYTHONPATH=$REPO/plugins:$REPO "$PY" -m "harness.$kind" "$@"; }
 mkdir -p "$REPO/build" "$AIRFLOW_HOME"
 : > "$LOG"
 
@@ -21,7 +24,7 @@ mkdir -p "$REPO/build" "$AIRFLOW_HOME"
 # The demo LdapServer: a seeded slapd on loopback (kept between demo runs, so its chain goes on),
 # and the Airflow connection the default task names, as an environment variable.
 SLAPD_DIR=$REPO/build/demo-slapd
-slapd_json=$("$PY" -m metabackup.harness.slapd start "$SLAPD_DIR" --seed --reuse)
+slapd_json=$(harness slapd start "$SLAPD_DIR" --seed --reuse)
 export AIRFLOW_CONN_METABACKUP_LDAPSERVER=$(cat "$SLAPD_DIR/airflow-connection.json")
 LDAP_URL=$(printf '%s' "$slapd_json" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["url"])')
 echo "demo LdapServer listening on $LDAP_URL (data in $SLAPD_DIR)"
@@ -29,7 +32,7 @@ echo "demo LdapServer listening on $LDAP_URL (data in $SLAPD_DIR)"
 # The demo's OMS database and DBService: one throwaway PostgreSQL 15 cluster (kept between runs),
 # reached through two Airflow connections (each source gets its own replication slot).
 PG_DIR=/tmp/metabackup-demo-postgres   # the postgres user must be able to enter it
-"$PY" -m metabackup.harness.postgres start "$PG_DIR" --reuse >/dev/null
+harness postgres start "$PG_DIR" --reuse >/dev/null
 export AIRFLOW_CONN_METABACKUP_OMS_DB=$(cat "$PG_DIR/airflow-connection.json")
 export AIRFLOW_CONN_METABACKUP_DBSERVICE=$AIRFLOW_CONN_METABACKUP_OMS_DB
 echo "demo PostgreSQL running from $PG_DIR"
@@ -38,7 +41,7 @@ echo "demo PostgreSQL running from $PG_DIR"
 # Hadoop 3.4 minicluster, recreated each demo run (so its NameNode chain starts with a full).
 # Its bin/ holds `hadoop`, which runs the namenode kind's default tool_command.
 HDFS_DIR=$REPO/build/demo-hdfs
-"$PY" -m metabackup.harness.hdfs start "$HDFS_DIR" --ha >/dev/null
+harness hdfs start "$HDFS_DIR" --ha >/dev/null
 export AIRFLOW_CONN_WEBHDFS_HACLUSTER=$(cat "$HDFS_DIR/airflow-connection.json")
 export PATH=$HDFS_DIR/bin:$PATH
 "$HDFS_DIR/bin/hdfs" dfs -mkdir -p /user/hive/warehouse/demo.db /hbase-demo/data 2>/dev/null
@@ -86,13 +89,13 @@ echo "            and: hdfs://hacluster$(ls -d /srv/BigData/LocalBackup/default_
 "$HDFS_DIR/bin/hdfs" dfs -ls -R /backup/metadata 2>/dev/null | sed 's/^/    /'
 echo "Restore the latest NameNode set into a new name directory: PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source NameNode --dest /tmp/nn-restore"
 echo "  (needs AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\")"
-echo "The demo HDFS keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.hdfs stop $HDFS_DIR"
+echo "The demo HDFS keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.hdfs stop $HDFS_DIR"
 echo "Restore the latest OMS set (database + configuration): PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
 echo "  (for OMS and DBService, --dest must be a new folder the postgres user can enter; add --keep-running to use the recovered server)"
 echo "Restore LdapServer into an empty slapd:"
-echo "  PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd start /tmp/ldap-restore"
+echo "  PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd start /tmp/ldap-restore"
 echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
-echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.slapd stop $SLAPD_DIR"
-echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins .venv/bin/python -m metabackup.harness.postgres stop $PG_DIR"
+echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd stop $SLAPD_DIR"
+echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.postgres stop $PG_DIR"
 echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"

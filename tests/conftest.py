@@ -96,7 +96,7 @@ def our_logs():
 @pytest.fixture(scope="module")
 def hdfs_cluster(tmp_path_factory):
     """A real single-NameNode HDFS (the project's harness) shared by one test module."""
-    from metabackup.harness import hdfs
+    from harness import hdfs
 
     instance = hdfs.start(tmp_path_factory.mktemp("hdfs") / "single")
     yield instance

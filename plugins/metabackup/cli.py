@@ -202,8 +202,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         except ConnectionNotFound as exc:
             raise RestoreError(f"--dest {args.dest!r}: {exc}; for an ldap source --dest names the Airflow connection "
                                "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
-                               "DIR/airflow-connection.json of python -m metabackup.harness.slapd start DIR "
-                               "--suffix ...)") from None
+                               "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
+                               "--suffix ..., run from a checkout of this project)") from None
     if kind in ("postgres", "oms"):
         from metabackup.sources.postgres import PostgresDestination
 

@@ -4,8 +4,7 @@ Results are kept at the target beside the sets, one hidden file per source
 (``.metabackup-verification-<source>.json``, written atomically, 0600), so anything that can
 read the catalog (the Backups page, the CLI) also sees when each set was last verified.
 
-An LDAP chain is test-restored into a throwaway LDAP server that the caller provides
-(``scratch_ldap``, see :data:`ScratchLdap`): the verify DAG passes one that starts a slapd.
+An LDAP chain is test-restored into a scratch slapd of its own (:mod:`metabackup.scratch_slapd`).
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +31,6 @@ from metabackup.targets import BackupTarget, TargetError, open_target
 log = logging.getLogger(__name__)
 
 RECORD_PREFIX = ".metabackup-verification-"
-
-# ``scratch_ldap(directory, suffix)``: a context manager that starts an empty LDAP server under
-# ``directory`` whose suffix is ``suffix``, yields the connection of its administrator, and stops it.
-ScratchLdap = Callable[[Path, str], AbstractContextManager[ConnectionInfo]]
-
 
 class VerificationFailed(MetabackupError):
     """At least one set failed verification; the message lists them."""
@@ -113,18 +105,14 @@ def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     return summary
 
 
-def test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = None,
-                 scratch_ldap: ScratchLdap | None = None) -> dict[str, Any]:
-    """Restore the newest restorable chain of the source into a scratch instance, validate, discard.
-
-    An LDAP source needs ``scratch_ldap`` (the scratch server); the other kinds restore into a
-    directory under ``scratch_root``."""
+def restore_to_scratch(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
+    """The test restore: the newest restorable chain of the source into a scratch instance (a
+    directory under ``scratch_root``, or a scratch slapd), validated, then discarded."""
     with lock_for(spec, source_name).held(f"test restore of {spec.name} by pid {os.getpid()}"):
-        return _test_restore(spec, source_name, scratch_root, scratch_ldap)
+        return _restore_to_scratch(spec, source_name, scratch_root)
 
 
-def _test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = None,
-                  scratch_ldap: ScratchLdap | None = None) -> dict[str, Any]:
+def _restore_to_scratch(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
     source = spec.source(source_name)
     plan = plan_restore(spec, source_name)
     scratch = Path(tempfile.mkdtemp(prefix=f"metabackup-verify-{spec.name}-{source_name}-", dir=scratch_root))
@@ -132,7 +120,7 @@ def _test_restore(spec: TaskSpec, source_name: str, scratch_root: str | None = N
     started = pendulum.now("UTC")
     try:
         verify_chain(plan.target, plan.chain)
-        checks = _restore_into_scratch(plan, scratch, scratch_ldap)
+        checks = _restore_into_scratch(plan, scratch)
         outcome = {"set": plan.chain[-1].set, "ok": True, "at": started.to_iso8601_string(), "checks": checks,
                    "seconds": round((pendulum.now("UTC") - started).total_seconds(), 1), "error": None}
     except Exception as exc:
@@ -151,10 +139,10 @@ def _record_test_restore(plan: RestorePlan, source: str, outcome: dict[str, Any]
     _write_record(plan.target, plan.task_dir, source, {**record, "test_restore": outcome})
 
 
-def _restore_into_scratch(plan: RestorePlan, scratch: Path, scratch_ldap: ScratchLdap | None) -> dict[str, Any]:
+def _restore_into_scratch(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
     kind = plan.source.kind
     if kind == "ldap":
-        return _ldap_scratch_restore(plan, scratch, scratch_ldap)
+        return _ldap_scratch_restore(plan, scratch)
     from metabackup.restore import destination_for
 
     destination = str(scratch / "restored")
@@ -162,17 +150,17 @@ def _restore_into_scratch(plan: RestorePlan, scratch: Path, scratch_ldap: Scratc
     return validate_restore(plan, destination)
 
 
-def _ldap_scratch_restore(plan: RestorePlan, scratch: Path, scratch_ldap: ScratchLdap | None) -> dict[str, Any]:
-    """A throwaway LDAP server (``scratch_ldap``) whose suffix is the backed-up base DN."""
+def _ldap_scratch_restore(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
+    """A scratch slapd (:mod:`metabackup.scratch_slapd`) whose suffix is the backed-up base DN."""
+    from metabackup.scratch_slapd import scratch_slapd
     from metabackup.sources.ldap import LdapDestination, dump_state
 
     bases = plan.source.options["base_dns"]  # the spec's, never a manifest's
     if len(bases) != 1:
         raise RestoreError(f"a scratch test restore needs one base DN per source; {plan.source.name} has {bases}")
-    if scratch_ldap is None:
-        raise RestoreError(f"a scratch test restore of the LDAP source {plan.source.name} needs a scratch LDAP server "
-                           "(scratch_ldap); the verify DAG provides one")
-    with scratch_ldap(scratch / "slapd", bases[0]) as conn:
+    with scratch_slapd(scratch / "slapd", bases[0]) as server:
+        conn = ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
+                              login=server.admin_dn, password=server.password)
         execute_plan(plan, LdapDestination(conn=conn))
         entries = len(dump_state(conn, bases))
         expected = plan.chain[-1].position.get("entries")

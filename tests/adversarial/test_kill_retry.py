@@ -64,7 +64,7 @@ def task_of(point: str, snapshot_task: str) -> str:
 def world():
     """Directories, the spec and DAG file, and one airflow standalone with every kill point listed
     (all disarmed: each marker already exists)."""
-    from metabackup.harness import airflow_standalone
+    from harness import airflow_standalone
 
     root = Path(tempfile.mkdtemp(prefix="metabackup-kill-"))
     dags, specs, markers, data = root / "dags", root / "specs", root / "markers", root / "data"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import REPO, backup_once
+from harness import slapd
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.harness import slapd
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
 from metabackup.sources.ldap import LdapDestination, dump_state

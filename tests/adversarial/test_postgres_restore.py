@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import yaml
 
+from harness import postgres as pg
 from metabackup import pipeline
-from metabackup.harness import postgres as pg
 from metabackup.manifest import ArchiveInfo, Manifest
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from metabackup.harness import hdfs, postgres as pg, slapd  # the one harness import of the contract suites
+from harness import hdfs, postgres as pg, slapd  # the one harness import of the contract suites
 
 __all__ = ["Servers", "hdfs", "pg", "slapd"]
 

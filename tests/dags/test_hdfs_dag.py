@@ -9,9 +9,9 @@ import pendulum
 import pytest
 
 from conftest import files_spec
+from harness import hdfs
 from hdfs_helpers import WebHdfs
 from metabackup.airflow.dag_factory import dags_for_dag_file
-from metabackup.harness import hdfs
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec

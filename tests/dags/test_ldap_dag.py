@@ -10,9 +10,9 @@ import pendulum
 import pytest
 
 from conftest import files_spec
+from harness import slapd
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.connections import get_connection
-from metabackup.harness import slapd
 from metabackup.restore import restore_source
 from metabackup.sources.ldap import dump_state
 from metabackup.spec import load_spec

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from conftest import files_spec
+from harness import postgres as pg
 from metabackup.airflow.dag_factory import dags_for_dag_file
-from metabackup.harness import postgres as pg
 from metabackup.restore import restore_source
 from metabackup.sources.postgres import PostgresDestination
 from metabackup.spec import load_spec

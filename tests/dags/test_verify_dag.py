@@ -27,7 +27,7 @@ def mailbox(monkeypatch):
 
     from aiosmtpd.controller import Controller
 
-    from metabackup.harness import free_port
+    from harness import free_port
 
     received = []
 
@@ -135,8 +135,8 @@ def test_each_alert_channel_is_tried_on_its_own(monkeypatch, mailbox, our_logs):
     """A webhook that is down does not stop the e-mail; the body is the payload, escaped."""
     from types import SimpleNamespace
 
+    from harness import free_port
     from metabackup.airflow.notifier import MetabackupFailureNotifier
-    from metabackup.harness import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/alert"  # nobody listens there
     monkeypatch.setenv("METABACKUP_ALERT_WEBHOOK", dead)

@@ -23,8 +23,8 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
     """The sources (slapd, PostgreSQL, HDFS) and an empty slapd to restore into."""
-    from metabackup.harness import hdfs, slapd
-    from metabackup.harness import postgres as pg
+    from harness import hdfs, slapd
+    from harness import postgres as pg
 
     root = tmp_path_factory.mktemp("e2e-servers")
     ldap_src = slapd.prepare(root / "slapd-src")
@@ -79,7 +79,7 @@ def project(tmp_path_factory, servers):
 
 @pytest.fixture(scope="session")
 def airflow(project, servers, tmp_path_factory):
-    from metabackup.harness import airflow_standalone
+    from harness import airflow_standalone
 
     env = {
         "AIRFLOW_CONN_E2E_LDAP": servers["ldap_src"].connection_uri(),

@@ -112,7 +112,7 @@ def test_restore_each_source_kind_through_the_restore_dag(client, backed_up, pro
         assert outcome["tasks"]["validate"] == "success" and (dest_root / "pg" / "PG_VERSION").exists()
         # namenode, into a new name directory that a fresh NameNode then serves
         run_ok(client, "restore_e2eman", {"source": "NameNode", "destination": str(dest_root / "nn"), "dry_run": False})
-        from metabackup.harness import hdfs
+        from harness import hdfs
 
         namenode = hdfs.start_namenode_on(dest_root / "nn", dest_root / "nn-check")
         try:

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from conftest import REPO
+from harness import slapd
 from metabackup import pipeline
 from metabackup.connections import get_connection
-from metabackup.harness import slapd
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
 from metabackup.sources.ldap import LdapDestination, dump_state, slapadd_call
@@ -296,11 +296,11 @@ def test_cli_ldap_restore_prints_its_result_alone_and_only_its_own_messages(tmp_
 
 
 def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
-    """``python -m metabackup.harness.slapd start DIR --suffix DN``: the server, its connection file
+    """``python -m harness.slapd start DIR --suffix DN``: the server, its connection file
     and its root DSE name that suffix; a malformed one is refused before anything is made."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
     directory = tmp_path / "throwaway"
-    started = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(directory), "--suffix", OTHER],
+    started = subprocess.run([sys.executable, "-m", "harness.slapd", "start", str(directory), "--suffix", OTHER],
                              capture_output=True, text=True, timeout=60, env=env)
     try:
         assert started.returncode == 0, started.stderr
@@ -312,7 +312,7 @@ def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
         [(_, root_dse)] = client.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
         assert OTHER.encode() in root_dse["namingContexts"]
         # a bad suffix is refused with one line and nothing is made
-        bad = subprocess.run([sys.executable, "-m", "metabackup.harness.slapd", "start", str(tmp_path / "bad"),
+        bad = subprocess.run([sys.executable, "-m", "harness.slapd", "start", str(tmp_path / "bad"),
                               "--suffix", "not a dn"], capture_output=True, text=True, timeout=60, env=env)
         assert bad.returncode == 2 and bad.stderr.startswith("error: suffix 'not a dn' is not a DN")
         assert not (tmp_path / "bad").exists()

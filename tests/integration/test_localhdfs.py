@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import backup_once, cli_list_json
+from harness import hdfs
 from hdfs_helpers import WebHdfs
 from metabackup import pipeline
-from metabackup.harness import hdfs
 from metabackup.naming import temp_name
 from metabackup.spec import load_spec
 from metabackup.targets import TargetError, open_target

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from conftest import backup_once
+from harness import hdfs
 from hdfs_helpers import WebHdfs
 from metabackup import pipeline
-from metabackup.harness import hdfs
 from metabackup.restore import restore_source, validate_restore, plan_restore
 from metabackup.sources import RestoreError
 from metabackup.spec import load_spec

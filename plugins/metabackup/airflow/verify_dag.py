@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ import pendulum
 from airflow.sdk import DAG, BaseOperator, Context, TaskGroup
 
 from metabackup.airflow.notifier import MetabackupFailureNotifier
-from metabackup.connections import ConnectionInfo
 from metabackup.spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)
@@ -28,20 +25,6 @@ log = logging.getLogger(__name__)
 VERIFY_DAG_ID = "metabackup_verify"
 SCHEDULE_ENV = "METABACKUP_VERIFY_SCHEDULE"
 SCRATCH_ENV = "METABACKUP_SCRATCH_DIR"
-
-
-@contextmanager
-def scratch_slapd(directory: Path, suffix: str) -> Iterator[ConnectionInfo]:
-    """The scratch LDAP server of a test restore (:data:`metabackup.verification.ScratchLdap`): a
-    throwaway slapd (the project's harness) whose suffix is ``suffix``, stopped afterwards."""
-    from metabackup.harness import slapd
-
-    instance = slapd.start(slapd.prepare(directory, accesslog=False, suffix=suffix))
-    try:
-        yield ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=instance.port,
-                             login=instance.admin_dn, password=instance.password)
-    finally:
-        slapd.stop(instance.directory)
 
 
 class _SourceOperator(BaseOperator):
@@ -67,9 +50,9 @@ class TestRestoreOperator(_SourceOperator):
     ui_color = "#fce8e6"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from metabackup.verification import test_restore
+        from metabackup.verification import restore_to_scratch
 
-        return test_restore(load_spec(self.spec_path), self.source, os.environ.get(SCRATCH_ENV), scratch_slapd)
+        return restore_to_scratch(load_spec(self.spec_path), self.source, os.environ.get(SCRATCH_ENV))
 
 
 def build_verify_dag(spec_dir: str | Path, dag_file: str | Path | None = None) -> DAG:

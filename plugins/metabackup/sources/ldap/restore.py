@@ -79,8 +79,8 @@ def _refuse_other_suffix(where: str, contexts: list[str], bases: list[str], set_
         raise RestoreError(
             f"refusing to restore {set_name}: {where} serves the naming contexts {', '.join(contexts)}, but the set "
             f"needs the base DNs {', '.join(bases)} ({', '.join(missing)} not served); nothing was written. Restore into "
-            f"an empty server with suffix {missing[0]} (or a suffix above it), e.g. a throwaway one: "
-            f"python -m metabackup.harness.slapd start DIR --suffix {missing[0]}")
+            f"an empty server with suffix {missing[0]} (or a suffix above it), e.g. a throwaway one from a checkout of "
+            f"this project: PYTHONPATH=plugins:. python -m harness.slapd start DIR --suffix {missing[0]}")
 
 
 def slapadd_call(slapd_conf: str, base: str, ldif_path: str | Path) -> tuple[list[str], dict[str, str]]:

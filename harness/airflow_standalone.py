@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metabackup.harness import free_port, process_alive, write_private_json
+from harness import free_port, process_alive, write_private_json
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]  # harness/ is at the repository root
 USER = "admin"
 PASSWORD = "metabackup-e2e-admin"
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
@@ -202,7 +202,7 @@ class AirflowClient:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m metabackup.harness.airflow_standalone")
+    parser = argparse.ArgumentParser(prog="python -m harness.airflow_standalone")
     parser.add_argument("home")
     parser.add_argument("--dags", default=str(REPO / "dags"))
     parser.add_argument("--specs", default=str(REPO / "include" / "backup_tasks"))

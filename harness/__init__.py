@@ -1,20 +1,25 @@
-"""Throwaway servers (slapd, PostgreSQL) on loopback for tests, benchmarks and the demo."""
+"""Throwaway servers (slapd, PostgreSQL, HDFS, airflow standalone) on loopback for tests,
+benchmarks and the demo.
+
+Not product code: this package sits at the repository root, outside ``plugins/``, so it does not
+ship with the Airflow plugin.  Import it as ``harness.slapd`` etc. with the repository root and
+``plugins/`` on sys.path (``PYTHONPATH=plugins:.`` from the root; pytest.ini does this for the
+tests).  It builds on the product where the product has the piece (:mod:`metabackup.scratch_slapd`,
+:mod:`metabackup.fsutil`); the product never imports it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
+from metabackup.scratch_slapd import free_port
+
+__all__ = ["CONNECTION_FILE", "command_line_parser", "free_port", "process_alive", "reusable", "write_private_json"]
+
 CONNECTION_FILE = "airflow-connection.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_private_json(path: Path, data: Any) -> Path:

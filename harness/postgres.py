@@ -1,7 +1,7 @@
 """Throwaway PostgreSQL clusters for tests, benchmarks and the demo (Debian's PostgreSQL 15).
 
-    python -m metabackup.harness.postgres start DIR [--reuse]   # DIR/airflow-connection.json (0600)
-    python -m metabackup.harness.postgres stop DIR
+    PYTHONPATH=plugins:. python -m harness.postgres start DIR [--reuse]   # DIR/airflow-connection.json (0600)
+    PYTHONPATH=plugins:. python -m harness.postgres stop DIR
 
 ``initdb``/``pg_ctl`` run as the ``postgres`` user; the cluster listens on 127.0.0.1 on a free
 port with ``wal_level=replica``, replication slots and WAL senders, SCRAM authentication, and a
@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
 from metabackup.fsutil import child_env
-from metabackup.harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
 
 PG_MAJOR = 15
 BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
@@ -173,7 +173,7 @@ def wait_ready(port: int, timeout: float = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, _ = command_line_parser("python -m metabackup.harness.postgres")
+    parser, _ = command_line_parser("python -m harness.postgres")
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop(args.directory)
