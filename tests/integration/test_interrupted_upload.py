@@ -71,16 +71,18 @@ def test_killed_upload_then_retry(tmp_path):
     child.wait(timeout=30)
 
     task_dir = tmp_path / "data" / "LocalBackup" / "killed_20261124000000"
-    left = sorted(p.name for p in task_dir.iterdir())
+    mirror_dir = tmp_path / "standby" / "killed_20261124000000"
+    # the mirror is written first: the kill left a hidden partial there, and nothing at the primary
+    left = sorted(p.name for p in mirror_dir.iterdir())
     assert left and all(name.startswith(".") and ".partial-" in name for name in left), left
-    assert not (task_dir / run.name.archive).exists()
+    assert not task_dir.exists() or list(task_dir.iterdir()) == []
     assert Catalog.of(run.target.manifests(run.task_dir)).sets == ()
 
     # The retry (Airflow retries the upload task, then verify runs) - and a second, redundant retry.
     for _ in range(2):
         pipeline.upload(run)
         pipeline.verify(run)
-    for directory in (task_dir, tmp_path / "standby" / "killed_20261124000000"):
+    for directory in (task_dir, mirror_dir):
         assert sorted(p.name for p in directory.iterdir()) == sorted([run.name.archive, run.name.manifest])
     committed = Catalog.of(run.target.manifests(run.task_dir)).sets
     assert [m.set for m in committed] == [run.name.stem]
