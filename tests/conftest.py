@@ -6,6 +6,7 @@ others in the test DAGs folder, exactly as an operator would, then run it with `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -71,6 +72,38 @@ def files_spec(name: str, tmp: Path, sources: dict, **overrides) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+def write_spec(folder: Path, spec: dict):
+    """Write ``<folder>/<name>.yaml`` from a spec mapping (e.g. :func:`files_spec`) and load it."""
+    from metabackup.spec import load_spec
+
+    path = Path(folder) / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return load_spec(path)
+
+
+@contextlib.contextmanager
+def seeded_postgres(monkeypatch, rows: int):
+    """A throwaway PostgreSQL 15 (the project's harness) as connection ``pg_src``, with a table
+    ``t`` of ``rows`` rows; stopped and removed afterwards."""
+    import json
+
+    import psycopg
+
+    from harness import postgres as pg
+
+    instance = pg.prepare()
+    pg.start(instance)
+    monkeypatch.setenv("AIRFLOW_CONN_PG_SRC", json.dumps(instance.connection()))
+    with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, %s) g", (rows,))
+    try:
+        yield instance
+    finally:
+        instance.stop("immediate")
+        shutil.rmtree(instance.directory, ignore_errors=True)
 
 
 @pytest.fixture()

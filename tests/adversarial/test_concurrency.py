@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pendulum
 import pytest
-import yaml
 
+from conftest import files_spec, write_spec
 from metabackup import locks, pipeline, verification
 from metabackup.catalog import Catalog
 from metabackup.locks import LockBusy, lock_for
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
-from metabackup.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
@@ -33,12 +32,8 @@ def spec(tmp_path):
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a.xml").write_text("a\n")
-    path = tmp_path / "conc.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "conc", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
-        "policy": "full_then_incremental", "data_path": str(tmp_path / "data"),
-        "sources": {"OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}}}))
-    return load_spec(path)
+    return write_spec(tmp_path, files_spec("conc", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir", "max_backups": 3}}}))
 
 
 @pytest.fixture()

@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from conftest import files_spec, write_spec
 from metabackup.locks import lock_for
 from metabackup.pipeline import SetRun
-from metabackup.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,11 +25,9 @@ def test_backup_command_takes_full_then_incremental_then_forced_full(tmp_path):
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a.xml").write_text("a\n")
-    path = tmp_path / "clib.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "clib", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
-        "data_path": str(tmp_path / "data"),
-        "sources": {"OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}}}))
+    spec = write_spec(tmp_path, files_spec("clib", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}}))
+    path = spec.path
     types = []
     for extra in ((), (), ("--full",)):
         (src / "a.xml").write_text(f"a {len(types)}\n")
@@ -41,18 +37,14 @@ def test_backup_command_takes_full_then_incremental_then_forced_full(tmp_path):
         types.append(summary["OMS"]["type"])
         time.sleep(1.1)  # set names are per second
     assert types == ["full", "incremental", "full"]
-    spec = load_spec(path)
     catalog = SetRun.of(spec, "OMS", "2026-11-24T00:00:00Z").catalog()
     assert [m.type for m in catalog.sets] == types and catalog.orphans() == []
     assert lock_for(spec, "OMS").holder() is None
 
 
 def test_backup_command_names_an_unknown_source(tmp_path):
-    path = tmp_path / "clib2.yaml"
     (tmp_path / "conf").mkdir()
-    path.write_text(yaml.safe_dump({
-        "name": "clib2", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
-        "data_path": str(tmp_path / "data"),
-        "sources": {"OMS": {"kind": "files", "paths": [str(tmp_path / "conf")], "target": {"type": "LocalDir"}}}}))
-    done = cli("backup", "--spec", str(path), "--source", "DBService")
+    spec = write_spec(tmp_path, files_spec("clib2", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(tmp_path / "conf")], "target": {"type": "LocalDir"}}}))
+    done = cli("backup", "--spec", spec.path, "--source", "DBService")
     assert done.returncode == 1 and "has no source 'DBService'" in done.stderr and done.stdout == ""

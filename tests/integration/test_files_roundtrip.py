@@ -12,6 +12,7 @@ import pendulum
 import pytest
 import yaml
 
+from conftest import files_spec, write_spec
 from metabackup import pipeline
 from metabackup.restore import restore_source
 from metabackup.errors import BackupError
@@ -223,12 +224,9 @@ def test_hourly_names_that_repeat_at_dst_fall_back_fail_loudly(tmp_path):
     src = tmp_path / "conf"
     src.mkdir()
     (src / "a").write_text("a")
-    path = tmp_path / "dst.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "dst", "created": "2026-10-01T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
-        "timezone": "America/New_York", "data_path": str(tmp_path / "data"),
-        "sources": {"OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}}}))
-    spec = load_spec(path)
+    spec = write_spec(tmp_path, files_spec("dst", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}},
+        created="2026-10-01T00:00:00Z", timezone="America/New_York"))
     first = pendulum.datetime(2026, 11, 1, 5, tz="UTC")  # 01:00 EDT
     run = pipeline.SetRun.of(spec, "OMS", first)
     pipeline.decide(run)

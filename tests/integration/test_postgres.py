@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import yaml
 
+from conftest import seeded_postgres
 from harness import postgres as pg
 from metabackup import pipeline
 from metabackup.manifest import Manifest
@@ -26,15 +27,8 @@ T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
 @pytest.fixture()
 def cluster(monkeypatch):
-    instance = pg.prepare()
-    pg.start(instance)
-    monkeypatch.setenv("AIRFLOW_CONN_PG_SRC", json.dumps(instance.connection()))
-    with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        conn.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
-    yield instance
-    instance.stop("immediate")
-    shutil.rmtree(instance.directory, ignore_errors=True)
+    with seeded_postgres(monkeypatch, rows=1000) as instance:
+        yield instance
 
 
 def make_spec(tmp_path: Path, conn_id: str = "pg_src"):
