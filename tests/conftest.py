@@ -74,6 +74,17 @@ def files_spec(name: str, tmp: Path, sources: dict, **overrides) -> dict:
     return spec
 
 
+# Every table of the public schema with a digest of its rows: compares a restored PostgreSQL with its source.
+PG_CAPTURE = """
+SELECT c.relname,
+       (xpath('/row/h/text()', query_to_xml(format(
+           'SELECT md5(coalesce(string_agg(md5(t::text), '','' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t',
+           n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
+"""
+
+
 def write_spec(folder: Path, spec: dict):
     """Write ``<folder>/<name>.yaml`` from a spec mapping (e.g. :func:`files_spec`) and load it."""
     from metabackup.spec import load_spec

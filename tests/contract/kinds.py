@@ -15,18 +15,11 @@ from typing import Any
 
 import psycopg
 
+from conftest import PG_CAPTURE
 from hdfs_helpers import WebHdfs
 from .servers import Servers
 
 # Per-table content checksums of the public schema: what a PostgreSQL restore must reproduce.
-PG_CAPTURE = """
-SELECT c.relname,
-       (xpath('/row/h/text()', query_to_xml(format(
-           'SELECT count(*) || '':'' || md5(coalesce(string_agg(md5(t::text), '','' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t',
-           n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
-"""
 
 
 def pg_state(port: int, password: str) -> dict[str, str]:

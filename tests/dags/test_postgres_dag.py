@@ -12,7 +12,7 @@ import pendulum
 import psycopg
 import pytest
 
-from conftest import files_spec
+from conftest import PG_CAPTURE, files_spec
 from harness import postgres as pg
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.restore import restore_source
@@ -22,20 +22,12 @@ from metabackup.spec import load_spec
 pytestmark = pytest.mark.airflow
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
-CAPTURE = """
-SELECT c.relname,
-       (xpath('/row/h/text()', query_to_xml(format(
-           'SELECT md5(coalesce(string_agg(md5(t::text), '','' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t',
-           n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
-"""
 
 
 def capture(dsn: str) -> dict:
     """Per-table content checksums plus the large objects: what a restore must reproduce."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        tables = dict(conn.execute(CAPTURE).fetchall())
+        tables = dict(conn.execute(PG_CAPTURE).fetchall())
         objects = conn.execute("SELECT md5(coalesce(string_agg(data, ''::bytea ORDER BY loid, pageno), '')) "
                                "FROM pg_largeobject").fetchone()[0]
     return {"tables": tables, "large_objects": objects}

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import yaml
 
-from conftest import seeded_postgres
+from conftest import PG_CAPTURE, seeded_postgres
 from harness import postgres as pg
 from metabackup import pipeline
 from metabackup.manifest import Manifest
@@ -241,21 +241,13 @@ def test_a_new_timeline_after_failover_makes_the_next_run_full(tmp_path, cluster
         shutil.rmtree(folder, ignore_errors=True)
 
 
-CAPTURE = """
-SELECT c.relname,
-       (xpath('/row/h/text()', query_to_xml(format(
-           'SELECT md5(coalesce(string_agg(md5(t::text), '','' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t',
-           n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
-"""
 
 
 def capture(port: int, password: str) -> dict:
     """Per-table content checksums: what a restore must reproduce."""
     with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres password={password} dbname=postgres",
                          autocommit=True) as conn:
-        return dict(conn.execute(CAPTURE).fetchall())
+        return dict(conn.execute(PG_CAPTURE).fetchall())
 
 
 def server_now(instance) -> pendulum.DateTime:
