@@ -183,36 +183,18 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from metabackup.restore import restore_source
+    from metabackup.connections import ConnectionNotFound
+    from metabackup.restore import RestoreError, parse_destination, restore_source
 
     spec = load_spec(args.spec)
-    if spec.source(args.source).kind != "ldap":  # the same checks as the restore DAG's, before anything runs
-        from metabackup.restore import check_destination
-
-        args.dest = str(check_destination(spec, args.dest))
-    dest = args.dest
-    kind = spec.source(args.source).kind
-    if kind == "ldap":
-        from metabackup.connections import ConnectionNotFound, get_connection
-        from metabackup.sources import RestoreError
-        from metabackup.sources.ldap import LdapDestination
-
-        try:
-            dest = LdapDestination(conn=get_connection(args.dest))
-        except ConnectionNotFound as exc:
-            raise RestoreError(f"--dest {args.dest!r}: {exc}; for an ldap source --dest names the Airflow connection "
-                               "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
-                               "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
-                               "--suffix ..., run from a checkout of this project)") from None
-    if kind in ("postgres", "oms"):
-        from metabackup.sources.postgres import PostgresDestination
-
-        data_dir = args.dest if kind == "postgres" else str(Path(args.dest) / "database")
-        dest = PostgresDestination(data_dir=data_dir, port=args.port, keep_running=args.keep_running)
-        if kind == "oms":
-            from metabackup.sources.oms import OmsDestination
-
-            dest = OmsDestination(database=dest, files_dir=str(Path(args.dest) / "files"))
+    try:  # the same checks and destination objects as the restore DAG's, before anything runs
+        dest = parse_destination(spec, spec.source(args.source), args.dest, keep_running=args.keep_running,
+                                 port=args.port)
+    except ConnectionNotFound as exc:
+        raise RestoreError(f"--dest {args.dest!r}: {exc}; for an ldap source --dest names the Airflow connection "
+                           "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
+                           "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
+                           "--suffix ...)") from None
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
     print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0

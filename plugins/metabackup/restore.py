@@ -240,9 +240,15 @@ def check_destination(spec: TaskSpec, destination: str) -> Path:
 
 
 def destination_for(plan: RestorePlan, destination: str, keep_running: bool = False, port: int = 0) -> Any:
+    """:func:`parse_destination` for a restore plan (its point in time and bridge included)."""
+    return parse_destination(plan.spec, plan.source, destination, keep_running, port, plan.point_in_time, plan.bridge)
+
+
+def parse_destination(spec: TaskSpec, source: Source, destination: str, keep_running: bool = False, port: int = 0,
+                      point_in_time: str | None = None, bridge: Manifest | None = None) -> Any:
     """The kind's destination object from the text a user gives (a directory or a connection id),
     checked by :func:`check_destination`; the kind comes from the spec, never from a manifest."""
-    kind = plan.source.kind
+    kind = source.kind
     destination = (destination or "").strip()
     if not destination:
         raise RestoreError("a destination is required: a new directory (files, postgres, oms, namenode) or an "
@@ -254,12 +260,12 @@ def destination_for(plan: RestorePlan, destination: str, keep_running: bool = Fa
         if not _CONN_ID.match(destination):
             raise RestoreError(f"destination {destination!r} is not an Airflow connection id (letters, digits, _ . -)")
         return LdapDestination(conn=get_connection(destination))
-    dest = check_destination(plan.spec, destination)
+    dest = check_destination(spec, destination)
     if kind in ("postgres", "oms"):
         from metabackup.sources.postgres import PostgresDestination
 
         database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"), port=port,
-                                       keep_running=keep_running, target_time=plan.point_in_time, bridge=plan.bridge)
+                                       keep_running=keep_running, target_time=point_in_time, bridge=bridge)
         if kind == "postgres":
             return database
         from metabackup.sources.oms import OmsDestination

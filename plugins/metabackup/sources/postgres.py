@@ -278,7 +278,7 @@ class PostgresSource(SourceKind):
         if folder.name != decision.get("set"):
             return "the work directory does not name the task directory"
         try:
-            catalog = Catalog.of(open_target(self.source.target).manifests(folder.parent.name, self.source.name))
+            catalog = Catalog.read(open_target(self.source.target), self.task, folder.parent.name, self.source.name)
         except Exception as exc:  # noqa: BLE001 - reported in the manifest, the backup itself goes on
             return f"the catalog could not be read: {exc}"
         for manifest in reversed(catalog.restorable()):
