@@ -47,8 +47,7 @@ def main() -> int:
 
     from harness import hdfs
     from metabackup.manifest import sha256_of
-    from metabackup.spec import Target
-    from metabackup.targets.localhdfs import LocalHDFSTarget
+    from metabackup.targets.localhdfs import LocalHDFSConfig
 
     work = Path(tempfile.mkdtemp(prefix="metabackup-bench-hdfs-"))
     cluster = hdfs.start(work / "hdfs")
@@ -61,7 +60,7 @@ def main() -> int:
         with open(local, "rb") as handle:
             sha, size = sha256_of(handle)
         user = cluster.airflow_connection()["login"]
-        target = LocalHDFSTarget(Target(type="LocalHDFS", path="/bench/meta", max_backups=3, nameservice="hacluster"))
+        target = LocalHDFSConfig(type="LocalHDFS", path="/bench/meta", max_backups=3, nameservice="hacluster").open()
         target.ensure_writable("task")
         times: dict[str, list[float]] = {"raw": [], "ours": [], "ours+verify": []}
         for round_number in range(args.repeat):

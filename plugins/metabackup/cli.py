@@ -107,7 +107,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from metabackup.overview import chain_verification
-    from metabackup.targets import open_target
     from metabackup.verification import read_record
 
     spec = load_spec(args.spec)
@@ -116,7 +115,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for source in spec.sources:
         if args.source and source.name != args.source:
             continue
-        target = open_target(source.target)
+        target = source.target.open()
         catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
         verified = read_record(target, task_dir, source.name).get("sets", {})
         for m in catalog.sets:
@@ -125,11 +124,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                          "size": m.archive.size, "executed_at": m.executed_at,
                          "restorable": chain is not None,
                          "verification": chain_verification(catalog, m.set, verified),
-                         "path": f"{source.target.path}/{task_dir}/{m.archive.name}"})
+                         "path": f"{source.target.uri(task_dir)}/{m.archive.name}"})
         for bad in catalog.invalid:
             rows.append({"source": source.name, "set": None, "invalid": bad.name, "reason": bad.reason,
                          "restorable": False})
-        if source.kind in ("postgres", "oms"):
+        if source.plugin.pitr_coverage:
             from metabackup.overview import pitr_summary
 
             for gap in (pitr_summary(catalog) or {}).get("gaps", []):

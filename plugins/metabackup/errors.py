@@ -26,3 +26,16 @@ class BackupError(MetabackupError):
 
 class RestoreError(MetabackupError):
     """A backup cannot be restored as asked; the message says why."""
+
+
+class SpecError(MetabackupError, ValueError):
+    """A spec (or a set of specs) is invalid.  ``problems`` holds ``(file, field, reason)`` rows."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        lines = [f"{file}: {fld}: {reason}" for file, fld, reason in problems]
+        super().__init__("invalid backup task spec\n  " + "\n  ".join(lines))
+
+
+class SpecClash(SpecError):
+    """A problem across spec files (a task name used by several files), which no single file's DAG can see."""

@@ -84,15 +84,11 @@ class Manifest:
 
 
 MAX_MANIFEST_BYTES = 1 << 20
-KINDS = ("files", "ldap", "postgres", "oms", "namenode")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 _TASK_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}_\d{14}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
-_LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
-_WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_EDITS = re.compile(r"^edits_\d{19}-\d{19}$")
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)\Z")
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict = 60, 60, 4, 4
@@ -106,166 +102,103 @@ class _Invalid(Exception):
     pass
 
 
-def _need(ok: bool, fld: str, value: Any, what: str) -> None:
+def need(ok: bool, fld: str, value: Any, what: str) -> None:
     if not ok:
         raise _Invalid(f"{fld}: {what}, got {_short.repr(value)}")
 
 
-def _str(raw: dict, fld: str, pattern: re.Pattern | None = None, what: str = "a string", optional: bool = False) -> Any:
+def text_field(raw: dict, fld: str, pattern: re.Pattern | None = None, what: str = "a string", optional: bool = False) -> Any:
     value = raw.get(fld.rsplit(".", 1)[-1])
     if optional and value is None:
         return None
-    _need(isinstance(value, str) and (pattern is None or pattern.fullmatch(value) is not None), fld, value, what)
+    need(isinstance(value, str) and (pattern is None or pattern.fullmatch(value) is not None), fld, value, what)
     return value
 
 
-def _int(raw: dict, fld: str, optional: bool = False, low: int = 0) -> Any:
+def int_field(raw: dict, fld: str, optional: bool = False, low: int = 0) -> Any:
     value = raw.get(fld.rsplit(".", 1)[-1])
     if optional and value is None:
         return None
-    _need(isinstance(value, int) and not isinstance(value, bool) and value >= low, fld, value,
-          f"a whole number >= {low}")
+    need(isinstance(value, int) and not isinstance(value, bool) and value >= low, fld, value,
+         f"a whole number >= {low}")
     return value
 
 
-def _time(raw: dict, fld: str, optional: bool = False) -> str | None:
+def time_field(raw: dict, fld: str, optional: bool = False) -> str | None:
     if optional and raw.get(fld.rsplit(".", 1)[-1]) is None:
         return None
-    value = _str(raw, fld, what="an ISO-8601 time with offset")
+    value = text_field(raw, fld, what="an ISO-8601 time with offset")
     try:
         parsed = pendulum.parse(value)
     except Exception:
         parsed = None
-    _need(isinstance(parsed, pendulum.DateTime) and _OFFSET.search(value) is not None, fld, value,
-          "an ISO-8601 time with offset")
+    need(isinstance(parsed, pendulum.DateTime) and _OFFSET.search(value) is not None, fld, value,
+         "an ISO-8601 time with offset")
     return value
 
 
-def _dict(raw: dict, fld: str) -> dict:
+def object_field(raw: dict, fld: str) -> dict:
     value = raw.get(fld.rsplit(".", 1)[-1])
-    _need(isinstance(value, dict) and all(isinstance(k, str) for k in value), fld, value, "a JSON object")
+    need(isinstance(value, dict) and all(isinstance(k, str) for k in value), fld, value, "a JSON object")
     return value
 
 
-def _names(raw: dict, fld: str, pattern: re.Pattern, what: str, optional: bool = False) -> None:
+def names_field(raw: dict, fld: str, pattern: re.Pattern, what: str, optional: bool = False) -> None:
     value = raw.get(fld.rsplit(".", 1)[-1])
     if optional and value is None:
         return
-    _need(isinstance(value, list) and all(isinstance(v, str) and pattern.fullmatch(v) for v in value), fld, value,
-          f"a list of {what}")
-
-
-def _files_position(pos: dict, at: str) -> None:
-    _str(pos, f"{at}.file_index_sha256", _HEX64, "a SHA-256 in hex")
-    _int(pos, f"{at}.entries")
-    _need(isinstance(pos.get("paths"), list) and all(isinstance(p, str) and p.startswith("/") for p in pos["paths"]),
-          f"{at}.paths", pos.get("paths"), "a list of absolute paths")
-
-
-def _postgres_position(pos: dict, at: str) -> None:
-    _int(pos, f"{at}.timeline", low=1)
-    _str(pos, f"{at}.start_lsn", _LSN, "an LSN such as 0/3000028")
-    _str(pos, f"{at}.end_lsn", _LSN, "an LSN such as 0/3000028")
-    _str(pos, f"{at}.last_record_lsn", _LSN, "an LSN such as 0/3000028", optional=True)
-    _str(pos, f"{at}.system_identifier", re.compile(r"^\d{1,20}$"), "a decimal system identifier")
-    _int(pos, f"{at}.server_version", low=90000)
-    _int(pos, f"{at}.segment_size", low=1)
-    _names(pos, f"{at}.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
-    for fld in ("consistent_at", "wal_end_time", "last_commit_time"):
-        _time(pos, f"{at}.{fld}", optional=True)
-    if pos.get("bridge_gap") is not None:
-        _str(_dict(pos, f"{at}.bridge_gap"), f"{at}.bridge_gap.reason", optional=True)
-        _time(pos["bridge_gap"], f"{at}.bridge_gap.covered_until", optional=True)
-    bridge = pos.get("bridge")
-    if bridge is not None:
-        _dict(pos, f"{at}.bridge")
-        _str(bridge, f"{at}.bridge.start_lsn", _LSN, "an LSN such as 0/3000028")
-        _str(bridge, f"{at}.bridge.end_lsn", _LSN, "an LSN such as 0/3000028")
-        _str(bridge, f"{at}.bridge.last_record_lsn", _LSN, "an LSN such as 0/3000028", optional=True)
-        _names(bridge, f"{at}.bridge.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
-        for fld in ("covered_until", "last_commit_time"):
-            _time(bridge, f"{at}.bridge.{fld}", optional=True)
-        _need(bridge.get("from_set") is None or (isinstance(bridge["from_set"], str) and SetName.parse(bridge["from_set"])),
-              f"{at}.bridge.from_set", bridge.get("from_set"), "a set name")
-
-
-def _ldap_position(pos: dict, at: str) -> None:
-    _need(isinstance(pos.get("base_dns"), list) and all(isinstance(b, str) and "=" in b for b in pos["base_dns"]),
-          f"{at}.base_dns", pos.get("base_dns"), "a list of DNs")
-    _int(pos, f"{at}.entries", optional=True)
-    _str(pos, f"{at}.method", re.compile(r"^(full|accesslog|digest|export)$"), "full, accesslog, digest or export",
-         optional=True)
-    _str(pos, f"{at}.watermark", optional=True)
-
-
-def _namenode_position(pos: dict, at: str) -> None:
-    _str(pos, f"{at}.cluster_id", re.compile(r"^[A-Za-z0-9_.\-]{1,128}$"), "a cluster id")
-    _int(pos, f"{at}.namespace_id")
-    _str(pos, f"{at}.block_pool_id", re.compile(r"^[A-Za-z0-9_.\-]{1,128}$"), "a block pool id")
-    _int(pos, f"{at}.ctime")
-    _need(isinstance(pos.get("layout_version"), int), f"{at}.layout_version", pos.get("layout_version"), "a number")
-    _int(pos, f"{at}.start_txid")
-    _int(pos, f"{at}.end_txid")
-    _int(pos, f"{at}.image_txid", optional=True)
-    _str(pos, f"{at}.image_md5", _HEX32, "an MD5 in hex", optional=True)
-    _names(pos, f"{at}.segments", _EDITS, "edit-log segment names")
-
-
-def _oms_position(pos: dict, at: str) -> None:
-    _postgres_position(_dict(pos, f"{at}.postgres"), f"{at}.postgres")
-    _files_position(_dict(pos, f"{at}.files"), f"{at}.files")
-
-
-_POSITION_CHECKS = {"files": _files_position, "postgres": _postgres_position, "ldap": _ldap_position,
-                    "namenode": _namenode_position, "oms": _oms_position}
+    need(isinstance(value, list) and all(isinstance(v, str) and pattern.fullmatch(v) for v in value), fld, value,
+         f"a list of {what}")
 
 
 def _validated(raw: Any) -> dict[str, Any]:
     """The manifest's fields, checked by allow-list; raises :class:`_Invalid` naming the field."""
-    _need(isinstance(raw, dict), "<manifest>", raw, "a JSON object")
+    need(isinstance(raw, dict), "<manifest>", raw, "a JSON object")
     allowed = {f.name for f in fields(Manifest)}
     unknown = sorted(set(raw) - allowed)
-    _need(not unknown, "<manifest>", unknown, "no unknown fields")
-    _need(type(raw.get("format")) is int and raw["format"] == FORMAT_VERSION, "format", raw.get("format"),
-          f"format {FORMAT_VERSION}")
-    stem = _str(raw, "set", what="a set name <version>_<source>_<YYYYMMDDHHmmss>")
+    need(not unknown, "<manifest>", unknown, "no unknown fields")
+    need(type(raw.get("format")) is int and raw["format"] == FORMAT_VERSION, "format", raw.get("format"),
+         f"format {FORMAT_VERSION}")
+    stem = text_field(raw, "set", what="a set name <version>_<source>_<YYYYMMDDHHmmss>")
     name = SetName.parse(stem)
-    _need(name is not None, "set", stem, "a set name <version>_<source>_<YYYYMMDDHHmmss>")
-    _str(raw, "task", _TASK, "a task name")
-    _str(raw, "task_dir", _TASK_DIR, "a task directory <task>_<YYYYMMDDHHmmss>")
-    _need(raw["task_dir"].startswith(raw["task"] + "_"), "task_dir", raw["task_dir"], f"'{raw['task']}_<time>'")
-    source = _str(raw, "source", re.compile(r"^[A-Za-z0-9\-]{1,64}$"), "a source name")
-    _need(name.source == source, "set", stem, f"a set of source {source}")
-    _str(raw, "cluster_version", _VERSION, "a cluster version")
-    _need(name.version == raw["cluster_version"], "set", stem, f"a set of version {raw['cluster_version']}")
-    kind = _str(raw, "kind", what=f"one of {', '.join(KINDS)}")
-    _need(kind in KINDS, "kind", kind, f"one of {', '.join(KINDS)}")
-    kind_type = _str(raw, "type", what="full or incremental")
-    _need(kind_type in (FULL, INCREMENTAL), "type", kind_type, "full or incremental")
+    need(name is not None, "set", stem, "a set name <version>_<source>_<YYYYMMDDHHmmss>")
+    text_field(raw, "task", _TASK, "a task name")
+    text_field(raw, "task_dir", _TASK_DIR, "a task directory <task>_<YYYYMMDDHHmmss>")
+    need(raw["task_dir"].startswith(raw["task"] + "_"), "task_dir", raw["task_dir"], f"'{raw['task']}_<time>'")
+    source = text_field(raw, "source", re.compile(r"^[A-Za-z0-9\-]{1,64}$"), "a source name")
+    need(name.source == source, "set", stem, f"a set of source {source}")
+    text_field(raw, "cluster_version", _VERSION, "a cluster version")
+    need(name.version == raw["cluster_version"], "set", stem, f"a set of version {raw['cluster_version']}")
+    from metabackup.sources import KINDS, source_kind  # the kinds know their positions; they import this module
+
+    kind = text_field(raw, "kind", what=f"one of {', '.join(KINDS.names())}")
+    need(kind in KINDS, "kind", kind, f"one of {', '.join(KINDS.names())}")
+    kind_type = text_field(raw, "type", what="full or incremental")
+    need(kind_type in (FULL, INCREMENTAL), "type", kind_type, "full or incremental")
     parent = raw.get("parent")
-    root = _str(raw, "chain_root", what="a set name")
+    root = text_field(raw, "chain_root", what="a set name")
     if kind_type == FULL:
-        _need(parent is None, "parent", parent, "null for a full set")
-        _need(root == stem, "chain_root", root, "the set itself for a full set")
+        need(parent is None, "parent", parent, "null for a full set")
+        need(root == stem, "chain_root", root, "the set itself for a full set")
     else:
-        _need(isinstance(parent, str) and SetName.parse(parent) is not None and SetName.parse(parent).source == source
-              and parent != stem, "parent", parent, f"the name of an earlier set of source {source}")
-        _need(SetName.parse(root) is not None and SetName.parse(root).source == source, "chain_root", root,
-              f"a set name of source {source}")
+        need(isinstance(parent, str) and SetName.parse(parent) is not None and SetName.parse(parent).source == source
+             and parent != stem, "parent", parent, f"the name of an earlier set of source {source}")
+        need(SetName.parse(root) is not None and SetName.parse(root).source == source, "chain_root", root,
+             f"a set name of source {source}")
     for fld in ("executed_at", "started_at", "finished_at"):
-        _time(raw, fld)
-    archive = _dict(raw, "archive")
-    _need(set(archive) == {"name", "size", "sha256"}, "archive", sorted(archive), "exactly name, size and sha256")
-    _need(archive["name"] == stem + ARCHIVE_SUFFIX, "archive.name", archive["name"], f"{stem + ARCHIVE_SUFFIX!r}")
-    _int(archive, "archive.size")
-    _str(archive, "archive.sha256", _HEX64, "a SHA-256 in hex")
-    _dict(raw, "content")
-    position = _dict(raw, "position")
-    _POSITION_CHECKS[kind](position, "position")
-    _str(raw, "reason")
+        time_field(raw, fld)
+    archive = object_field(raw, "archive")
+    need(set(archive) == {"name", "size", "sha256"}, "archive", sorted(archive), "exactly name, size and sha256")
+    need(archive["name"] == stem + ARCHIVE_SUFFIX, "archive.name", archive["name"], f"{stem + ARCHIVE_SUFFIX!r}")
+    int_field(archive, "archive.size")
+    text_field(archive, "archive.sha256", HEX64, "a SHA-256 in hex")
+    object_field(raw, "content")
+    position = object_field(raw, "position")
+    source_kind(kind).check_position(position, "position")
+    text_field(raw, "reason")
     tools = raw.get("tools", {})
-    _need(isinstance(tools, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tools.items()),
-          "tools", tools, "an object of strings")
+    need(isinstance(tools, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tools.items()),
+         "tools", tools, "an object of strings")
     return {**raw, "archive": ArchiveInfo(**archive)}
 
 

@@ -43,20 +43,18 @@ def chain_verification(catalog: Catalog, stem: str, verified: dict[str, Any]) ->
 
 
 def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str, Any]:
-    from metabackup.targets import open_target
     from metabackup.verification import read_record
 
     source = spec.source(source_name)
     row: dict[str, Any] = {"source": source.name, "kind": source.kind, "target_type": source.target.type,
                            "max_backups": source.target.max_backups, "sets": [], "error": None,
                            "test_restore": None, "invalid": []}
+    row["target"] = source.target.uri(task_dir)
     try:
-        target = open_target(source.target)
-        row["target"] = f"{target.uri}/{task_dir}"
+        target = source.target.open()
         catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
         record = read_record(target, task_dir, source.name)
     except Exception as exc:  # one unreachable target must not hide the others
-        row["target"] = f"{source.target.type}:{source.target.path}/{task_dir}"
         row["error"] = f"{type(exc).__name__}: {exc}"
         return row
     verified = record.get("sets", {})
@@ -71,7 +69,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
             "verification": chain_verification(catalog, manifest.set, verified),
         })
     row["test_restore"] = record.get("test_restore")
-    row["pitr"] = pitr_summary(catalog) if source.kind in ("postgres", "oms") else None
+    row["pitr"] = pitr_summary(catalog) if source.plugin.pitr_coverage else None
     return row
 
 

@@ -34,9 +34,9 @@ from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
 from metabackup.naming import SetName
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
-from metabackup.sources import SourceKind, kind_class
+from metabackup.sources import SourceEngine
 from metabackup.spec import Source, TaskSpec
-from metabackup.targets import BackupTarget, TargetError, open_target
+from metabackup.targets import BackupTarget, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,11 @@ class SetRun:
 
     @cached_property
     def target(self) -> BackupTarget:
-        return open_target(self.source.target)
+        return self.source.target.open()
 
     @property
-    def kind(self) -> SourceKind:
-        return kind_class(self.source.kind)(self.source, task=self.spec.name)
+    def kind(self) -> SourceEngine:
+        return self.source.plugin.engine(self.source, task=self.spec.name)
 
     def catalog(self) -> Catalog:
         return Catalog.read(self.target, self.spec.name, self.task_dir, self.source.name, self.spec.timezone)
@@ -171,8 +171,8 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
             swept = sweep_stale_workdirs(spec, name, keep=current)
             if swept:
                 log.info("%s: removed work directories of earlier runs from the staging area: %s", name, swept)
-            kind_class(source.kind)(source, task=spec.name).check()
-            target = open_target(source.target)
+            source.plugin.engine(source, task=spec.name).check()
+            target = source.target.open()
             target.ensure_writable(task_dir)
             removed = target.remove_partials(task_dir)
             if removed:
@@ -215,7 +215,7 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
     else:
         kind = run.kind
         chosen = decide_type(
-            policy=run.spec.policy, catalog=catalog, supports_incremental=kind.supports_incremental,
+            policy=run.spec.policy, catalog=catalog, supports_incremental=run.source.plugin.supports_incremental,
             cluster_version=run.spec.cluster_version, max_backups=run.source.target.max_backups, force_full=force_full,
         )
         parent = catalog.get(chosen.parent) if chosen.parent else None

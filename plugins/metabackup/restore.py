@@ -9,7 +9,7 @@ import re
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -18,25 +18,11 @@ import pendulum
 from metabackup.catalog import Catalog
 from metabackup.locks import lock_for
 from metabackup.manifest import Manifest
-from metabackup.sources import RestoreError, kind_class
+from metabackup.sources import RestoreError, RestoreRequest
 from metabackup.spec import Source, TaskSpec
-from metabackup.targets import BackupTarget, TargetError, open_target
+from metabackup.targets import BackupTarget, TargetError
 
 log = logging.getLogger(__name__)
-
-POINT_IN_TIME_KINDS = ("postgres",)
-
-
-def with_target_time(dest: Any, moment: str, bridge: Manifest | None = None) -> Any:
-    """``dest`` recovering to ``moment``; ``bridge`` (see :func:`pitr_bridge`) is the later full
-    whose bridge WAL carries the chain up to the moment, when the moment is after the chain."""
-    from metabackup.sources.postgres import PostgresDestination
-
-    if not isinstance(dest, PostgresDestination):
-        dest = PostgresDestination(data_dir=str(dest))
-    dest.target_time = moment
-    dest.bridge = bridge
-    return dest
 
 
 def resolve_chain(catalog: Catalog, set_stem: str | None) -> list[Manifest]:
@@ -99,7 +85,7 @@ def set_for_point_in_time(catalog: Catalog, moment: pendulum.DateTime) -> str:
 def pitr_bridge(catalog: Catalog, chain: list[Manifest], moment: pendulum.DateTime | str) -> Manifest | None:
     """The full whose bridge WAL a restore of ``chain`` to ``moment`` needs (the moment is after
     the chain's own WAL), or None.  Verify it with the chain (``verify_chain(target, chain +
-    [bridge])``) and hand it to the destination (``with_target_time(dest, moment, bridge)``)."""
+    [bridge])``) and hand it to the destination (``RestoreRequest.point_in_time`` and ``.bridge``)."""
     if isinstance(moment, str):
         moment = pendulum.parse(moment.replace(" ", "T", 1) if re.match(r"^\d{4}-\d\d-\d\d ", moment) else moment)
     moment = moment.in_timezone("UTC")
@@ -155,14 +141,14 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
     """Resolve the chain to restore: a set (default: the latest restorable) or, for PostgreSQL
     kinds, the chain of the first set that reaches ``point_in_time``."""
     source = spec.source(source_name)
-    target = open_target(source.target)
+    target = source.target.open()
     task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     if set_stem in ("", "latest"):
         set_stem = None
     target_time = None
     if point_in_time:
-        if source.kind not in POINT_IN_TIME_KINDS:
+        if not source.plugin.point_in_time:
             raise RestoreError(f"source kind {source.kind} restores to backup sets only, not to a point in time")
         try:
             moment = pendulum.parse(point_in_time)
@@ -202,10 +188,8 @@ def live_paths(spec: TaskSpec) -> list[str]:
     """Every directory the spec backs up, and every place it writes backups or staging to."""
     paths = []
     for source in spec.sources:
-        options = source.options.get("files", source.options)
-        paths += options.get("paths") or []
-        if source.target.type == "LocalDir":
-            paths += [source.target.path] + ([source.target.mirror] if source.target.mirror else [])
+        paths += [path for _, path in source.plugin.backed_up_dirs(source.options)]
+        paths += [path for _, path, _ in source.target.local_dirs()]
     return paths + [spec.staging_dir]
 
 
@@ -248,30 +232,24 @@ def parse_destination(spec: TaskSpec, source: Source, destination: str, keep_run
                       point_in_time: str | None = None, bridge: Manifest | None = None) -> Any:
     """The kind's destination object from the text a user gives (a directory or a connection id),
     checked by :func:`check_destination`; the kind comes from the spec, never from a manifest."""
-    kind = source.kind
+    kind = source.plugin
     destination = (destination or "").strip()
     if not destination:
-        raise RestoreError("a destination is required: a new directory (files, postgres, oms, namenode) or an "
-                           "Airflow connection of an empty directory server (ldap)")
-    if kind == "ldap":
-        from metabackup.connections import get_connection
-        from metabackup.sources.ldap import LdapDestination
-
+        raise RestoreError(f"a destination is required: {destination_hint(source)}")
+    if kind.restores_into == "connection":
         if not _CONN_ID.match(destination):
             raise RestoreError(f"destination {destination!r} is not an Airflow connection id (letters, digits, _ . -)")
-        return LdapDestination(conn=get_connection(destination))
-    dest = check_destination(spec, destination)
-    if kind in ("postgres", "oms"):
-        from metabackup.sources.postgres import PostgresDestination
+        where: Any = destination
+    else:
+        where = check_destination(spec, destination)
+    return kind.destination(where, RestoreRequest(keep_running=keep_running, port=port, point_in_time=point_in_time,
+                                                  bridge=bridge))
 
-        database = PostgresDestination(data_dir=str(dest if kind == "postgres" else dest / "database"), port=port,
-                                       keep_running=keep_running, target_time=point_in_time, bridge=bridge)
-        if kind == "postgres":
-            return database
-        from metabackup.sources.oms import OmsDestination
 
-        return OmsDestination(database=database, files_dir=str(dest / "files"))
-    return dest
+def destination_hint(source: Source) -> str:
+    if source.plugin.restores_into == "connection":
+        return f"the Airflow connection of an empty directory server ({source.name} is {source.kind})"
+    return f"a new directory ({source.name} is {source.kind})"
 
 
 def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
@@ -281,9 +259,8 @@ def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
         raise RestoreError(f"refusing to restore: {', '.join(foreign)} recorded kind "
                            f"{plan.chain[0].kind if plan.chain[0].kind != plan.source.kind else plan.chain[-1].kind}, "
                            f"but source {plan.source.name} is of kind {plan.source.kind} in the spec")
-    kind = kind_class(plan.source.kind)
     log.info("restoring %s from chain %s", plan.chain[-1].set, " -> ".join(m.set for m in plan.chain))
-    result = kind.restore(plan.chain, plan.open_archive, dest)
+    result = plan.source.plugin.restore(plan.chain, plan.open_archive, dest)
     return {"set": plan.chain[-1].set, "chain": [m.set for m in plan.chain], **result}
 
 
@@ -295,8 +272,11 @@ def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | 
     holder = holder or f"restore by {socket.gethostname()} pid {os.getpid()}"
     with lock_for(spec, source_name).held(holder):
         plan = plan_restore(spec, source_name, set_stem, point_in_time)
-        if plan.point_in_time:
-            dest = with_target_time(dest, plan.point_in_time, plan.bridge)
+        request = RestoreRequest(point_in_time=plan.point_in_time, bridge=plan.bridge)
+        if isinstance(dest, (str, Path)) and plan.source.plugin.restores_into == "directory":
+            dest = plan.source.plugin.destination(Path(dest), request)
+        elif plan.point_in_time:  # a destination object built before the plan knew its moment
+            dest = replace(dest, target_time=plan.point_in_time, bridge=plan.bridge)
         verify_chain(plan.target, plan.reads)
         return execute_plan(plan, dest)
 
@@ -304,16 +284,19 @@ def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | 
 # ---------------------------------------------------------------------------------------------
 # In place (files) and validation
 # ---------------------------------------------------------------------------------------------
-IN_PLACE_KINDS = ("files",)
+def in_place_kinds() -> list[str]:
+    from metabackup.sources import KINDS, source_kind
+
+    return [name for name in KINDS.names() if source_kind(name).in_place]
 
 
 def restore_files_in_place(plan: RestorePlan, stamp: str) -> dict[str, Any]:
     """Restore a ``files`` source over its own directories: rebuild beside them, then swap each
     directory in, keeping the current one as ``<dir>.pre-restore-<stamp>`` (nothing is deleted)."""
-    if plan.source.kind not in IN_PLACE_KINDS:
-        raise RestoreError(f"in-place restore is supported for {', '.join(IN_PLACE_KINDS)} sources; restore a "
+    if not plan.source.plugin.in_place:
+        raise RestoreError(f"in-place restore is supported for {', '.join(in_place_kinds())} sources; restore a "
                            f"{plan.source.kind} source into a new destination and switch over to it")
-    paths = list(plan.source.options["paths"])  # the spec's directories, never a manifest's
+    paths = list(plan.source.options.paths)  # the spec's directories, never a manifest's
     scratch = Path(tempfile.mkdtemp(prefix=f".metabackup-restore-{stamp}-", dir=Path(paths[0]).parent))
     try:
         result = execute_plan(plan, scratch)
@@ -336,70 +319,10 @@ def restore_files_in_place(plan: RestorePlan, stamp: str) -> dict[str, Any]:
 
 
 def validate_restore(plan: RestorePlan, destination: Any, in_place: bool = False) -> dict[str, Any]:
-    """Check the restored state against what the set's manifest recorded; raise if it differs."""
-    position, kind = plan.chain[-1].position, plan.source.kind
-    checks: dict[str, Any] = {}
-    if kind == "files":
-        position = {**position, "paths": plan.source.options["paths"]}
-        checks.update(_validate_tree(position, Path("/") if in_place else Path(destination)))
-    elif kind == "oms":
-        checks.update(_validate_tree({**position["files"], "paths": plan.source.options["files"]["paths"]},
-                                     Path(destination) / "files"))
-        checks.update(_validate_pg(position["postgres"], Path(destination) / "database"))
-    elif kind == "postgres":
-        checks.update(_validate_pg(position, Path(destination)))
-    elif kind == "ldap":
-        from metabackup.connections import get_connection
-        from metabackup.sources.ldap import dump_state
-
-        state = dump_state(get_connection(destination), position["base_dns"])
-        checks["entries"] = len(state)
-        if position.get("entries") is not None and len(state) != position["entries"]:
-            raise RestoreError(f"the restored directory holds {len(state)} entries under {position['base_dns']}; "
-                               f"the set recorded {position['entries']}")
-    elif kind == "namenode":
-        current = Path(destination) / "current"
-        version = dict(line.split("=", 1) for line in (current / "VERSION").read_text().splitlines() if "=" in line)
-        if (version.get("clusterID"), version.get("namespaceID")) != (position["cluster_id"], str(position["namespace_id"])):
-            raise RestoreError(f"{current}/VERSION names another namespace than the set")
-        missing = [n for m in plan.chain for n in m.position["segments"] if not (current / n).exists()]
-        if missing:
-            raise RestoreError(f"{current} lacks edit-log segments {missing[:3]}")
-        checks.update(last_txid=int((current / "seen_txid").read_text()), segments=sum(len(m.position["segments"]) for m in plan.chain))
+    """Check the restored state against what the set's manifest recorded; raise if it differs.
+    ``destination`` is the text a user gave (parsed as for the restore) or the destination object."""
+    if isinstance(destination, str) and not in_place:
+        destination = destination_for(plan, destination)
+    checks = plan.source.plugin.validate_restored(plan.chain, plan.source, destination, in_place)
     log.info("validated the restore of %s: %s", plan.chain[-1].set, checks)
     return checks
-
-
-def _validate_tree(position: dict[str, Any], root: Path) -> dict[str, Any]:
-    count = 0
-    for path in position["paths"]:
-        top = root / path.lstrip("/")
-        if not top.exists():
-            raise RestoreError(f"{top} was not restored")
-        count += 1  # the configured directory itself is an index entry
-        for _dirpath, dirnames, filenames in os.walk(top):
-            count += len(dirnames) + len(filenames)
-    expected = position.get("entries")
-    if expected is not None and count != expected:
-        raise RestoreError(f"{count} entries restored under {root} for {position['paths']}; the set recorded {expected}")
-    return {"entries": count}
-
-
-def _validate_pg(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
-    import subprocess
-
-    from metabackup.fsutil import child_env
-
-    major = int(position["server_version"]) // 10000
-    controldata = f"/usr/lib/postgresql/{major}/bin/pg_controldata"
-    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True, env=child_env())
-    if done.returncode != 0:
-        raise RestoreError(f"pg_controldata on {data_dir} failed: {done.stderr.strip()}")
-    fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
-    system_id = fields.get("Database system identifier", "").strip()
-    state = fields.get("Database cluster state", "").strip()
-    if system_id != str(position["system_identifier"]):
-        raise RestoreError(f"{data_dir} has system identifier {system_id}; the set's server had {position['system_identifier']}")
-    if state not in ("shut down", "in production"):
-        raise RestoreError(f"{data_dir} is in state {state!r}, not a consistent recovered cluster")
-    return {"system_identifier": system_id, "cluster_state": state}

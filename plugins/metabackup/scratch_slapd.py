@@ -32,7 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from metabackup.errors import MetabackupError
 from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir, write_private
+
+
+class ScratchServerError(MetabackupError):
+    """The scratch slapd did not start (the message holds its log's tail)."""
 
 SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 MODULES = ("back_mdb", "ppolicy")
@@ -83,8 +88,8 @@ def mdb_database(directory: Path, suffix: str, hashed_password: str) -> str:
 def launch(conf: Path, port: int, urls: str = "", timeout: float = 20) -> subprocess.Popen:
     """Run ``slapd -f conf`` in the foreground of a new session, logging to ``slapd.log`` beside
     ``conf`` (0600), listening on ``urls`` (default ``ldap://127.0.0.1:<port>/``); return once
-    ``port`` accepts a connection.  RuntimeError (with the log's tail) if it exits or is not up
-    within ``timeout`` seconds."""
+    ``port`` accepts a connection.  :class:`ScratchServerError` (with the log's tail) if it exits or
+    is not up within ``timeout`` seconds."""
     logfile = conf.parent / "slapd.log"
     fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
     with os.fdopen(fd, "ab") as log:
@@ -94,14 +99,14 @@ def launch(conf: Path, port: int, urls: str = "", timeout: float = 20) -> subpro
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"slapd exited with {proc.returncode}: {_tail(logfile)}")
+            raise ScratchServerError(f"slapd exited with {proc.returncode}: {_tail(logfile)}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return proc
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"slapd did not listen on 127.0.0.1:{port} within {timeout}s: {_tail(logfile)}")
+    raise ScratchServerError(f"slapd did not listen on 127.0.0.1:{port} within {timeout}s: {_tail(logfile)}")
 
 
 def _tail(logfile: Path, chars: int = 1500) -> str:

@@ -20,13 +20,11 @@ from typing import Any
 import pendulum
 
 from metabackup.catalog import Catalog
-from metabackup.connections import ConnectionInfo
 from metabackup.errors import MetabackupError
 from metabackup.locks import lock_for
 from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
-from metabackup.sources import RestoreError
 from metabackup.spec import TaskSpec
-from metabackup.targets import BackupTarget, TargetError, open_target
+from metabackup.targets import BackupTarget, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
 
 def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     source = spec.source(source_name)
-    target = open_target(source.target)
+    target = source.target.open()
     task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     record = read_record(target, task_dir, source_name)
@@ -140,30 +138,7 @@ def _record_test_restore(plan: RestorePlan, source: str, outcome: dict[str, Any]
 
 
 def _restore_into_scratch(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
-    kind = plan.source.kind
-    if kind == "ldap":
-        return _ldap_scratch_restore(plan, scratch)
-    from metabackup.restore import destination_for
-
-    destination = str(scratch / "restored")
-    execute_plan(plan, destination_for(plan, destination))
-    return validate_restore(plan, destination)
-
-
-def _ldap_scratch_restore(plan: RestorePlan, scratch: Path) -> dict[str, Any]:
-    """A scratch slapd (:mod:`metabackup.scratch_slapd`) whose suffix is the backed-up base DN."""
-    from metabackup.scratch_slapd import scratch_slapd
-    from metabackup.sources.ldap import LdapDestination, dump_state
-
-    bases = plan.source.options["base_dns"]  # the spec's, never a manifest's
-    if len(bases) != 1:
-        raise RestoreError(f"a scratch test restore needs one base DN per source; {plan.source.name} has {bases}")
-    with scratch_slapd(scratch / "slapd", bases[0]) as server:
-        conn = ConnectionInfo(conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
-                              login=server.admin_dn, password=server.password)
-        execute_plan(plan, LdapDestination(conn=conn))
-        entries = len(dump_state(conn, bases))
-        expected = plan.chain[-1].position.get("entries")
-        if expected is not None and entries != expected:
-            raise RestoreError(f"the scratch directory holds {entries} entries; the set recorded {expected}")
-        return {"entries": entries}
+    """Restore into the kind's scratch destination (a directory, or a scratch server) and validate."""
+    with plan.source.plugin.scratch_destination(plan.source, scratch) as destination:
+        execute_plan(plan, destination)
+        return validate_restore(plan, destination)

@@ -21,7 +21,6 @@ from metabackup.catalog import Catalog
 from metabackup.overview import task_overview
 from metabackup.restore import RestoreError, plan_restore, restore_files_in_place, restore_source
 from metabackup.spec import load_spec
-from metabackup.targets import open_target
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
@@ -211,7 +210,7 @@ def test_archive_member_of_another_type_than_the_index_says_is_refused(world):
 def test_a_manifest_cannot_choose_the_restore_kind(world):
     """``kind: postgres`` on a files set once made the restore extract with a trusting filter."""
     forge(world, read_members(world["folder"] / f"{world['stem']}.tar.gz"), kind="postgres")
-    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS", "UTC")
+    catalog = Catalog.read(world["spec"].sources[0].target.open(), "store", world["run"].task_dir, "OMS", "UTC")
     assert catalog.sets == () and "position" in catalog.invalid[0].reason  # a files position is no postgres one
     action, dest = restore_to(world)
     assert_refused_untouched(world, action, "no restorable backup set")
@@ -239,7 +238,7 @@ def test_retention_never_deletes_outside_the_target(world, name):
     manifest_path.write_text(json.dumps(manifest))
     spec = world["spec"]
     before = snapshot(world["precious"])
-    catalog = Catalog.read(open_target(spec.sources[0].target), "store", world["run"].task_dir, "OMS")
+    catalog = Catalog.read(spec.sources[0].target.open(), "store", world["run"].task_dir, "OMS")
     assert catalog.sets == () and "archive.name" in catalog.invalid[0].reason
     for hour in (1, 2, 3):  # max_backups 2: retention deletes old sets, never the invalid one's "archive"
         run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
@@ -261,7 +260,7 @@ def test_manifest_fields_are_allow_listed(world, field, value):
     manifest = json.loads(manifest_path.read_text())
     manifest[field] = value
     manifest_path.write_text(json.dumps(manifest))
-    catalog = Catalog.read(open_target(world["spec"].sources[0].target), "store", world["run"].task_dir, "OMS", "UTC")
+    catalog = Catalog.read(world["spec"].sources[0].target.open(), "store", world["run"].task_dir, "OMS", "UTC")
     assert catalog.sets == ()
     assert len(catalog.invalid) == 1 and field in catalog.invalid[0].reason or "belong" in catalog.invalid[0].reason
     action, _dest = restore_to(world)

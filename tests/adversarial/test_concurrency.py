@@ -185,7 +185,7 @@ def test_two_processes_at_once_both_commit_and_the_chain_holds(spec, tmp_path):
     newest = cat.latest_restorable()
     result = restore_source(spec, "OMS", tmp_path / "restored")
     assert result["set"] == newest.set
-    src = Path(spec.sources[0].options["paths"][0])
+    src = Path(spec.sources[0].options.paths[0])
     assert dict(iter_tree(tmp_path / "restored" / str(src).lstrip("/"))) == dict(iter_tree(src))
 
 

@@ -42,7 +42,7 @@ from metabackup.manifest import ManifestError
 from metabackup.restore import RestoreError, restore_source
 from metabackup.sources.files import INDEX_MEMBER, iter_tree
 from metabackup.spec import load_spec
-from metabackup.targets import TargetError, open_target
+from metabackup.targets import TargetError
 from metabackup.verification import VerificationFailed, read_record, verify_sets
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
@@ -104,7 +104,7 @@ class World:
         return (root or self.folder) / f"{stem}.manifest.json"
 
     def catalog(self) -> Catalog:
-        return Catalog.read(open_target(self.spec.sources[0].target), self.spec.name, self.task_dir, SOURCE, self.spec.timezone)
+        return Catalog.read(self.spec.sources[0].target.open(), self.spec.name, self.task_dir, SOURCE, self.spec.timezone)
 
     def reset(self) -> None:
         """Put the target (primary and mirror) back exactly as the pipeline left it."""
@@ -345,7 +345,7 @@ def test_byte_region(w, tmp_path, role, region, i, place):
         assert stem in str(error) and "verification" in str(error)
     with pytest.raises(VerificationFailed, match=stem):
         verify_sets(w.spec, SOURCE)
-    record = read_record(open_target(w.spec.sources[0].target), w.task_dir, SOURCE)
+    record = read_record(w.spec.sources[0].target.open(), w.task_dir, SOURCE)
     assert record["sets"][stem]["ok"] is False
     assert w.mirror.joinpath(w.archive(stem).name).read_bytes() == (original if place == "primary" else blob)
 

@@ -34,7 +34,6 @@ from metabackup.catalog import Catalog
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
-from metabackup.targets import open_target
 
 pytestmark = pytest.mark.airflow
 
@@ -164,7 +163,7 @@ def assert_consistent(world, expected_types: list[str]) -> list:
     spec = load_spec(world["spec_path"])
     source = spec.source(SOURCE)
     task_dir = spec.task_dir
-    target = open_target(source.target)
+    target = source.target.open()
     catalog = Catalog.of(target.manifests(task_dir, SOURCE))
     stems = [m.set for m in catalog.sets]
     assert [m.type for m in catalog.sets] == expected_types, stems

@@ -20,7 +20,7 @@ from harness import slapd
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
-from metabackup.sources.ldap import LdapDestination, dump_state
+from metabackup.sources.ldap.restore import LdapDestination, dump_state
 from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metabackup import spec as spec_module
+from metabackup import spec_yaml
 from metabackup.spec import SpecError, load_spec, load_spec_dir
 
 # Not a benchmark: a bound that only an expansion breaks.  The billion-laughs file ran 70 s to a
@@ -70,7 +70,7 @@ def test_billion_laughs_alias_bomb(tmp_path):
 
 
 def test_billion_laughs_with_the_pure_python_parser(tmp_path, monkeypatch):
-    monkeypatch.setattr(spec_module, "_SpecLoader", spec_module._PySpecLoader)
+    monkeypatch.setattr(spec_yaml, "_SpecLoader", spec_yaml._PySpecLoader)
     path = write(tmp_path, BILLION_LAUGHS)
     error, took = refused(path)
     assert lines(error)[0].startswith(f"{path}: line 2, column 4: YAML aliases/anchors are not allowed")
@@ -172,7 +172,7 @@ def test_deep_nesting(tmp_path):
 
 
 def test_deep_nesting_with_the_pure_python_parser(tmp_path, monkeypatch):
-    monkeypatch.setattr(spec_module, "_SpecLoader", spec_module._PySpecLoader)
+    monkeypatch.setattr(spec_yaml, "_SpecLoader", spec_yaml._PySpecLoader)
     path = write(tmp_path, "[" * 20000 + "]" * 20000 + "\n")
     error, took = refused(path)
     assert lines(error) == [f"{path}: line 1, column 33: nesting deeper than 32 levels is not allowed in a task spec"]
@@ -189,7 +189,7 @@ def test_long_value_inside_the_cap_is_shortened_in_the_message(tmp_path):
 
 
 def test_ten_megabyte_string_is_never_quoted_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(spec_module, "MAX_SPEC_BYTES", 32 * 1024 * 1024)  # let it through the size cap
+    monkeypatch.setattr(spec_yaml, "MAX_SPEC_BYTES", 32 * 1024 * 1024)  # let it through the size cap
     value = "x" * (10 * 1024 * 1024)
     # a bad name, timezone and version, each 10 MB long (YAML itself limits keys to 1024 characters)
     text = yaml.safe_dump(GOOD, sort_keys=False)

@@ -1,6 +1,6 @@
 """One adapter per backup target for the target contract (tests/contract/test_target_contract.py).
 
-An adapter makes a fresh spec ``Target`` (``make``) and looks at what the target stored *without*
+An adapter makes a fresh target config (``make``: the spec's ``target`` model) and looks at what the target stored *without*
 going through it (``raw_*``): every copy it keeps (``copies``: the primary, a LocalDir's standby
 mirror), file and directory modes where the storage shows them, and the whole sandbox around the
 target so a refused name can be shown to have written nothing anywhere.  A new target is tested
@@ -15,7 +15,9 @@ import secrets
 from pathlib import Path
 
 from hdfs_helpers import WebHdfs
-from metabackup.spec import Target
+from metabackup.targets.base import TargetConfig
+from metabackup.targets.localdir import LocalDirConfig
+from metabackup.targets.localhdfs import LocalHDFSConfig
 
 
 class Backend:
@@ -26,7 +28,7 @@ class Backend:
     #: the size of the file a killed writer copies: big enough to be caught mid-copy
     kill_size: int = 128 * 1024 * 1024
 
-    def make(self, tmp_path: Path, request) -> Target:
+    def make(self, tmp_path: Path, request) -> TargetConfig:
         raise NotImplementedError
 
     def raw_names(self, copy: str, task_dir: str) -> list[str]:
@@ -59,7 +61,7 @@ class LocalDirBackend(Backend):
         self.sandbox_dir = tmp_path / "sandbox"
         self.roots = {"primary": self.sandbox_dir / "backups" / "primary"}
         self.sandbox_dir.mkdir()
-        return Target(type="LocalDir", path=str(self.roots["primary"]), max_backups=5)
+        return LocalDirConfig(type="LocalDir", path=str(self.roots["primary"]), max_backups=5)
 
     def _dir(self, copy, task_dir):
         return self.roots[copy] / task_dir
@@ -96,7 +98,7 @@ class LocalDirMirrorBackend(LocalDirBackend):
     def make(self, tmp_path, request):
         target = super().make(tmp_path, request)
         self.roots["mirror"] = self.sandbox_dir / "standby" / "mirror"
-        return Target(type="LocalDir", path=target.path, max_backups=5, mirror=str(self.roots["mirror"]))
+        return LocalDirConfig(type="LocalDir", path=target.path, max_backups=5, mirror=str(self.roots["mirror"]))
 
 
 class LocalHDFSBackend(Backend):
@@ -109,7 +111,7 @@ class LocalHDFSBackend(Backend):
         self.sandbox_dir = f"/contract-targets/{secrets.token_hex(4)}"
         self.fs.mkdirs(self.sandbox_dir)
         self.root = f"{self.sandbox_dir}/backups/meta"
-        return Target(type="LocalHDFS", path=self.root, max_backups=5, nameservice="hacluster")
+        return LocalHDFSConfig(type="LocalHDFS", path=self.root, max_backups=5, nameservice="hacluster")
 
     def _path(self, task_dir, name=None):
         return posixpath.join(self.root, task_dir, *([name] if name else []))

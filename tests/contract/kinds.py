@@ -282,12 +282,12 @@ class LdapKind(Kind):
 
     def state(self):
         from metabackup.connections import get_connection
-        from metabackup.sources.ldap import dump_state
+        from metabackup.sources.ldap.restore import dump_state
 
         return dump_state(get_connection("ldap_contract"), [self.base])
 
     def destination(self, folder):
-        from metabackup.sources.ldap import LdapDestination
+        from metabackup.sources.ldap.restore import LdapDestination
 
         instance = self.servers.empty_slapd(folder / "slapd")
         dest = LdapDestination(conn=self._conn(instance))
@@ -295,7 +295,7 @@ class LdapKind(Kind):
         return dest
 
     def restored_state(self, result, dest):
-        from metabackup.sources.ldap import dump_state
+        from metabackup.sources.ldap.restore import dump_state
 
         return dump_state(dest.conn, [self.base])
 

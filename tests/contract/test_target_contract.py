@@ -1,4 +1,4 @@
-"""The target contract: every backup target passes the same steps, through ``open_target``.
+"""The target contract: every backup target passes the same steps, through the config's ``open()``.
 
 put_file / put_bytes then read back equal; list_names shows finished names only (no partial
 after a put, nothing of another task directory); delete is idempotent; exists; names and task
@@ -25,7 +25,7 @@ import pytest
 
 from .backends import BACKENDS, Backend
 from metabackup.naming import is_temp_name, temp_name
-from metabackup.targets import BackupTarget, TargetError, open_target
+from metabackup.targets import BackupTarget, TargetError
 
 TD = "contract_20261124000000"  # a task directory
 OTHER_TD = "other_20261124000000"
@@ -52,7 +52,7 @@ def backend(request, tmp_path) -> Backend:
 
 @pytest.fixture()
 def target(backend) -> BackupTarget:
-    return open_target(backend.spec_target)
+    return backend.spec_target.open()
 
 
 def local_file(path: Path, data: bytes) -> Path:
@@ -198,7 +198,7 @@ def test_contract_remove_partials_sweeps_simulated_partials(backend, target, tmp
 def _put_in_child(spec_target, local: Path, task_dir: str, name: str) -> None:
     """The killed writer: a forked child (the parent already imported what the target needs, so it
     starts writing at once) with a target of its own (no connection shared with the parent)."""
-    open_target(spec_target).put_file(local, task_dir, name)
+    spec_target.open().put_file(local, task_dir, name)
 
 
 def test_contract_killed_writer_leaves_no_visible_file(backend, copy, target, tmp_path):

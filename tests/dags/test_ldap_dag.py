@@ -14,7 +14,7 @@ from harness import slapd
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.connections import get_connection
 from metabackup.restore import restore_source
-from metabackup.sources.ldap import dump_state
+from metabackup.sources.ldap.restore import dump_state
 from metabackup.spec import load_spec
 
 pytestmark = pytest.mark.airflow

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 from hdfs_helpers import WebHdfs
 from metabackup.connections import ConnectionInfo
 from metabackup.sources.files import iter_tree
-from metabackup.sources.ldap import dump_state
+from metabackup.sources.ldap.restore import dump_state
 
 pytestmark = pytest.mark.e2e
 

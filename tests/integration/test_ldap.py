@@ -20,7 +20,7 @@ from metabackup import pipeline
 from metabackup.connections import get_connection
 from metabackup.restore import restore_source
 from metabackup.sources import RestoreError
-from metabackup.sources.ldap import LdapDestination, dump_state, slapadd_call
+from metabackup.sources.ldap.restore import LdapDestination, dump_state, slapadd_call
 from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
@@ -247,7 +247,8 @@ def test_parents_first_orders_children_after_parents_whatever_the_input_order(tm
 
     import ldif as ldif_module
 
-    from metabackup.sources.ldap import iter_entries, parents_first
+    from metabackup.sources.ldap.records import iter_entries
+    from metabackup.sources.ldap.restore import parents_first
 
     source = tmp_path / "in.ldif"
     source.write_text(

@@ -12,7 +12,7 @@ from hdfs_helpers import WebHdfs
 from metabackup import pipeline
 from metabackup.naming import temp_name
 from metabackup.spec import load_spec
-from metabackup.targets import TargetError, open_target
+from metabackup.targets import TargetError
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
@@ -61,7 +61,7 @@ def test_a_namenode_stopped_mid_run_fails_clearly_and_the_retry_leaves_no_partia
 
 def test_put_is_atomic_and_replaces_an_uncommitted_copy(tmp_path, hdfs_connected):
     spec = make_spec(tmp_path, "atomic")
-    target = open_target(spec.source("OMS").target)
+    target = spec.source("OMS").target.open()
     target.ensure_writable("t1")
     local = tmp_path / "f.bin"
     local.write_bytes(b"first")
@@ -104,4 +104,4 @@ def test_the_cli_prints_clean_json_for_a_localhdfs_target(tmp_path, hdfs_connect
     made = backup_once(spec, "OMS", T0)
     rows = cli_list_json(spec.path)
     assert [(r["source"], r["set"], r["type"]) for r in rows] == [("OMS", made["stem"], "full")]
-    assert rows[0]["path"].startswith("/backup/meta/clijson_")
+    assert rows[0]["path"].startswith("hdfs://hacluster/backup/meta/clijson_")

@@ -24,12 +24,12 @@ def write(tmp_path, options: dict, target: dict | None = None):
 def test_namenode_defaults_follow_the_nameservice(tmp_path):
     spec = load_spec(write(tmp_path, {}))
     source = spec.source("NameNode")
-    assert source.options == {"nameservice": "hacluster", "conn_id": "webhdfs_hacluster", "fs_uri": "hdfs://hacluster",
+    assert source.options.model_dump() == {"nameservice": "hacluster", "conn_id": "webhdfs_hacluster", "fs_uri": "hdfs://hacluster",
                               "tool_command": "hadoop metabackup.hdfs.NameNodeTool", "timeout": 600}
     assert source.target.webhdfs_conn_id == "webhdfs_hacluster"
     spec = load_spec(write(tmp_path, {"nameservice": "ns2"}, {"type": "LocalHDFS", "path": "/b", "nameservice": "ns2",
                                                               "conn_id": "hdfs_backup"}))
-    assert spec.source("NameNode").options["fs_uri"] == "hdfs://ns2"
+    assert spec.source("NameNode").options.fs_uri == "hdfs://ns2"
     assert spec.source("NameNode").target.webhdfs_conn_id == "hdfs_backup"
 
 
@@ -128,10 +128,12 @@ class FakeSession:
 
 def test_a_segment_missing_on_the_active_namenode_is_fetched_from_another(tmp_path):
     from metabackup.sources.namenode import NameNodeSource
-    from metabackup.spec import Source, Target
+    from metabackup.sources.namenode import NameNodeOptions
+    from metabackup.spec import Source
+    from metabackup.targets.localdir import LocalDirConfig
 
-    source = NameNodeSource(Source(name="NameNode", kind="namenode", options={"timeout": 10},
-                                   target=Target(type="LocalDir", path="/x", max_backups=1)))
+    source = NameNodeSource(Source(name="NameNode", kind="namenode", options=NameNodeOptions(timeout=10),
+                                   target=LocalDirConfig(type="LocalDir", path="/x", max_backups=1)))
     name = edits_name(1, 4)
     session = FakeSession({"http://old": {name: b"segment bytes"}})
     got = source._fetch_from_any(session, ["http://new", "http://old"], "getedit=1&startTxId=1&endTxId=4",
@@ -181,10 +183,12 @@ def test_fetched_files_are_private_whatever_the_umask_and_absent_when_bad(tmp_pa
     import os
 
     from metabackup.sources.namenode import NameNodeSource
-    from metabackup.spec import Source, Target
+    from metabackup.sources.namenode import NameNodeOptions
+    from metabackup.spec import Source
+    from metabackup.targets.localdir import LocalDirConfig
 
-    source = NameNodeSource(Source(name="NameNode", kind="namenode", options={"timeout": 10},
-                                   target=Target(type="LocalDir", path="/x", max_backups=1)))
+    source = NameNodeSource(Source(name="NameNode", kind="namenode", options=NameNodeOptions(timeout=10),
+                                   target=LocalDirConfig(type="LocalDir", path="/x", max_backups=1)))
     name = edits_name(1, 4)
     previous = os.umask(0o022)
     try:

@@ -10,12 +10,12 @@ from metabackup.manifest import FULL, INCREMENTAL
 from metabackup.policy import Decision, decide
 from metabackup.spec import Policy
 
-THEN_INC = Policy("full_then_incremental")
-ALWAYS = Policy("full_always")
+THEN_INC = Policy(type="full_then_incremental")
+ALWAYS = Policy(type="full_always")
 
 
 def every(n: int) -> Policy:
-    return Policy("full_every_n", n)
+    return Policy(type="full_every_n", n=n)
 
 
 def run(cat: Catalog, *, policy: Policy = THEN_INC, supports_incremental: bool = True,

@@ -212,8 +212,8 @@ def test_invariants_and_the_2n_minus_1_bound_hold_for_histories_the_decision_tab
     and sets deleted by hand.  Then at most 2N-1 sets are kept, and more than N only while a
     kept incremental still needs a full older than the window."""
     rng = random.Random(7)
-    policies = [Policy("full_then_incremental"), Policy("full_every_n", 2), Policy("full_every_n", 3),
-                Policy("full_every_n", 5), Policy("full_always")]
+    policies = [Policy(type="full_then_incremental"), Policy(type="full_every_n", n=2), Policy(type="full_every_n", n=3),
+                Policy(type="full_every_n", n=5), Policy(type="full_always")]
     worst_excess = 0
     for case in range(200):
         max_backups = rng.randint(1, 6)

@@ -20,7 +20,7 @@ def write(tmp_path, ldap_options: dict):
 
 def test_valid_ldap_source_and_its_defaults(tmp_path):
     spec = load_spec(write(tmp_path, {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"]}))
-    options = spec.source("LdapServer").options
+    options = spec.source("LdapServer").options.model_dump(mode="json")
     assert options == {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"], "change_method": "auto",
                        "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog"}
 

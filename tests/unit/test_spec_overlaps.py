@@ -172,4 +172,4 @@ def test_tool_command_must_split_into_a_command_line(tmp_path, tool, reason):
 
 def test_tool_command_is_kept_as_written(tmp_path):
     tool = "env HADOOP_CLASSPATH='/opt/my jars/*' hadoop metabackup.hdfs.NameNodeTool"
-    assert load_spec(write(tmp_path, namenode(tool))).source("NameNode").options["tool_command"] == tool
+    assert load_spec(write(tmp_path, namenode(tool))).source("NameNode").options.tool_command == tool

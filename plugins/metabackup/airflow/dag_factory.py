@@ -95,8 +95,8 @@ def _doc_md(spec: TaskSpec) -> str:
         when = "manual: run it with **Trigger** (the console's *Start*)"
     policy = spec.policy.type + (f" (n={spec.policy.n})" if spec.policy.n else "")
     rows = "\n".join(
-        f"| {s.name} | {s.kind} | {s.target.type} | `{s.target.path}/{task_dir}/` | {s.target.max_backups} |"
-        + (f" mirror `{s.target.mirror}`" if s.target.mirror else "")
+        f"| {s.name} | {s.kind} | {s.target.type} | `{s.target.uri(task_dir)}/` | {s.target.max_backups} |"
+        + "".join(f" {fld} `{path}`" for fld, path, _ in s.target.local_dirs() if fld != "path")
         for s in spec.sources
     )
     return f"""### Backup task `{spec.name}`

@@ -79,12 +79,12 @@ class RestoreResolveOperator(_RestoreStep):
         self.hold(context)
         plan = self.plan(context)
         described = plan.describe()
-        if p["in_place"] and plan.source.kind not in restore.IN_PLACE_KINDS:
-            raise restore.RestoreError(f"in_place is supported for {', '.join(restore.IN_PLACE_KINDS)} sources; "
+        if p["in_place"] and not plan.source.plugin.in_place:
+            raise restore.RestoreError(f"in_place is supported for {', '.join(restore.in_place_kinds())} sources; "
                                        f"give {plan.source.name} ({plan.source.kind}) a new destination")
         if not p["in_place"] and not p["destination"]:
             raise restore.RestoreError("destination is required unless in_place is set")
-        if not p["in_place"] and plan.source.kind != "ldap":
+        if not p["in_place"] and plan.source.plugin.restores_into == "directory":
             restore.check_destination(plan.spec, p["destination"])  # refused before anything runs
         self.log.info("restore of %s: chain %s (%d bytes) at %s", described["source"], " -> ".join(described["chain"]),
                       described["bytes"], described["target"])

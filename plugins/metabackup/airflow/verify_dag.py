@@ -44,7 +44,7 @@ class VerifySetsOperator(_SourceOperator):
         return verify_sets(load_spec(self.spec_path), self.source)
 
 
-class TestRestoreOperator(_SourceOperator):
+class ScratchRestoreOperator(_SourceOperator):
     """Restore the newest chain of one source into a scratch instance and validate it."""
 
     ui_color = "#fce8e6"
@@ -79,7 +79,7 @@ def build_verify_dag(spec_dir: str | Path, dag_file: str | Path | None = None) -
                     extra = {"queue": spec.queue} if spec.queue else {}
                     with TaskGroup(group_id=source.name):
                         checksums = VerifySetsOperator(task_id="checksums", spec_path=spec.path, source=source.name, **extra)
-                        scratch = TestRestoreOperator(task_id="test_restore", spec_path=spec.path, source=source.name, **extra)
+                        scratch = ScratchRestoreOperator(task_id="test_restore", spec_path=spec.path, source=source.name, **extra)
                         checksums >> scratch
     if dag_file is not None:
         dag.fileloc = str(Path(dag_file).resolve())

@@ -30,10 +30,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydantic import Field, field_validator
+
 from metabackup.archive import find_member, open_tar_stream
+from metabackup.fields import ProblemRow, SpecModel, TextList, absolute_path, inside, short
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
-from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
+from metabackup.manifest import FULL, HEX64, Manifest, int_field, need, text_field
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +133,83 @@ def _changed(old: Entry | None, new: Entry) -> bool:
     return old is None or any(old.get(k) != new.get(k) for k in _COMPARED)
 
 
-class FilesSource(SourceKind):
-    kind = "files"
-    supports_incremental = True
+class FilesOptions(SpecModel):
+    """``kind: files``: directories of this machine, with glob patterns to leave out."""
 
+    paths: TextList = Field(description="absolute directories to back up, none inside another")
+    exclude: TextList = Field((), description="glob patterns (of a path relative to its directory, or of a name) to leave out")
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct_absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
+        if not paths:
+            raise ValueError("must list at least one directory")
+        clean: list[str] = []
+        first: dict[str, int] = {}
+        for i, given in enumerate(paths):
+            try:
+                path = absolute_path(given)
+            except ValueError as exc:
+                raise ProblemRow(f"[{i}]", str(exc)) from None
+            if path in first:
+                j = first[path]
+                same = "" if given == paths[j] else f" once normalised to {short(path)}"
+                raise ProblemRow(f"[{i}]", f"{short(given)} is the same directory as paths[{j}] {short(paths[j])}"
+                                           f"{same}; list each directory once")
+            first[path] = i
+            clean.append(path)
+        for a in clean:
+            for b in clean:
+                if a != b and inside(b, a):
+                    raise ValueError(f"{short(b)} lies inside {short(a)}; list each directory once")
+        return tuple(clean)
+
+
+class FilesKind(SourceKind):
+    name = "files"
+    Options = FilesOptions
+    engine_path = "metabackup.sources.files:FilesSource"
+    in_place = True
+
+    def check_position(self, pos: dict, at: str) -> None:
+        """A set's position, read back from a target: its index digest, entry count and paths."""
+        text_field(pos, f"{at}.file_index_sha256", HEX64, "a SHA-256 in hex")
+        int_field(pos, f"{at}.entries")
+        need(isinstance(pos.get("paths"), list) and all(isinstance(p, str) and p.startswith("/") for p in pos["paths"]),
+             f"{at}.paths", pos.get("paths"), "a list of absolute paths")
+
+    def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
+        return validate_tree(chain[-1].position, source.options.paths, Path("/") if in_place else Path(dest))
+
+    def asset_uris(self, options: FilesOptions) -> list[str]:
+        return [f"file://{path}" for path in options.paths]
+
+    def backed_up_dirs(self, options: FilesOptions) -> list[tuple[str, str]]:
+        return [(f"paths[{i}]", path) for i, path in enumerate(options.paths)]
+
+
+KIND = FilesKind()
+
+
+def validate_tree(position: dict[str, Any], paths: tuple[str, ...], root: Path) -> dict[str, Any]:
+    """The spec's ``paths`` restored under ``root`` hold as many entries as the set recorded."""
+    count = 0
+    for path in paths:
+        top = root / path.lstrip("/")
+        if not top.exists():
+            raise RestoreError(f"{top} was not restored")
+        count += 1  # the configured directory itself is an index entry
+        for _dirpath, dirnames, filenames in os.walk(top):
+            count += len(dirnames) + len(filenames)
+    expected = position.get("entries")
+    if expected is not None and count != expected:
+        raise RestoreError(f"{count} entries restored under {root} for {list(paths)}; the set recorded {expected}")
+    return {"entries": count}
+
+
+class FilesSource(SourceEngine):
     def check(self) -> None:
-        for path in self.source.options["paths"]:
+        for path in self.options.paths:
             if not os.path.isdir(path) or os.path.islink(path):
                 raise FileNotFoundError(f"{self.source.name}: source directory {path} does not exist or is not a directory")
             if not os.access(path, os.R_OK | os.X_OK):
@@ -143,14 +217,16 @@ class FilesSource(SourceKind):
 
     def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
-        opts = self.source.options
-        target = self.source.target
-        own = (target.path, target.mirror) if target.type == "LocalDir" else ()
-        current = scan(opts["paths"], opts["exclude"], tuple(p for p in own if p))
+        opts = self.options
+        own = tuple(path for _, path, _ in self.source.target.local_dirs())
+        current = scan(opts.paths, opts.exclude, own)
         parent_index: dict[str, Entry] = {}
         if decision["type"] != FULL:
-            with open_parent() as stream:
-                parent_index = read_index(stream, parent)
+            try:
+                with open_parent() as stream:
+                    parent_index = read_index(stream, parent)
+            except RestoreError as exc:  # the parent's index is unreadable: this run cannot continue its chain
+                raise BackupError(f"{self.source.name}: cannot take an incremental on {parent.set}: {exc}") from None
         include = sorted(p for p, e in current.items() if e["type"] == "f" and _changed(parent_index.get(p), e))
         deleted = sorted(set(parent_index) - set(current))
         for path, entry in current.items():  # carry content pointers and digests of unchanged files
@@ -161,7 +237,7 @@ class FilesSource(SourceKind):
         write_private(workdir / "files-plan.json", json.dumps(plan))
         changed_meta = sum(1 for p, e in current.items() if e["type"] != "f" and _changed(parent_index.get(p), e))
         log.info("scanned %d entries under %s: %d files to archive, %d deleted, %d directory/link changes",
-                 len(current), ", ".join(opts["paths"]), len(include), len(deleted), changed_meta)
+                 len(current), ", ".join(opts.paths), len(include), len(deleted), changed_meta)
         return {"entries": len(current), "files_to_archive": len(include), "deleted": len(deleted)}
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
@@ -218,7 +294,7 @@ class FilesSource(SourceKind):
             content={"entries": len(index), "files": files, "files_archived": len(plan["include"]),
                      "bytes_archived": total_bytes, "deleted": len(plan["deleted"]),
                      "changed_during_backup": len(changed_during)},
-            position={"file_index_sha256": index_digest, "entries": len(index), "paths": self.source.options["paths"]},
+            position={"file_index_sha256": index_digest, "entries": len(index), "paths": list(self.options.paths)},
         )
 
     @classmethod

@@ -30,16 +30,18 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import pendulum
+from pydantic import AfterValidator, Field, model_validator
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import get_connection
 from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
 from metabackup.hdfs import namenode_state, namenode_urls
-from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
+from metabackup.manifest import FULL, HEX32, Manifest, int_field, names_field, need, text_field
+from metabackup.fields import ConnId, NameService, SpecModel, between, short
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -137,32 +139,109 @@ class NameNodeTool:
         return json.loads(lines[-1])
 
 
-class NameNodeSource(SourceKind):
-    kind = "namenode"
-    supports_incremental = True
+_EDITS = re.compile(r"^edits_\d{19}-\d{19}$")
+DEFAULT_NAMENODE_TOOL = "hadoop metabackup.hdfs.NameNodeTool"
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return self.source.options
 
+def _fs_uri(value: str) -> str:
+    if not re.match(r"^hdfs://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$", value):
+        raise ValueError(f"{short(value)} must be hdfs://<nameservice> or hdfs://<host>:<rpc port>")
+    return value
+
+
+def _tool_command(value: str) -> str:
+    """Run as ``shlex.split(tool_command) + arguments`` (see :class:`NameNodeTool`)."""
+    if not value.strip():
+        raise ValueError("must be a command line, e.g. 'hadoop metabackup.hdfs.NameNodeTool'")
+    try:
+        argv = shlex.split(value, posix=True)
+    except ValueError as exc:
+        raise ValueError(f"{short(value)} cannot be split into a command line ({exc}); check its quotes and "
+                         "backslashes") from None
+    if not argv or not argv[0]:
+        raise ValueError(f"{short(value)} names no program; write a command line, e.g. "
+                         "'hadoop metabackup.hdfs.NameNodeTool'")
+    return value
+
+
+class NameNodeOptions(SpecModel):
+    """``kind: namenode``: the metadata of an HDFS NameService."""
+
+    nameservice: NameService = "hacluster"
+    conn_id: ConnId | None = Field(None, description="the NameService's WebHDFS connection (default webhdfs_<nameservice>)")
+    fs_uri: Annotated[str, AfterValidator(_fs_uri)] | None = Field(
+        None, description="hdfs://<nameservice> (the default) or hdfs://<host>:<rpc port>")
+    tool_command: Annotated[str, AfterValidator(_tool_command)] = DEFAULT_NAMENODE_TOOL
+    timeout: between(10, 86400) = 600
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_follow_the_nameservice(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nameservice = data.get("nameservice") or "hacluster"
+            if isinstance(nameservice, str):
+                data = {"conn_id": f"webhdfs_{nameservice}", "fs_uri": f"hdfs://{nameservice}",
+                        **{k: v for k, v in data.items() if v is not None}}
+        return data
+
+
+class NameNodeKind(SourceKind):
+    name = "namenode"
+    Options = NameNodeOptions
+    engine_path = "metabackup.sources.namenode:NameNodeSource"
+
+    def check_position(self, pos: dict, at: str) -> None:
+        """A set's position, read back from a target: namespace ids, txids, image and segments."""
+        text_field(pos, f"{at}.cluster_id", re.compile(r"^[A-Za-z0-9_.\-]{1,128}$"), "a cluster id")
+        int_field(pos, f"{at}.namespace_id")
+        text_field(pos, f"{at}.block_pool_id", re.compile(r"^[A-Za-z0-9_.\-]{1,128}$"), "a block pool id")
+        int_field(pos, f"{at}.ctime")
+        need(isinstance(pos.get("layout_version"), int), f"{at}.layout_version", pos.get("layout_version"), "a number")
+        int_field(pos, f"{at}.start_txid")
+        int_field(pos, f"{at}.end_txid")
+        int_field(pos, f"{at}.image_txid", optional=True)
+        text_field(pos, f"{at}.image_md5", HEX32, "an MD5 in hex", optional=True)
+        names_field(pos, f"{at}.segments", _EDITS, "edit-log segment names")
+
+    def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
+        """The name directory holds the set's namespace ids and every segment of the chain."""
+        position = chain[-1].position
+        current = Path(dest) / "current"
+        version = dict(line.split("=", 1) for line in (current / "VERSION").read_text().splitlines() if "=" in line)
+        if (version.get("clusterID"), version.get("namespaceID")) != (position["cluster_id"], str(position["namespace_id"])):
+            raise RestoreError(f"{current}/VERSION names another namespace than the set")
+        missing = [n for m in chain for n in m.position["segments"] if not (current / n).exists()]
+        if missing:
+            raise RestoreError(f"{current} lacks edit-log segments {missing[:3]}")
+        return {"last_txid": int((current / "seen_txid").read_text()),
+                "segments": sum(len(m.position["segments"]) for m in chain)}
+
+    def asset_uris(self, options: NameNodeOptions) -> list[str]:
+        return [f"hdfs://{options.nameservice}/"]  # the namespace of a NameService, named as HDFS clients name it
+
+
+KIND = NameNodeKind()
+
+
+class NameNodeSource(SourceEngine):
     @property
     def tool(self) -> NameNodeTool:
-        return NameNodeTool(self.options["tool_command"], self.options["fs_uri"], self.options.get("timeout", 600))
+        return NameNodeTool(self.options.tool_command, self.options.fs_uri, self.options.timeout)
 
     def active_url(self) -> str:
         return self.namenode_urls()[0]
 
     def namenode_urls(self) -> list[str]:
         """HTTP addresses of the NameService's NameNodes, the active one first (raises if none is)."""
-        conn_id = self.options["conn_id"]
+        conn_id = self.options.conn_id
         try:
             conn = get_connection(conn_id)
             urls = namenode_urls(conn.host, conn.port, conn.extra, label=conn_id)
         except Exception as exc:
-            raise NameNodeSourceError(f"{self.options['nameservice']}: {exc}") from exc
+            raise NameNodeSourceError(f"{self.options.nameservice}: {exc}") from exc
         if namenode_state(urls[0]) != "active":
-            raise NameNodeSourceError(f"{self.options['nameservice']}: no active NameNode among {urls} "
-                                      f"(connection {self.options['conn_id']!r})")
+            raise NameNodeSourceError(f"{self.options.nameservice}: no active NameNode among {urls} "
+                                      f"(connection {self.options.conn_id!r})")
         return urls
 
     def check(self) -> None:
@@ -198,7 +277,7 @@ class NameNodeSource(SourceKind):
         files = workdir / "namenode"
         ensure_private_dir(files)
         position: dict[str, Any] = {
-            "nameservice": self.options["nameservice"], "namenode": url, "cluster_id": info["clusterId"],
+            "nameservice": self.options.nameservice, "namenode": url, "cluster_id": info["clusterId"],
             "namespace_id": info["namespaceId"], "block_pool_id": info["blockPoolId"], "ctime": info["cTime"],
             "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"],
         }
@@ -241,7 +320,7 @@ class NameNodeSource(SourceKind):
 
     def _fetch(self, session, url: str, query: str, directory: Path, expect: str | None) -> dict[str, Any]:
         """Stream one file from the image servlet, checking its length and (images) its MD5."""
-        response = session.get(f"{url}/imagetransfer?{query}", stream=True, timeout=self.options.get("timeout", 600))
+        response = session.get(f"{url}/imagetransfer?{query}", stream=True, timeout=self.options.timeout)
         with response:
             if response.status_code != 200:
                 raise NameNodeSourceError(f"{url}/imagetransfer?{query}: HTTP {response.status_code} "

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydantic import Field
+
 from metabackup.fsutil import ensure_private_dir
-from metabackup.manifest import Manifest
-from metabackup.sources.base import ArchiveResult, SourceKind
-from metabackup.sources.files import FilesSource
-from metabackup.sources.postgres import PostgresDestination, PostgresSource
-from metabackup.spec import Source
+from metabackup.manifest import Manifest, object_field
+from metabackup.sources.base import ArchiveResult, RestoreRequest, SourceEngine, SourceKind
+from metabackup.sources.files import KIND as FILES
+from metabackup.sources.files import FilesOptions, FilesSource
+from metabackup.sources.postgres import KIND as POSTGRES
+from metabackup.sources.postgres import PostgresDestination, PostgresOptions, PostgresSource
 
 COMPONENTS = ("postgres", "files")
 
@@ -37,15 +40,51 @@ class OmsDestination:
     files_dir: str
 
 
-class OmsSource(SourceKind):
-    kind = "oms"
-    supports_incremental = True
+class OmsOptions(FilesOptions):
+    """``kind: oms``: the manager's ``database`` (PostgreSQL options) and its configuration ``paths``."""
 
-    def __init__(self, source: Source, task: str = ""):
+    database: PostgresOptions = Field(description="the manager database: postgres options")
+
+    @property
+    def files(self) -> FilesOptions:
+        return FilesOptions(paths=self.paths, exclude=self.exclude)
+
+
+class OmsKind(SourceKind):
+    name = "oms"
+    Options = OmsOptions
+    engine_path = "metabackup.sources.oms:OmsSource"
+    pitr_coverage = True  # its database's WAL
+
+    def destination(self, where: Any, request: RestoreRequest) -> OmsDestination:
+        return OmsDestination(database=POSTGRES.destination(where / "database", request), files_dir=str(where / "files"))
+
+    def check_position(self, pos: dict, at: str) -> None:
+        """A set's position: its database's and its files' positions."""
+        POSTGRES.check_position(object_field(pos, f"{at}.postgres"), f"{at}.postgres")
+        FILES.check_position(object_field(pos, f"{at}.files"), f"{at}.files")
+
+    def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
+        # the options of an oms source hold the files options' paths
+        return {**FILES.validate_restored([component_view(m, "files") for m in chain], source, dest.files_dir, False),
+                **POSTGRES.validate_restored([component_view(m, "postgres") for m in chain], source, dest.database, False)}
+
+    def asset_uris(self, options: OmsOptions) -> list[str]:
+        return POSTGRES.asset_uris(options.database) + FILES.asset_uris(options.files)
+
+    def backed_up_dirs(self, options: OmsOptions) -> list[tuple[str, str]]:
+        return FILES.backed_up_dirs(options.files)
+
+
+KIND = OmsKind()
+
+
+class OmsSource(SourceEngine):
+    def __init__(self, source: Any, task: str = ""):
         super().__init__(source, task)
         opts = source.options
-        self.database = PostgresSource(dataclasses.replace(source, kind="postgres", options=opts["database"]), task)
-        self.files = FilesSource(dataclasses.replace(source, kind="files", options=opts["files"]), task)
+        self.database = PostgresSource(source.model_copy(update={"kind": "postgres", "options": opts.database}), task)
+        self.files = FilesSource(source.model_copy(update={"kind": "files", "options": opts.files}), task)
 
     def tool_versions(self) -> dict[str, str]:
         return self.database.tool_versions()

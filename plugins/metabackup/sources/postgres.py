@@ -43,11 +43,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from pydantic import Field
+
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
-from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
+from metabackup.manifest import FULL, Manifest, int_field, names_field, need, object_field, text_field, time_field
+from metabackup.naming import SetName
+from metabackup.fields import AbsolutePath, ConnId, SpecModel, between, matching
+from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, RestoreRequest, SourceEngine, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -179,22 +183,84 @@ def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int)
 # ---------------------------------------------------------------------------------------------
 # The source kind
 # ---------------------------------------------------------------------------------------------
-class PostgresSource(SourceKind):
-    kind = "postgres"
-    supports_incremental = True
+_LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+_WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 
+
+SlotName = matching(r"[a-z0-9_]{1,63}", "must be 1-63 lower-case letters, digits or '_' (a replication slot name)",
+                    "the physical replication slot (default metabackup_<task>_<source>)")
+
+
+class PostgresOptions(SpecModel):
+    """``kind: postgres``: a PostgreSQL cluster reached through an Airflow connection."""
+
+    conn_id: ConnId = Field(description="the Airflow connection of a role with REPLICATION")
+    slot: SlotName | None = None
+    bin_dir: AbsolutePath | None = Field(None, description="the PostgreSQL programs (default the server's major version's)")
+    slot_warn_mb: between(1, 10**7) = 1024
+
+
+class PostgresKind(SourceKind):
+    name = "postgres"
+    Options = PostgresOptions
+    engine_path = "metabackup.sources.postgres:PostgresSource"
+    point_in_time = True
+    pitr_coverage = True
+
+    def destination(self, where: Any, request: RestoreRequest) -> PostgresDestination:
+        return PostgresDestination(data_dir=str(where), port=request.port, keep_running=request.keep_running,
+                                   target_time=request.point_in_time, bridge=request.bridge)
+
+    def check_position(self, pos: dict, at: str) -> None:
+        """A set's position, read back from a target: LSNs, timeline, server, WAL and bridge."""
+        int_field(pos, f"{at}.timeline", low=1)
+        text_field(pos, f"{at}.start_lsn", _LSN, "an LSN such as 0/3000028")
+        text_field(pos, f"{at}.end_lsn", _LSN, "an LSN such as 0/3000028")
+        text_field(pos, f"{at}.last_record_lsn", _LSN, "an LSN such as 0/3000028", optional=True)
+        text_field(pos, f"{at}.system_identifier", re.compile(r"^\d{1,20}$"), "a decimal system identifier")
+        int_field(pos, f"{at}.server_version", low=90000)
+        int_field(pos, f"{at}.segment_size", low=1)
+        names_field(pos, f"{at}.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
+        for fld in ("consistent_at", "wal_end_time", "last_commit_time"):
+            time_field(pos, f"{at}.{fld}", optional=True)
+        if pos.get("bridge_gap") is not None:
+            text_field(object_field(pos, f"{at}.bridge_gap"), f"{at}.bridge_gap.reason", optional=True)
+            time_field(pos["bridge_gap"], f"{at}.bridge_gap.covered_until", optional=True)
+        bridge = pos.get("bridge")
+        if bridge is not None:
+            object_field(pos, f"{at}.bridge")
+            text_field(bridge, f"{at}.bridge.start_lsn", _LSN, "an LSN such as 0/3000028")
+            text_field(bridge, f"{at}.bridge.end_lsn", _LSN, "an LSN such as 0/3000028")
+            text_field(bridge, f"{at}.bridge.last_record_lsn", _LSN, "an LSN such as 0/3000028", optional=True)
+            names_field(bridge, f"{at}.bridge.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
+            for fld in ("covered_until", "last_commit_time"):
+                time_field(bridge, f"{at}.bridge.{fld}", optional=True)
+            need(bridge.get("from_set") is None or (isinstance(bridge["from_set"], str) and SetName.parse(bridge["from_set"])),
+                 f"{at}.bridge.from_set", bridge.get("from_set"), "a set name")
+
+    def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
+        return validate_data_dir(chain[-1].position, Path(dest.data_dir if isinstance(dest, PostgresDestination) else dest))
+
+    def asset_uris(self, options: PostgresOptions) -> list[str]:
+        return [f"x-postgres-cluster://{options.conn_id}"]  # a whole cluster: postgres:// URIs name one table
+
+
+KIND = PostgresKind()
+
+
+class PostgresSource(SourceEngine):
     @property
     def conn(self) -> ConnectionInfo:
-        return get_connection(self.source.options["conn_id"])
+        return get_connection(self.options.conn_id)
 
     @property
     def slot(self) -> str:
-        if self.source.options.get("slot"):
-            return self.source.options["slot"]
+        if self.options.slot:
+            return self.options.slot
         return re.sub(r"[^a-z0-9_]", "_", f"metabackup_{self.task}_{self.source.name}".lower())[:63]
 
     def _bin(self, program: str, server_major: int) -> str:
-        folder = self.source.options.get("bin_dir") or DEFAULT_BIN.format(major=server_major)
+        folder = self.options.bin_dir or DEFAULT_BIN.format(major=server_major)
         path = Path(folder) / program
         if not path.exists():
             raise PostgresSourceError(f"{program} for PostgreSQL {server_major} not found in {folder}; set bin_dir")
@@ -220,7 +286,7 @@ class PostgresSource(SourceKind):
                 raise PostgresSourceError(f"{_where(conn)}: role {conn.login!r} lacks the REPLICATION attribute")
             row = session.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots"
                                   " WHERE slot_name = %s", (self.slot,)).fetchone()
-            limit = int(self.source.options.get("slot_warn_mb", 1024)) << 20
+            limit = int(self.options.slot_warn_mb) << 20
             if row and row[0] is not None and row[0] > limit:
                 log.warning("replication slot %s holds back %d MiB of WAL on %s (warning above %d MiB); "
                             "set max_slot_wal_keep_size on the server to cap it", self.slot, int(row[0]) >> 20,
@@ -270,7 +336,6 @@ class PostgresSource(SourceKind):
         The pipeline stages a set in ``<staging>/<task dir>/<set stem>/`` (an ``oms`` source's
         database part one level below), which names the task directory."""
         from metabackup.catalog import Catalog
-        from metabackup.targets import open_target
 
         folder = workdir.resolve()
         while folder.name != decision.get("set") and folder != folder.parent:
@@ -278,7 +343,7 @@ class PostgresSource(SourceKind):
         if folder.name != decision.get("set"):
             return "the work directory does not name the task directory"
         try:
-            catalog = Catalog.read(open_target(self.source.target), self.task, folder.parent.name, self.source.name)
+            catalog = Catalog.read(self.source.target.open(), self.task, folder.parent.name, self.source.name)
         except Exception as exc:  # noqa: BLE001 - reported in the manifest, the backup itself goes on
             return f"the catalog could not be read: {exc}"
         for manifest in reversed(catalog.restorable()):
@@ -418,6 +483,23 @@ class PostgresSource(SourceKind):
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
+def validate_data_dir(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """``pg_controldata`` of the restored directory: the set's server, shut down or in production."""
+    major = int(position["server_version"]) // 10000
+    controldata = str(Path(DEFAULT_BIN.format(major=major)) / "pg_controldata")
+    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True, env=child_env())
+    if done.returncode != 0:
+        raise RestoreError(f"pg_controldata on {data_dir} failed: {done.stderr.strip()}")
+    fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    system_id = fields.get("Database system identifier", "").strip()
+    state = fields.get("Database cluster state", "").strip()
+    if system_id != str(position["system_identifier"]):
+        raise RestoreError(f"{data_dir} has system identifier {system_id}; the set's server had {position['system_identifier']}")
+    if state not in ("shut down", "in production"):
+        raise RestoreError(f"{data_dir} is in state {state!r}, not a consistent recovered cluster")
+    return {"system_identifier": system_id, "cluster_state": state}
+
+
 @dataclass
 class PostgresDestination:
     """A new data directory to restore into, and how to run the recovered server."""
@@ -563,7 +645,7 @@ def _plan_target(chain: list[Manifest], dest: PostgresDestination) -> tuple[str,
         if covered and moment > _utc(covered):
             hint = "" if dest.bridge is not None else (
                 "; a later full's bridge WAL may continue this chain: pass it as the destination's bridge "
-                "(restore.pitr_bridge / with_target_time)")
+                "(restore.pitr_bridge, RestoreRequest.bridge)")
             raise RestoreError(f"{moment.isoformat()} lies after the WAL of {last.set}"
                                f"{' and the bridge of ' + dest.bridge.set if dest.bridge is not None else ''}, "
                                f"which holds every commit up to {covered}{hint}")

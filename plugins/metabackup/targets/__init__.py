@@ -1,20 +1,25 @@
-"""Backup targets by spec type."""
+"""Backup targets: one plug-in per ``type`` of a spec's ``target``, found through :data:`TYPES`.
+
+A target type is one module holding its settings model (a :class:`TargetConfig`: fields, checks,
+``uri()``, ``open()``) and its :class:`BackupTarget` (put, open-for-read, list, delete, partial
+sweep, free space).  Adding one = that module + one line here + one line in the target contract
+suite (``tests/contract/backends.py``).
+"""
 
 from __future__ import annotations
 
-from metabackup.spec import Target
-from metabackup.targets.base import BackupTarget, TargetError
-from metabackup.targets.localdir import LocalDirTarget
+from metabackup.registry import Registry
+from metabackup.targets.base import BackupTarget, TargetConfig, TargetError
+
+TYPES = Registry("target type", {
+    "LocalDir": "metabackup.targets.localdir:LocalDirConfig",
+    "LocalHDFS": "metabackup.targets.localhdfs:LocalHDFSConfig",
+})
 
 
-def open_target(target: Target) -> BackupTarget:
-    if target.type == "LocalDir":
-        return LocalDirTarget(target.path, target.mirror)
-    if target.type == "LocalHDFS":
-        from metabackup.targets.localhdfs import LocalHDFSTarget
-
-        return LocalHDFSTarget(target)
-    raise TargetError(f"unknown target type {target.type!r}")
+def target_config(type_name: str) -> type[TargetConfig]:
+    """The settings model of a target type."""
+    return TYPES.get(type_name)
 
 
-__all__ = ["BackupTarget", "LocalDirTarget", "TargetError", "open_target"]
+__all__ = ["TYPES", "BackupTarget", "TargetConfig", "TargetError", "target_config"]

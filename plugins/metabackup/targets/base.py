@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from metabackup.errors import MetabackupError
+from metabackup.fields import SpecModel, between
 from metabackup.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_belongs, sha256_of
 from metabackup.naming import MANIFEST_SUFFIX, SetName
 
@@ -18,8 +19,40 @@ class TargetError(MetabackupError):
     """The target cannot be used as asked; the message names it and says why."""
 
 
+DEFAULT_MAX_BACKUPS = 7
+
+
+class TargetConfig(SpecModel):
+    """A target's settings in a spec (``sources.<name>.target``): one model per target type.
+
+    ``type`` names the type in the registry (:data:`metabackup.targets.TYPES`); ``max_backups`` is
+    common to all.  A type adds its own fields and says where it keeps a task's sets (:meth:`uri`),
+    which local directories it writes to (:meth:`local_dirs`, kept apart from the backed-up ones),
+    and how it is opened (:meth:`open`).
+    """
+
+    type: str
+    max_backups: between(1, 100) = DEFAULT_MAX_BACKUPS
+
+    @abstractmethod
+    def uri(self, task_dir: str = "") -> str:
+        """Where the sets are kept: the target's root, or a task's directory in it."""
+
+    @abstractmethod
+    def open(self, **kwargs: Any) -> BackupTarget:
+        """The :class:`BackupTarget` that reads and writes here."""
+
+    def local_dirs(self) -> list[tuple[str, str, str]]:
+        """Directories of this machine the target writes to: ``(field, path, note)``."""
+        return []
+
+
+def join_uri(root: str, task_dir: str) -> str:
+    return f"{root.rstrip('/')}/{task_dir}" if task_dir else root
+
+
 class BackupTarget(ABC):
-    #: a URI for lineage and messages, e.g. file:///srv/BigData/LocalBackup
+    #: its config's ``uri()``: the one name of the target in lineage, messages and the Backups page
     uri: str
 
     @abstractmethod

@@ -14,18 +14,53 @@ import os
 import stat
 import shutil
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from metabackup import fsutil
+from metabackup.fields import AbsolutePath, ProblemRow, data_path_of, inside, path_under, short
 from metabackup.manifest import sha256_of
-from metabackup.targets.base import BackupTarget, TargetError
+from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, join_uri
+
+
+class LocalDirConfig(TargetConfig):
+    """``type: LocalDir``: a directory of the management node (relative paths are below the task's
+    ``data_path``), and optionally a standby ``mirror`` directory that receives every file first."""
+
+    type: Literal["LocalDir"]
+    path: str = Field("LocalBackup", validate_default=True,
+                      description="absolute, or relative to data_path (default <data_path>/LocalBackup)")
+    mirror: AbsolutePath | None = Field(None, description="a standby copy's directory, outside path")
+
+    @field_validator("path")
+    @classmethod
+    def _under_data_path(cls, value: str, info: ValidationInfo) -> str:
+        return path_under(value, data_path_of(info))
+
+    @model_validator(mode="after")
+    def _mirror_apart(self) -> LocalDirConfig:
+        if self.mirror and (inside(self.mirror, self.path) or inside(self.path, self.mirror)):
+            raise ProblemRow("mirror", f"{short(self.mirror)} overlaps the primary path {short(self.path)}; "
+                                       "the standby copy needs its own directory")
+        return self
+
+    def uri(self, task_dir: str = "") -> str:
+        return join_uri(f"file://{self.path}", task_dir)
+
+    def open(self, **kwargs: Any) -> LocalDirTarget:
+        return LocalDirTarget(self)
+
+    def local_dirs(self) -> list[tuple[str, str, str]]:
+        note = "" if "path" in self.model_fields_set else " (the default, <data_path>/LocalBackup)"
+        return [("path", self.path, note)] + ([("mirror", self.mirror, "")] if self.mirror else [])
 
 
 class LocalDirTarget(BackupTarget):
-    def __init__(self, path: str, mirror: str | None = None):
-        self.root = Path(path)
-        self.mirror = Path(mirror) if mirror else None
-        self.uri = f"file://{self.root}"
+    def __init__(self, config: LocalDirConfig):
+        self.root = Path(config.path)
+        self.mirror = Path(config.mirror) if config.mirror else None
+        self.uri = config.uri()
 
     def _dir(self, root: Path, task_dir: str) -> Path:
         _check_name("task directory", task_dir)

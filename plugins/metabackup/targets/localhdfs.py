@@ -14,16 +14,71 @@ import os
 import posixpath
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal
 
+from pydantic import AfterValidator, Field
+
+from metabackup.fields import ConnId, NameService, short
 from metabackup.naming import is_temp_name, temp_name
-from metabackup.spec import Target
-from metabackup.targets.base import BackupTarget, TargetError
+from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, join_uri
 
 log = logging.getLogger(__name__)
 
 FILE_PERMISSION = "600"
 DIR_PERMISSION = "700"
+
+
+DEFAULT_NAMESERVICE = "hacluster"
+# HDFS locations a backup must never be written to (published in README).  The trees are owned by
+# a service that cleans or rewrites them (HBase, YARN log aggregation, the MapReduce history server,
+# tmp sweepers): nothing below them either.  The shared parents are refused only themselves, since
+# /user/<name>/... and /apps/<name>/... are ordinary places of one's own.
+HDFS_SYSTEM_TREES = ("/tmp", "/system", "/hbase", "/mr-history", "/app-logs")
+HDFS_SYSTEM_DIRS = ("/", "/user", "/apps", *HDFS_SYSTEM_TREES)
+
+
+def hdfs_backup_path(path: str) -> str:
+    """An HDFS directory for backups: absolute, normalised, no hidden part, not a system directory."""
+    if not path.startswith("/"):
+        raise ValueError(f"must be an absolute HDFS path, got {short(path)}")
+    parts = [p for p in path.split("/") if p]
+    if ".." in parts or "." in parts or posixpath.normpath(path) != path.rstrip("/") and path != "/":
+        raise ValueError(f"must be normalised (no '.', '..' or '//'): {short(path)}")
+    hidden = [p for p in parts if p.startswith(".")]
+    if hidden:
+        raise ValueError(f"must not contain a hidden component such as {short(hidden[0])} (snapshot, trash and "
+                         "reserved directories are not allowed)")
+    norm = "/" + "/".join(parts)
+    if norm in HDFS_SYSTEM_DIRS:
+        raise ValueError(f"{short(norm)} is an HDFS system directory; choose a directory of its own, e.g. /backup/metadata")
+    owner = next((tree for tree in HDFS_SYSTEM_TREES if norm.startswith(tree + "/")), None)
+    if owner:
+        raise ValueError(f"{short(norm)} lies inside the HDFS system directory {short(owner)}, whose service may clean "
+                         "it; choose a directory of its own, e.g. /backup/metadata")
+    return norm
+
+
+HdfsBackupPath = Annotated[str, AfterValidator(hdfs_backup_path),
+                           Field(description="an absolute HDFS directory of its own, e.g. /backup/metadata")]
+
+
+class LocalHDFSConfig(TargetConfig):
+    """``type: LocalHDFS``: a directory in the cluster's own HDFS, written through WebHDFS."""
+
+    type: Literal["LocalHDFS"]
+    path: HdfsBackupPath
+    nameservice: NameService = DEFAULT_NAMESERVICE
+    conn_id: ConnId | None = Field(None, description="the NameService's WebHDFS connection (default webhdfs_<nameservice>)")
+
+    @property
+    def webhdfs_conn_id(self) -> str:
+        return self.conn_id or f"webhdfs_{self.nameservice}"
+
+    def uri(self, task_dir: str = "") -> str:
+        return join_uri(f"hdfs://{self.nameservice}{self.path.rstrip('/')}", task_dir)
+
+    def open(self, **kwargs: Any) -> LocalHDFSTarget:
+        return LocalHDFSTarget(self, **kwargs)
 
 
 class _Stream:
@@ -47,11 +102,11 @@ class _Stream:
 
 
 class LocalHDFSTarget(BackupTarget):
-    def __init__(self, target: Target, client_factory=None):
-        self.root = target.path.rstrip("/") or "/"
-        self.nameservice = target.nameservice
-        self.conn_id = target.webhdfs_conn_id
-        self.uri = f"hdfs://{self.nameservice}{self.root}"
+    def __init__(self, config: LocalHDFSConfig, client_factory=None):
+        self.root = config.path.rstrip("/") or "/"
+        self.nameservice = config.nameservice
+        self.conn_id = config.webhdfs_conn_id
+        self.uri = config.uri()
         self._client_factory = client_factory or self._client_from_connection
         self._client = None
 

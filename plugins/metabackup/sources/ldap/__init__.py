@@ -22,34 +22,98 @@ Modules, one concern each:
 - :mod:`.client`: the LDAP protocol client (server URL, bind, error messages, paged search);
 - :mod:`.records`: LDIF records, the archive's members, DNs and per-entry digests;
 - :mod:`.capture`: change capture for incrementals (accesslog, digest comparison);
-- :mod:`.kind`: the source kind (:class:`LdapSource`);
-- :mod:`.restore`: restore into a directory server, and :func:`dump_state`.
-This package re-exports the names other modules use, so they import ``metabackup.sources.ldap``.
+- :mod:`.kind`: the engine (:class:`~.kind.LdapSource`): snapshot, archive, restore;
+- :mod:`.restore`: restore into a directory server, and :func:`~.restore.dump_state`;
+- this module: the options and the plug-in, light enough for DAG parsing (no python-ldap).
 """
 
 from __future__ import annotations
 
-from metabackup.sources.ldap.capture import REPLAY_STAMPS, accesslog_changes, parse_reqmods
-from metabackup.sources.ldap.client import (
-    LdapSourceError, connect, ldap_message, naming_contexts, paged_search, server_url,
-)
-from metabackup.sources.ldap.kind import PROGRESS_EVERY, LdapSource
-from metabackup.sources.ldap.records import (
-    CHANGES_MEMBER, CONFIG_MEMBER, DYNAMIC_ATTRS, INDEX_MEMBER, MEMBER_DIR, NOT_COMPARED, VOLATILE_ATTRS, Change,
-    ChangeWriter, RecordReader, attribute_digests, base_member, iter_entries, normalize_dn, parent_dn, read_changes,
-    stored_attrs,
-)
-from metabackup.sources.ldap.restore import (
-    RELAX, SERVER_COMPUTED_ON_ADD, LdapDestination, apply_change, config_suffixes, dump_state, parents_first,
-    restore_chain, slapadd_call, unserved_bases,
-)
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+import re
+from typing import Any, Literal
 
-__all__ = [
-    "CHANGES_MEMBER", "CONFIG_MEMBER", "DYNAMIC_ATTRS", "INDEX_MEMBER", "MEMBER_DIR", "NOT_COMPARED", "PROGRESS_EVERY",
-    "RELAX", "REPLAY_STAMPS", "SERVER_COMPUTED_ON_ADD", "VOLATILE_ATTRS",
-    "Change", "ChangeWriter", "LdapDestination", "LdapSource", "LdapSourceError", "RecordReader",
-    "accesslog_changes", "apply_change", "attribute_digests", "base_member", "config_suffixes", "connect",
-    "dump_state", "iter_entries", "ldap_message", "naming_contexts", "normalize_dn", "paged_search", "parent_dn",
-    "parents_first", "parse_reqmods", "read_changes", "restore_chain", "server_url", "slapadd_call", "stored_attrs",
-    "unserved_bases",
-]
+from pydantic import Field, field_validator
+
+from metabackup.fields import ConnId, ProblemRow, SpecModel, TextList, between, short
+from metabackup.manifest import Manifest, int_field, need, text_field
+from metabackup.sources.base import RestoreError, RestoreRequest, SourceKind
+
+
+class LdapOptions(SpecModel):
+    """``kind: ldap``: an LDAP directory reached through an Airflow connection."""
+
+    conn_id: ConnId = Field(description="the Airflow connection of the directory server (bind DN and password)")
+    base_dns: TextList = Field(description="the base DNs to back up, e.g. dc=hadoop,dc=com")
+    change_method: Literal["auto", "accesslog", "digest"] = "auto"
+    page_size: between(1, 10000) = 500
+    include_config: bool = True
+    accesslog_base: str = "cn=accesslog"
+
+    @field_validator("base_dns")
+    @classmethod
+    def _dns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one base DN")
+        for i, dn in enumerate(value):
+            if "=" not in dn:
+                raise ProblemRow(f"[{i}]", f"{short(dn)} is not a DN such as dc=hadoop,dc=com")
+        return value
+
+
+class LdapKind(SourceKind):
+    name = "ldap"
+    Options = LdapOptions
+    engine_path = "metabackup.sources.ldap.kind:LdapSource"
+    restores_into = "connection"
+
+    def destination(self, where: Any, request: RestoreRequest) -> Any:
+        from metabackup.connections import get_connection
+        from metabackup.sources.ldap.restore import LdapDestination
+
+        return LdapDestination(conn=get_connection(where))
+
+    def check_position(self, pos: dict, at: str) -> None:
+        """A set's position, read back from a target: base DNs, entry count, method, watermark."""
+        need(isinstance(pos.get("base_dns"), list) and all(isinstance(b, str) and "=" in b for b in pos["base_dns"]),
+             f"{at}.base_dns", pos.get("base_dns"), "a list of DNs")
+        int_field(pos, f"{at}.entries", optional=True)
+        text_field(pos, f"{at}.method", re.compile(r"^(full|accesslog|digest|export)$"), "full, accesslog, digest or export",
+             optional=True)
+        text_field(pos, f"{at}.watermark", optional=True)
+
+    def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
+        from metabackup.sources.ldap.restore import dump_state
+
+        position = chain[-1].position
+        state = dump_state(dest.conn, list(source.options.base_dns))  # the spec's bases, never a manifest's
+        if position.get("entries") is not None and len(state) != position["entries"]:
+            raise RestoreError(f"the restored directory holds {len(state)} entries under {list(source.options.base_dns)}; "
+                               f"the set recorded {position['entries']}")
+        return {"entries": len(state)}
+
+    @contextlib.contextmanager
+    def scratch_destination(self, source: Any, scratch: Path) -> Iterator[Any]:
+        """A scratch slapd (:mod:`metabackup.scratch_slapd`) whose suffix is the backed-up base DN."""
+        from metabackup.connections import ConnectionInfo
+        from metabackup.scratch_slapd import scratch_slapd
+        from metabackup.sources.ldap.restore import LdapDestination
+
+        bases = source.options.base_dns
+        if len(bases) != 1:
+            raise RestoreError(f"a scratch test restore needs one base DN per source; {source.name} has {list(bases)}")
+        with scratch_slapd(scratch / "slapd", bases[0]) as server:
+            yield LdapDestination(conn=ConnectionInfo(
+                conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
+                login=server.admin_dn, password=server.password))
+
+    def asset_uris(self, options: LdapOptions) -> list[str]:
+        from urllib.parse import quote
+
+        # the host part names the Airflow connection: no lookup at parse time
+        return [f"ldap://{options.conn_id}/{quote(base)}" for base in options.base_dns]
+
+
+KIND = LdapKind()

@@ -19,7 +19,7 @@ from metabackup.archive import MissingMember, read_json_member
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.fsutil import FILE_MODE, atomic_writer, private_open, write_private
 from metabackup.manifest import FULL, Manifest
-from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
+from metabackup.sources.base import ArchiveResult, RestoreError, SourceEngine
 from metabackup.sources.ldap.capture import accesslog_incremental, accesslog_readable, digest_changes, watermark
 from metabackup.sources.ldap.client import LdapSourceError, connect, paged_search
 from metabackup.sources.ldap.records import (
@@ -32,34 +32,32 @@ log = logging.getLogger(__package__)  # one logger for the whole ldap source
 PROGRESS_EVERY = 10_000
 
 
-class LdapSource(SourceKind):
-    kind = "ldap"
-    supports_incremental = True
+class LdapSource(SourceEngine):
 
     @property
     def conn(self) -> ConnectionInfo:
-        return get_connection(self.source.options["conn_id"])
+        return get_connection(self.options.conn_id)
 
     def tool_versions(self) -> dict[str, str]:
         return {"python-ldap": ldap.__version__}
 
     @property
     def bases(self) -> list[str]:
-        return list(self.source.options["base_dns"])
+        return list(self.options.base_dns)
 
     @property
     def _accesslog_base(self) -> str:
-        return self.source.options.get("accesslog_base", "cn=accesslog")
+        return self.options.accesslog_base
 
     def _accesslog_readable(self, client) -> bool:
-        if self.source.options.get("change_method") == "digest":
+        if self.options.change_method == "digest":
             return False
         return accesslog_readable(client, self._accesslog_base)
 
     def _method_for(self, client, parent: Manifest) -> tuple[str | None, str]:
         """(method, why) for an incremental on ``parent``; method None when impossible."""
         pos = parent.position
-        wanted = self.source.options.get("change_method", "auto")
+        wanted = self.options.change_method
         if wanted != "digest" and pos.get("accesslog") and self._accesslog_readable(client):
             mark = pos.get("watermark")
             if mark is None:
@@ -137,7 +135,7 @@ class LdapSource(SourceKind):
     def _export(self, client, workdir: Path, position: dict[str, Any]) -> dict[str, Any]:
         """Write each base as LDIF and the per-entry digest index; return counts."""
         index: dict[str, list[Any]] = {}
-        page = int(self.source.options.get("page_size", 500))
+        page = self.options.page_size
         for i, base in enumerate(self.bases):
             count = 0
             with private_open(workdir / f"base-{i}.ldif", "w") as out:
@@ -165,7 +163,7 @@ class LdapSource(SourceKind):
         return {"entries": len(index), "config_saved": config}
 
     def _export_config(self, client, workdir: Path) -> bool:
-        if not self.source.options.get("include_config", True):
+        if not self.options.include_config:
             return False
         try:
             # the config backend is small and does not page
