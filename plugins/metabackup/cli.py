@@ -226,6 +226,14 @@ def quiet_airflow() -> None:
     logging.getLogger("hdfs").setLevel(logging.WARNING)  # the WebHDFS client narrates every call
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of a task spec file (for editors: the YAML language server)."""
+    from metabackup.schema import spec_schema
+
+    print(json.dumps(spec_schema(), indent=2), file=args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metabackup", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)
     p.set_defaults(func=cmd_unlock)
+    p = sub.add_parser("schema", help="print the JSON Schema of a task spec file (for editors)")
+    p.set_defaults(func=cmd_schema)
     p = sub.add_parser("restore", help="restore a source from its backup chain")
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)
