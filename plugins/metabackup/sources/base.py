@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from metabackup.errors import BackupError, RestoreError  # noqa: F401 - re-exported for the kinds
 from metabackup.manifest import Manifest
+from metabackup.policy import Decision
 from metabackup.spec import Source
 
 
@@ -40,7 +41,7 @@ class SourceKind(ABC):
         return None
 
     @abstractmethod
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         """Capture what this set will hold into ``workdir``; return a small JSON-able summary.
 

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from metabackup.archive import find_member, open_tar_stream
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
+from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
@@ -141,14 +142,14 @@ class FilesSource(SourceKind):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise PermissionError(f"{self.source.name}: source directory {path} is not readable by this worker")
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         opts = self.source.options
         target = self.source.target
         own = (target.path, target.mirror) if target.type == "LocalDir" else ()
         current = scan(opts["paths"], opts["exclude"], tuple(p for p in own if p))
         parent_index: dict[str, Entry] = {}
-        if decision["type"] != FULL:
+        if decision.type != FULL:
             with open_parent() as stream:
                 parent_index = read_index(stream, parent)
         include = sorted(p for p, e in current.items() if e["type"] == "f" and _changed(parent_index.get(p), e))

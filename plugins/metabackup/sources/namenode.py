@@ -39,6 +39,7 @@ from metabackup.connections import get_connection
 from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
 from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, Manifest
+from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class NameNodeSource(SourceKind):
 
     # -- snapshot ----------------------------------------------------------------------------
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         import requests
 
@@ -203,7 +204,7 @@ class NameNodeSource(SourceKind):
             "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"],
         }
         session = requests.Session()
-        if decision["type"] == FULL:
+        if decision.type == FULL:
             image = self._fetch(session, url, "getimage=1&txid=latest", files, expect=None)
             txid = int(IMAGE_RE.match(image["name"]).group(1))
             position.update(image_txid=txid, image_md5=image["md5"], start_txid=txid + 1)
@@ -222,7 +223,7 @@ class NameNodeSource(SourceKind):
             log.info("%s: edit-log segment %d/%d %s", self.source.name, number, len(segments), segment.name)
         position.update(end_txid=end, segments=[s.name for s in segments], taken_at=pendulum.now("UTC").isoformat())
         write_private(workdir / "namenode-position.json", json.dumps(position))
-        log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision["type"],
+        log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision.type,
                  position["start_txid"], end, len(segments),
                  f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
         return {k: position[k] for k in ("start_txid", "end_txid", "cluster_id")}

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from metabackup.fsutil import ensure_private_dir
 from metabackup.manifest import Manifest
+from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, SourceKind
 from metabackup.sources.files import FilesSource
 from metabackup.sources.postgres import PostgresDestination, PostgresSource
@@ -57,7 +58,7 @@ class OmsSource(SourceKind):
     def incremental_blocker(self, parent: Manifest) -> str | None:
         return self.database.incremental_blocker(component_view(parent, "postgres"))
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         summary = {}
         for name, component in (("postgres", self.database), ("files", self.files)):

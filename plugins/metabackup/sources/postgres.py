@@ -47,6 +47,7 @@ from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
 from metabackup.manifest import FULL, Manifest
+from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
 log = logging.getLogger(__name__)
@@ -244,12 +245,12 @@ class PostgresSource(SourceKind):
             return f"replication slot {self.slot} no longer holds WAL from the parent's end LSN {pos['end_lsn']}"
         return None
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         conn = self.conn
         with sql_session(conn) as session:
             server = self._server(session)
-        if decision["type"] == FULL:
+        if decision.type == FULL:
             position = self._full(conn, server, workdir, self._previous_set(workdir, decision))
         else:
             blocker = self.incremental_blocker(parent)
@@ -259,11 +260,11 @@ class PostgresSource(SourceKind):
         position.update(system_identifier=server["system_identifier"], server_version=server["version_num"],
                         slot=self.slot, segment_size=server["segment_size"])
         (workdir / "pg-position.json").write_text(json.dumps(position))
-        log.info("%s: %s covers %s .. %s on timeline %s", self.source.name, decision["type"],
+        log.info("%s: %s covers %s .. %s on timeline %s", self.source.name, decision.type,
                  position["start_lsn"], position["end_lsn"], position["timeline"])
         return {k: position[k] for k in ("start_lsn", "end_lsn", "timeline")}
 
-    def _previous_set(self, workdir: Path, decision: dict[str, Any]) -> tuple[str, dict[str, Any]] | None | str:
+    def _previous_set(self, workdir: Path, decision: Decision) -> tuple[str, dict[str, Any]] | None | str:
         """The newest committed set of this source before this run (name, postgres position), read
         from the target's catalog; None when there is none; a string saying why it is unknown.
 
@@ -273,16 +274,16 @@ class PostgresSource(SourceKind):
         from metabackup.targets import open_target
 
         folder = workdir.resolve()
-        while folder.name != decision.get("set") and folder != folder.parent:
+        while folder.name != decision.set and folder != folder.parent:
             folder = folder.parent
-        if folder.name != decision.get("set"):
+        if folder.name != decision.set:
             return "the work directory does not name the task directory"
         try:
             catalog = Catalog.read(open_target(self.source.target), self.task, folder.parent.name, self.source.name)
         except Exception as exc:  # noqa: BLE001 - reported in the manifest, the backup itself goes on
             return f"the catalog could not be read: {exc}"
         for manifest in reversed(catalog.restorable()):
-            if manifest.set == decision.get("set"):
+            if manifest.set == decision.set:
                 continue
             position = manifest.position.get("postgres", manifest.position) if manifest.kind == "oms" else manifest.position
             if manifest.kind in ("postgres", "oms") and isinstance(position, dict) and position.get("end_lsn"):

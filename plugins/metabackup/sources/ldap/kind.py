@@ -19,6 +19,7 @@ from metabackup.archive import MissingMember, read_json_member
 from metabackup.connections import ConnectionInfo, get_connection
 from metabackup.fsutil import FILE_MODE, atomic_writer, private_open, write_private
 from metabackup.manifest import FULL, Manifest
+from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceKind
 from metabackup.sources.ldap.capture import accesslog_incremental, accesslog_readable, digest_changes, watermark
 from metabackup.sources.ldap.client import LdapSourceError, connect, paged_search
@@ -94,12 +95,12 @@ class LdapSource(SourceKind):
         finally:
             client.unbind_s()
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         client = connect(self.conn)
         try:
             accesslog = self._accesslog_readable(client)
-            if decision["type"] == FULL:
+            if decision.type == FULL:
                 method, why = "export", "full export"
             else:
                 method, why = self._method_for(client, parent)
@@ -121,7 +122,7 @@ class LdapSource(SourceKind):
                     summary.update(digest_changes(workdir, self.bases, parent_index["entries"]))
             position["context_csn"] = self._context_csns(client)
             write_private(workdir / "ldap-position.json", json.dumps(position))
-            log.info("%s: %s backup by %s: %s", self.source.name, decision["type"], why, summary)
+            log.info("%s: %s backup by %s: %s", self.source.name, decision.type, why, summary)
             return summary
         finally:
             client.unbind_s()
