@@ -32,7 +32,7 @@ from metabackup.catalog import Catalog
 from metabackup.errors import BackupError
 from metabackup.locks import SourceLock
 from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
-from metabackup.naming import SetName
+from metabackup.naming import ARCHIVE_SUFFIX, SetName
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
 from metabackup.sources import SourceKind, kind_class
@@ -385,7 +385,7 @@ def _retention(run: SetRun) -> dict[str, Any]:
     newest = catalog.sets[-1].executed_at if catalog.sets else None
     strays = []
     for name in run.target.list_names(run.task_dir):
-        parsed = SetName.parse(name.removesuffix(".tar.gz")) if name.endswith(".tar.gz") else None
+        parsed = SetName.parse(name.removesuffix(ARCHIVE_SUFFIX)) if name.endswith(ARCHIVE_SUFFIX) else None
         if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
             run.target.delete(run.task_dir, name)  # an archive whose run never committed it
             strays.append(name)
