@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from metabackup.archive import find_member, open_tar_stream
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, Manifest
+from metabackup.naming import SetName
 from metabackup.policy import Decision
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceKind
 
@@ -309,7 +310,6 @@ def read_index_document(stream: BinaryIO, manifest: Manifest | None = None) -> d
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SET = re.compile(r"^[A-Za-z0-9.\-]+_[A-Za-z0-9\-]+_\d{14}$")
 _ENTRY_INTS = ("mode", "uid", "gid", "mtime_ns", "size")
 
 
@@ -337,7 +337,7 @@ def validate_index(document: Any) -> None:
         if entry["mode"] > 0o7777:
             raise bad(f"{member!r}: mode {entry['mode']:o} is not a permission mode")
         if entry["type"] == "f" and not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])
-                                         and isinstance(entry.get("set"), str) and _SET.fullmatch(entry["set"])):
+                                         and SetName.parse(entry.get("set")) is not None):
             raise bad(f"{member!r}: a file needs a SHA-256 and the set holding its content")
         if entry["type"] == "l":
             if not isinstance(entry.get("target"), str) or not entry["target"] or "\0" in entry["target"]:
