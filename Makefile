@@ -59,7 +59,7 @@ lock:
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
 	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
-	  pendulum pyyaml pytest python-ldap selenium aiosmtpd import-linter
+	  pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 

@@ -281,7 +281,7 @@ def child_ours(spec_path: str) -> None:
     result = pipeline.archive(run)
     t3 = time.perf_counter()
     print(json.dumps({
-        "type": decision["type"], "files": snap["files_to_archive"], "size": result["size"],
+        "type": decision.type, "files": snap["files_to_archive"], "size": result["size"],
         "archive": str(run.staged_archive), "workdir": str(run.workdir),
         "decide_s": t1 - t0, "snapshot_s": t2 - t1, "archive_s": t3 - t2, "total_s": t3 - t0,
         "rss_before_kb": rss_before,

@@ -42,7 +42,7 @@ for step in steps:
     getattr(pipeline, step)(run)
 elapsed = time.monotonic() - started
 manifest = json.loads((run.workdir / "manifest.json").read_text()) if (run.workdir / "manifest.json").exists() else None
-print(json.dumps({"seconds": elapsed, "type": decision["type"], "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"seconds": elapsed, "type": decision.type, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "size": manifest["archive"]["size"] if manifest else None,
                   "method": manifest["position"]["method"] if manifest else None}))
 """

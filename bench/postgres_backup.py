@@ -40,7 +40,7 @@ def our_backup(spec, hour: int) -> tuple[float, int, str]:
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify):
         step(run)
     manifest = run.catalog().get(run.name.stem)
-    return time.monotonic() - started, manifest.archive.size, decision["type"]
+    return time.monotonic() - started, manifest.archive.size, decision.type
 
 
 def as_postgres(env: dict, *args: str) -> float:

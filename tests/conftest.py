@@ -184,7 +184,7 @@ def backup_once(spec, source: str, when) -> dict:
     decision = pipeline.decide(run)
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
-    return {**decision, "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}
+    return {**decision.model_dump(), "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}
 
 
 # ---------------------------------------------------------------------------------------------

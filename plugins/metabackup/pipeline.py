@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
+from pydantic import ValidationError
 
 from metabackup import fsutil
 from metabackup.archive import write_tar_gz
 from metabackup.catalog import Catalog
 from metabackup.errors import BackupError
 from metabackup.locks import SourceLock
-from metabackup.manifest import FULL, ArchiveInfo, Manifest, tool_versions
-from metabackup.naming import SetName
+from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
+from metabackup.naming import ARCHIVE_SUFFIX, SetName
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
 from metabackup.sources import SourceEngine
@@ -104,19 +105,35 @@ class SetRun:
     def catalog(self) -> Catalog:
         return Catalog.read(self.target, self.spec.name, self.task_dir, self.source.name, self.spec.timezone)
 
-    def _read(self, name: str) -> dict[str, Any]:
+    def _path(self, name: str) -> Path:
+        """A file an earlier step of this run left in the work directory; missing is an error."""
         path = self.workdir / name
         if not path.exists():
             raise BackupError(f"{path} is missing: the previous step of this run did not finish here "
                                "(with several workers, share staging_dir or set the spec's queue)")
-        return json.loads(path.read_text())
+        return path
+
+    def _read(self, name: str) -> dict[str, Any]:
+        return json.loads(self._path(name).read_text())
 
     def _write(self, name: str, data: dict[str, Any]) -> None:
         with fsutil.atomic_writer(self.workdir / name) as handle:
             handle.write(json.dumps(data, indent=2, sort_keys=True).encode())
 
-    def decision(self) -> dict[str, Any]:
-        return self._read("decision.json")
+    def decision(self) -> Decision:
+        """The decision ``decide`` wrote for this run; a decision.json this version cannot read
+        (corrupt, or written by something else) is refused rather than half-understood."""
+        path = self._path("decision.json")
+        try:
+            return Decision.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors())
+            raise BackupError(f"{path} is not a decision this version wrote ({problems}); retry the run from its "
+                              "decide step, which writes it afresh") from None
+
+    def _write_decision(self, decision: Decision) -> None:
+        with fsutil.atomic_writer(self.workdir / "decision.json") as handle:
+            handle.write(decision.model_dump_json(indent=2).encode())
 
     @property
     def staged_archive(self) -> Path:
@@ -198,7 +215,7 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
     return report
 
 
-def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
+def decide(run: SetRun, force_full: bool = False) -> Decision:
     """Take the source's lease, choose full or incremental and prepare a fresh work directory."""
     run.hold()
     catalog = run.catalog()
@@ -210,43 +227,42 @@ def decide(run: SetRun, force_full: bool = False) -> dict[str, Any]:
             f"{executed_utc}: local time repeats in {run.spec.timezone} (a DST fall-back hour). Refusing to skip or "
             "overwrite; give this task a timezone without DST (e.g. UTC) to keep hourly backups unique")
     if existing is not None:
-        decision = {"type": existing.type, "parent": existing.parent, "committed": True,
-                    "reason": f"set {existing.set} is already committed at {run.target.uri}; nothing to redo"}
+        decision = Decision(type=existing.type, parent=existing.parent, committed=True,
+                            reason=f"set {existing.set} is already committed at {run.target.uri}; nothing to redo")
     else:
         kind = run.kind
-        chosen = decide_type(
+        decision = decide_type(
             policy=run.spec.policy, catalog=catalog, supports_incremental=run.source.plugin.supports_incremental,
             cluster_version=run.spec.cluster_version, max_backups=run.source.target.max_backups, force_full=force_full,
         )
-        parent = catalog.get(chosen.parent) if chosen.parent else None
+        parent = catalog.get(decision.parent) if decision.parent else None
         if parent is not None and parent.kind != run.source.kind:
-            chosen = Decision(FULL, None, f"the source kind changed from {parent.kind} to {run.source.kind}")
+            decision = Decision.full(f"the source kind changed from {parent.kind} to {run.source.kind}")
         elif parent is not None and (blocker := kind.incremental_blocker(parent)):
-            chosen = Decision(FULL, None, f"the source cannot continue the chain of {chosen.parent}: {blocker}")
-        decision = {**chosen.as_dict(), "committed": False}
-    decision["set"] = run.name.stem
+            decision = Decision.full(f"the source cannot continue the chain of {decision.parent}: {blocker}")
+    decision = decision.model_copy(update={"set": run.name.stem})
     fsutil.remove_tree(run.workdir)
     fsutil.ensure_private_dir(run.workdir)
-    run._write("decision.json", decision)
-    log.info("%s: %s backup (%s)", run.source.name, decision["type"], decision["reason"])
+    run._write_decision(decision)
+    log.info("%s: %s backup (%s)", run.source.name, decision.type, decision.reason)
     return decision
 
 
 def snapshot(run: SetRun) -> dict[str, Any]:
     run.hold()
     decision = run.decision()
-    if decision["committed"]:
-        log.info("%s", decision["reason"])
+    if decision.committed:
+        log.info("%s", decision.reason)
         return {"skipped": True}
     for stale in run.workdir.iterdir():  # a retried snapshot starts clean
         if stale.name != "decision.json":
             fsutil.remove_tree(stale) if stale.is_dir() else stale.unlink()
     started = pendulum.now("UTC")
     parent, open_parent = None, None
-    if decision["parent"]:
-        parent = run.catalog().get(decision["parent"])
+    if decision.parent:
+        parent = run.catalog().get(decision.parent)
         if parent is None:
-            raise BackupError(f"parent set {decision['parent']} vanished from {run.target.uri} since the decision; retry the run")
+            raise BackupError(f"parent set {decision.parent} vanished from {run.target.uri} since the decision; retry the run")
         open_parent = lambda: run.target.open_read(run.task_dir, parent.archive.name)  # noqa: E731
     summary = run.kind.snapshot(run.workdir, decision, parent, open_parent)
     run._write("snapshot.json", {"started_at": started.to_iso8601_string(), "summary": summary})
@@ -256,7 +272,7 @@ def snapshot(run: SetRun) -> dict[str, Any]:
 def archive(run: SetRun) -> dict[str, Any]:
     run.hold()
     decision = run.decision()
-    if decision["committed"]:
+    if decision.committed:
         return {"skipped": True}
     snap = run._read("snapshot.json")
     kind = run.kind
@@ -272,16 +288,16 @@ def archive(run: SetRun) -> dict[str, Any]:
         raise OutOfSpace(f"{run.source.name}: the staging area is full: no space left writing {run.staged_archive} "
                          f"({free} bytes free now; a set needs about {need}: {why}). Free space under "
                          f"{run.spec.staging_dir} or point staging_dir elsewhere; the partial archive was removed") from None
-    catalog_parent = run.catalog().get(decision["parent"]) if decision["parent"] else None
+    catalog_parent = run.catalog().get(decision.parent) if decision.parent else None
     manifest = Manifest(
         set=run.name.stem, task=run.spec.name, task_dir=run.task_dir, source=run.source.name, kind=run.source.kind,
-        type=decision["type"], parent=decision["parent"],
+        type=decision.type, parent=decision.parent,
         chain_root=catalog_parent.chain_root if catalog_parent else run.name.stem,
         cluster_version=run.spec.cluster_version,
         executed_at=run.executed.in_timezone("UTC").to_iso8601_string(),  # as decide() compares it
         started_at=snap["started_at"], finished_at=pendulum.now("UTC").to_iso8601_string(),
         archive=ArchiveInfo(name=run.name.archive, size=written.size, sha256=written.sha256),
-        content=result.content, position=result.position, reason=decision["reason"],
+        content=result.content, position=result.position, reason=decision.reason,
         tools=tool_versions(**kind.tool_versions()),
     )
     with fsutil.atomic_writer(run.workdir / "manifest.json") as handle:
@@ -296,7 +312,7 @@ def _staged_manifest(run: SetRun) -> Manifest:
 
 def upload(run: SetRun) -> dict[str, Any]:
     run.hold()
-    if run.decision()["committed"]:
+    if run.decision().committed:
         return {"skipped": True}
     manifest = _staged_manifest(run)
     name = manifest.archive.name
@@ -326,8 +342,8 @@ def verify(run: SetRun) -> dict[str, Any]:
     """Check the uploaded archive (and its standby copy) against the manifest, then commit it."""
     run.hold()
     decision = run.decision()
-    if decision["committed"]:
-        manifest = run.catalog().get(decision["set"])
+    if decision.committed:
+        manifest = run.catalog().get(decision.set)
     else:
         manifest = _staged_manifest(run)
         if manifest.parent is not None and run.catalog().chain(manifest.parent) is None:
@@ -369,7 +385,7 @@ def _retention(run: SetRun) -> dict[str, Any]:
     newest = catalog.sets[-1].executed_at if catalog.sets else None
     strays = []
     for name in run.target.list_names(run.task_dir):
-        parsed = SetName.parse(name.removesuffix(".tar.gz")) if name.endswith(".tar.gz") else None
+        parsed = SetName.parse(name.removesuffix(ARCHIVE_SUFFIX)) if name.endswith(ARCHIVE_SUFFIX) else None
         if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
             run.target.delete(run.task_dir, name)  # an archive whose run never committed it
             strays.append(name)
@@ -407,14 +423,14 @@ def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str |
 def run_set(run: SetRun, force_full: bool = False, keep: bool = True) -> dict[str, Any]:
     """One source's whole set in this process, in the order the DAG runs the steps:
     decide -> snapshot -> archive -> upload -> verify (commits) -> retention (unless ``keep`` is
-    False, as for a safety backup).  Returns the decision and the committed set's event."""
+    False, as for a safety backup).  Returns the decision's fields and the committed set's event."""
     decision = decide(run, force_full=force_full)
     for step in (snapshot, archive, upload):
         step(run)
     event = verify(run)
     if keep:
         retention(run)
-    return {**decision, "event": event}
+    return {**decision.model_dump(mode="json"), "event": event}
 
 
 def backup(spec: TaskSpec, source_names: list[str] | None = None, executed: pendulum.DateTime | None = None,

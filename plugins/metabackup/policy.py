@@ -22,21 +22,32 @@ timeline) -> full, with the reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from metabackup.catalog import Catalog
 from metabackup.manifest import FULL, INCREMENTAL
 from metabackup.spec import Policy
 
 
-@dataclass(frozen=True)
-class Decision:
-    type: str  # full | incremental
+class Decision(BaseModel):
+    """What a run does for one source, handed from ``decide`` to the later steps in the work
+    directory's ``decision.json``.  The table below leaves ``committed``/``set`` at their defaults;
+    ``pipeline.decide`` fills in the set stem this run writes, and ``committed`` when that set is
+    already in the catalog (a rerun: the later steps then have nothing to do)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["full", "incremental"]
     parent: str | None
     reason: str
+    committed: bool = False
+    set: str | None = None
 
-    def as_dict(self) -> dict[str, str | None]:
-        return {"type": self.type, "parent": self.parent, "reason": self.reason}
+    @classmethod
+    def full(cls, reason: str) -> Decision:
+        return cls(type=FULL, parent=None, reason=reason)
 
 
 def decide(
@@ -49,20 +60,20 @@ def decide(
     force_full: bool = False,
 ) -> Decision:
     if force_full:
-        return Decision(FULL, None, "force_full was requested for this run")
+        return Decision.full("force_full was requested for this run")
     if not supports_incremental:
-        return Decision(FULL, None, "this source kind can only take full backups")
+        return Decision.full("this source kind can only take full backups")
     if policy.type == "full_always":
-        return Decision(FULL, None, "policy full_always")
+        return Decision.full("policy full_always")
     latest = catalog.latest_restorable()
     if latest is None:
-        return Decision(FULL, None, "no complete full backup in the catalog yet")
+        return Decision.full("no complete full backup in the catalog yet")
     if latest.cluster_version != cluster_version:
-        return Decision(FULL, None, f"cluster version changed from {latest.cluster_version} to {cluster_version}")
+        return Decision.full(f"cluster version changed from {latest.cluster_version} to {cluster_version}")
     chain = catalog.chain(latest.set)
     incrementals = len(chain) - 1
     if policy.type == "full_every_n" and incrementals >= policy.n - 1:
-        return Decision(FULL, None, f"policy full_every_n (n={policy.n}): the chain already has {incrementals} incrementals")
+        return Decision.full(f"policy full_every_n (n={policy.n}): the chain already has {incrementals} incrementals")
     if len(chain) + 1 > max_backups:
-        return Decision(FULL, None, f"the chain already has {len(chain)} sets and max_backups is {max_backups}")
-    return Decision(INCREMENTAL, latest.set, f"policy {policy.type}: incremental on {latest.set}")
+        return Decision.full(f"the chain already has {len(chain)} sets and max_backups is {max_backups}")
+    return Decision(type=INCREMENTAL, parent=latest.set, reason=f"policy {policy.type}: incremental on {latest.set}")

@@ -78,7 +78,7 @@ def test_retention_of_another_run_cannot_delete_a_parent_in_use(spec, short_wait
     full_run(spec, 0)
     b = pipeline.SetRun.of(spec, "OMS", T0.add(hours=2))
     decision = pipeline.decide(b)
-    assert decision["type"] == "incremental"
+    assert decision.type == "incremental"
     a = pipeline.SetRun.of(spec, "OMS", T0.add(hours=1))
     with pytest.raises(LockBusy):
         pipeline.retention(a)
@@ -93,7 +93,7 @@ def test_verify_refuses_to_commit_when_the_parent_vanished(spec, short_wait):
     run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=1))
     decision = pipeline.decide(run)
     pipeline.snapshot(run), pipeline.archive(run), pipeline.upload(run)
-    parent = catalog(spec).get(decision["parent"])
+    parent = catalog(spec).get(decision.parent)
     folder = Path(spec.sources[0].target.path) / run.task_dir
     (folder / f"{parent.set}.manifest.json").unlink()  # deleted by hand behind the lease
     with pytest.raises(RuntimeError, match="no longer restorable.*not committing an incremental"):

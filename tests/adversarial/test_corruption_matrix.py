@@ -174,7 +174,7 @@ def world(tmp_path_factory) -> World:
         for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
             step(run)
         pipeline.record(spec, [SOURCE], when.isoformat())
-        return run.name.stem, decision["type"]
+        return run.name.stem, decision.type
 
     full, kind = backup(T0)
     assert kind == "full"

@@ -148,7 +148,7 @@ def test_rerunning_a_committed_run_changes_nothing(airflow_project, tmp_path):
     from metabackup import pipeline
     set_run = pipeline.SetRun.of(spec, "OMS", T0)
     decision = pipeline.decide(set_run)
-    assert decision["committed"] is True
+    assert decision.committed is True
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(set_run)
     assert {p.name: sha256(p) for p in task_dir.iterdir()} == before

@@ -40,7 +40,7 @@ def backup(spec, hour: int) -> str:
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
     pipeline.record(spec, ["OMS"], T0.add(hours=hour).isoformat())
-    return decision["type"], run.name.stem
+    return decision.type, run.name.stem
 
 
 def tree(root: Path) -> dict:
@@ -164,7 +164,7 @@ def test_incremental_after_a_parent_archive_lost_its_index_fails_clearly(tmp_pat
         tar.addfile(info, io.BytesIO(b""))
     archive.write_bytes(buf.getvalue())
     run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=1))
-    assert pipeline.decide(run)["type"] == "incremental"
+    assert pipeline.decide(run).type == "incremental"
     with pytest.raises(RestoreError, match="no file index"):
         pipeline.snapshot(run)
 

@@ -54,7 +54,7 @@ def backup(spec, hour: int) -> dict:
     decision = pipeline.decide(run)
     for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
-    return {**decision, "stem": run.name.stem}
+    return {**decision.model_dump(), "stem": run.name.stem}
 
 
 def task_dir(tmp_path: Path) -> Path:

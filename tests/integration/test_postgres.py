@@ -46,7 +46,7 @@ def run_steps(spec, hour: int, steps=("snapshot", "archive", "upload", "verify",
     decision = pipeline.decide(run, force_full=force_full)
     for step in steps:
         getattr(pipeline, step)(run)
-    return {**decision, "stem": run.name.stem}
+    return {**decision.model_dump(), "stem": run.name.stem}
 
 
 def write(instance, sql: str) -> None:
@@ -91,7 +91,7 @@ def test_server_down_fails_clearly_and_the_retry_after_restart_commits_one_set(t
     write(cluster, "INSERT INTO t VALUES (7000, 'y')")
     run = pipeline.SetRun.of(spec, "DBService", T0.add(hours=1))
     decision = pipeline.decide(run)
-    assert decision["type"] == "incremental"
+    assert decision.type == "incremental"
     cluster.stop("immediate")
     with pytest.raises(RuntimeError, match=r"PostgreSQL connection 'pg_src' \(127.0.0.1:\d+\)"):
         pipeline.snapshot(run)
@@ -179,7 +179,7 @@ def test_oms_backs_up_database_and_configuration_together_and_restores_both(tmp_
     for hour in range(2):
         run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
         pipeline.preflight(spec, ["OMS"])
-        assert pipeline.decide(run)["type"] == ("full" if hour == 0 else "incremental")
+        assert pipeline.decide(run).type == ("full" if hour == 0 else "incremental")
         for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
             step(run)
         stems.append(run.name.stem)

@@ -31,9 +31,25 @@ def test_task_directory_and_set_names():
     assert SetName.parse(name.stem) == name
 
 
-@pytest.mark.parametrize("stem", ["3.5.0_OMS", "3_5_OMS_20261124110000", "3.5.0_OMS_2026112411", "x_OMS_20261124110000.tar"])
+MALFORMED = ["3.5.0_OMS", "3_5_OMS_20261124110000", "3.5.0_OMS_2026112411", "x_OMS_20261124110000.tar"]
+
+
+@pytest.mark.parametrize("stem", MALFORMED)
 def test_malformed_stems_do_not_parse(stem):
     assert SetName.parse(stem) is None
+
+
+@pytest.mark.parametrize("stem", [*MALFORMED, "3.5.0_OMS_20261124110000\n", None, 7])
+def test_a_files_index_names_content_sets_by_the_same_grammar(stem):
+    from metabackup.sources.files import RestoreError, validate_index
+
+    def index(content_set):
+        return {"index": {"a": {"type": "f", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "size": 1,
+                                "sha256": "0" * 64, "set": content_set}}}
+
+    validate_index(index("3.5.0_OMS_20261124110000"))
+    with pytest.raises(RestoreError, match="the set holding its content"):
+        validate_index(index(stem))
 
 
 def test_temp_names_never_look_final():

@@ -11,6 +11,7 @@ from airflow.sdk import BaseBranchOperator, BaseOperator, Context
 
 from metabackup import pipeline
 from metabackup.airflow.faults import kill_point
+from metabackup.manifest import FULL
 from metabackup.spec import TaskSpec, load_spec
 
 
@@ -73,8 +74,8 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
         kill_point(f"{self.source}.decide.before")
         decision = pipeline.decide(run, force_full=bool(context["params"].get("force_full")))
         kill_point(f"{self.source}.decide.after")
-        context["ti"].xcom_push(key="decision", value=decision)
-        return self.full_task_id if decision["type"] == "full" else self.incremental_task_id
+        context["ti"].xcom_push(key="decision", value=decision.model_dump(mode="json"))
+        return self.full_task_id if decision.type == FULL else self.incremental_task_id
 
 
 class BackupStepOperator(_SpecMixin, BaseOperator):

@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import Field, field_validator
 
@@ -37,6 +37,10 @@ from metabackup.fields import ProblemRow, SpecModel, TextList, absolute_path, in
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, HEX64, Manifest, int_field, need, text_field
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
+from metabackup.naming import SetName
+
+if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
+    from metabackup.policy import Decision
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +219,13 @@ class FilesSource(SourceEngine):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise PermissionError(f"{self.source.name}: source directory {path} is not readable by this worker")
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         opts = self.options
         own = tuple(path for _, path, _ in self.source.target.local_dirs())
         current = scan(opts.paths, opts.exclude, own)
         parent_index: dict[str, Entry] = {}
-        if decision["type"] != FULL:
+        if decision.type != FULL:
             try:
                 with open_parent() as stream:
                     parent_index = read_index(stream, parent)
@@ -384,7 +388,6 @@ def read_index_document(stream: BinaryIO, manifest: Manifest | None = None) -> d
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SET = re.compile(r"^[A-Za-z0-9.\-]+_[A-Za-z0-9\-]+_\d{14}$")
 _ENTRY_INTS = ("mode", "uid", "gid", "mtime_ns", "size")
 
 
@@ -412,7 +415,7 @@ def validate_index(document: Any) -> None:
         if entry["mode"] > 0o7777:
             raise bad(f"{member!r}: mode {entry['mode']:o} is not a permission mode")
         if entry["type"] == "f" and not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])
-                                         and isinstance(entry.get("set"), str) and _SET.fullmatch(entry["set"])):
+                                         and SetName.parse(entry.get("set")) is not None):
             raise bad(f"{member!r}: a file needs a SHA-256 and the set holding its content")
         if entry["type"] == "l":
             if not isinstance(entry.get("target"), str) or not entry["target"] or "\0" in entry["target"]:

@@ -30,7 +30,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import pendulum
 from pydantic import AfterValidator, Field, model_validator
@@ -42,6 +42,9 @@ from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, HEX32, Manifest, int_field, names_field, need, text_field
 from metabackup.fields import ConnId, NameService, SpecModel, between, short
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
+
+if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
+    from metabackup.policy import Decision
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +270,7 @@ class NameNodeSource(SourceEngine):
 
     # -- snapshot ----------------------------------------------------------------------------
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         import requests
 
@@ -282,7 +285,7 @@ class NameNodeSource(SourceEngine):
             "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"],
         }
         session = requests.Session()
-        if decision["type"] == FULL:
+        if decision.type == FULL:
             image = self._fetch(session, url, "getimage=1&txid=latest", files, expect=None)
             txid = int(IMAGE_RE.match(image["name"]).group(1))
             position.update(image_txid=txid, image_md5=image["md5"], start_txid=txid + 1)
@@ -301,7 +304,7 @@ class NameNodeSource(SourceEngine):
             log.info("%s: edit-log segment %d/%d %s", self.source.name, number, len(segments), segment.name)
         position.update(end_txid=end, segments=[s.name for s in segments], taken_at=pendulum.now("UTC").isoformat())
         write_private(workdir / "namenode-position.json", json.dumps(position))
-        log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision["type"],
+        log.info("%s: %s covers txids %d..%d (%d segments%s) from %s", self.source.name, decision.type,
                  position["start_txid"], end, len(segments),
                  f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
         return {k: position[k] for k in ("start_txid", "end_txid", "cluster_id")}

@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import Field
 
@@ -25,6 +25,9 @@ from metabackup.sources.files import KIND as FILES
 from metabackup.sources.files import FilesOptions, FilesSource
 from metabackup.sources.postgres import KIND as POSTGRES
 from metabackup.sources.postgres import PostgresDestination, PostgresOptions, PostgresSource
+
+if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
+    from metabackup.policy import Decision
 
 COMPONENTS = ("postgres", "files")
 
@@ -96,7 +99,7 @@ class OmsSource(SourceEngine):
     def incremental_blocker(self, parent: Manifest) -> str | None:
         return self.database.incremental_blocker(component_view(parent, "postgres"))
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         summary = {}
         for name, component in (("postgres", self.database), ("files", self.files)):

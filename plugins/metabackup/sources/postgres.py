@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydantic import Field
 
@@ -52,6 +52,9 @@ from metabackup.manifest import FULL, Manifest, int_field, names_field, need, ob
 from metabackup.naming import SetName
 from metabackup.fields import AbsolutePath, ConnId, SpecModel, between, matching
 from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, RestoreRequest, SourceEngine, SourceKind
+
+if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
+    from metabackup.policy import Decision
 
 log = logging.getLogger(__name__)
 
@@ -310,12 +313,12 @@ class PostgresSource(SourceEngine):
             return f"replication slot {self.slot} no longer holds WAL from the parent's end LSN {pos['end_lsn']}"
         return None
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         conn = self.conn
         with sql_session(conn) as session:
             server = self._server(session)
-        if decision["type"] == FULL:
+        if decision.type == FULL:
             position = self._full(conn, server, workdir, self._previous_set(workdir, decision))
         else:
             blocker = self.incremental_blocker(parent)
@@ -325,11 +328,11 @@ class PostgresSource(SourceEngine):
         position.update(system_identifier=server["system_identifier"], server_version=server["version_num"],
                         slot=self.slot, segment_size=server["segment_size"])
         (workdir / "pg-position.json").write_text(json.dumps(position))
-        log.info("%s: %s covers %s .. %s on timeline %s", self.source.name, decision["type"],
+        log.info("%s: %s covers %s .. %s on timeline %s", self.source.name, decision.type,
                  position["start_lsn"], position["end_lsn"], position["timeline"])
         return {k: position[k] for k in ("start_lsn", "end_lsn", "timeline")}
 
-    def _previous_set(self, workdir: Path, decision: dict[str, Any]) -> tuple[str, dict[str, Any]] | None | str:
+    def _previous_set(self, workdir: Path, decision: Decision) -> tuple[str, dict[str, Any]] | None | str:
         """The newest committed set of this source before this run (name, postgres position), read
         from the target's catalog; None when there is none; a string saying why it is unknown.
 
@@ -338,16 +341,16 @@ class PostgresSource(SourceEngine):
         from metabackup.catalog import Catalog
 
         folder = workdir.resolve()
-        while folder.name != decision.get("set") and folder != folder.parent:
+        while folder.name != decision.set and folder != folder.parent:
             folder = folder.parent
-        if folder.name != decision.get("set"):
+        if folder.name != decision.set:
             return "the work directory does not name the task directory"
         try:
             catalog = Catalog.read(self.source.target.open(), self.task, folder.parent.name, self.source.name)
         except Exception as exc:  # noqa: BLE001 - reported in the manifest, the backup itself goes on
             return f"the catalog could not be read: {exc}"
         for manifest in reversed(catalog.restorable()):
-            if manifest.set == decision.get("set"):
+            if manifest.set == decision.set:
                 continue
             position = manifest.position.get("postgres", manifest.position) if manifest.kind == "oms" else manifest.position
             if manifest.kind in ("postgres", "oms") and isinstance(position, dict) and position.get("end_lsn"):

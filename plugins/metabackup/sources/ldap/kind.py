@@ -10,7 +10,7 @@ import logging
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import ldap
 import ldif
@@ -28,6 +28,9 @@ from metabackup.sources.ldap.records import (
 from metabackup.sources.ldap.restore import LdapDestination, restore_chain
 
 log = logging.getLogger(__package__)  # one logger for the whole ldap source
+
+if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
+    from metabackup.policy import Decision
 
 PROGRESS_EVERY = 10_000
 
@@ -92,12 +95,12 @@ class LdapSource(SourceEngine):
         finally:
             client.unbind_s()
 
-    def snapshot(self, workdir: Path, decision: dict[str, Any], parent: Manifest | None,
+    def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
         client = connect(self.conn)
         try:
             accesslog = self._accesslog_readable(client)
-            if decision["type"] == FULL:
+            if decision.type == FULL:
                 method, why = "export", "full export"
             else:
                 method, why = self._method_for(client, parent)
@@ -119,7 +122,7 @@ class LdapSource(SourceEngine):
                     summary.update(digest_changes(workdir, self.bases, parent_index["entries"]))
             position["context_csn"] = self._context_csns(client)
             write_private(workdir / "ldap-position.json", json.dumps(position))
-            log.info("%s: %s backup by %s: %s", self.source.name, decision["type"], why, summary)
+            log.info("%s: %s backup by %s: %s", self.source.name, decision.type, why, summary)
             return summary
         finally:
             client.unbind_s()
