@@ -30,7 +30,7 @@ def run(tmp_path) -> pipeline.SetRun:
 
 
 def test_policy_decide_returns_the_model_without_set_or_commit():
-    d = decide(policy=Policy("full_then_incremental"), catalog=catalog(linear("F I")), supports_incremental=True,
+    d = decide(policy=Policy(type="full_then_incremental"), catalog=catalog(linear("F I")), supports_incremental=True,
                cluster_version="3.1.0", max_backups=7)
     assert type(d) is Decision
     assert (d.type, d.parent, d.committed, d.set) == (INCREMENTAL, stem(1), False, None)
