@@ -176,15 +176,15 @@ def task_states(dag_id: str, run_id: str) -> dict[str, str]:
 
 
 def backup_once(spec, source: str, when) -> dict:
-    """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
+    """Preflight, then every step of one set as the DAG runs them (``pipeline.run_set``: replication
+    to the source's copies included); the decision, the set name and its manifest."""
     from metabackup import pipeline
 
     run = pipeline.SetRun.of(spec, source, when)
     pipeline.preflight(spec, [source])
-    decision = pipeline.decide(run)
-    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
-        step(run)
-    return {**decision.model_dump(), "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}
+    result = pipeline.run_set(run)
+    return {**{k: v for k, v in result.items() if k != "event"}, "stem": run.name.stem,
+            "manifest": run.catalog().get(run.name.stem)}
 
 
 # ---------------------------------------------------------------------------------------------

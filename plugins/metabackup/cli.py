@@ -115,19 +115,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     for source in spec.sources:
         if args.source and source.name != args.source:
             continue
-        target = source.target.open()
-        catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
-        verified = read_record(target, task_dir, source.name).get("sets", {})
-        for m in catalog.sets:
-            chain = catalog.chain(m.set)
-            rows.append({"source": source.name, "set": m.set, "type": m.type, "parent": m.parent,
-                         "size": m.archive.size, "executed_at": m.executed_at,
-                         "restorable": chain is not None,
-                         "verification": chain_verification(catalog, m.set, verified),
-                         "path": f"{source.target.uri(task_dir)}/{m.archive.name}"})
-        for bad in catalog.invalid:
-            rows.append({"source": source.name, "set": None, "invalid": bad.name, "reason": bad.reason,
-                         "restorable": False})
+        for label, config in source.locations():
+            if label == "mirror":
+                continue  # written with every file of the primary; restores fall back to it
+            target = config.open()
+            catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
+            if label == "primary":
+                primary = catalog
+            verified = read_record(target, task_dir, source.name).get("sets", {})
+            for m in catalog.sets:
+                chain = catalog.chain(m.set)
+                rows.append({"source": source.name, "location": label, "set": m.set, "type": m.type,
+                             "parent": m.parent, "size": m.archive.size, "executed_at": m.executed_at,
+                             "restorable": chain is not None,
+                             "verification": chain_verification(catalog, m.set, verified),
+                             "path": f"{config.uri(task_dir)}/{m.archive.name}"})
+            for bad in catalog.invalid:
+                rows.append({"source": source.name, "location": label, "set": None, "invalid": bad.name,
+                             "reason": bad.reason, "restorable": False})
+        catalog = primary
         if source.plugin.pitr_coverage:
             from metabackup.overview import pitr_summary
 
@@ -149,7 +155,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             check = r["verification"]
             checked = "never verified" if not check else (
                 f"{'verified' if check['ok'] else 'FAILED verification'} {check['verified_at'][:19]}")
-            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]", file=args.out)
+            where = "" if r["location"] == "primary" else f" ({r['location']})"
+            print(f"{r['source']:<10} {r['type']:<11} {r['size']:>12}  {r['path']}{flag}  [{checked}]{where}", file=args.out)
     return 0
 
 
@@ -194,7 +201,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
                            "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
                            "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
                            "--suffix ...)") from None
-    result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time)
+    location = f"copy {args.from_copy}" if args.from_copy else None
+    result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time, location=location)
     print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0
 
@@ -275,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--point-in-time", help="postgres: recover to this ISO-8601 time (with offset) instead of a set's end")
     p.add_argument("--port", type=int, default=0, help="postgres: port for the recovered server (default: a free one)")
     p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")
+    p.add_argument("--from-copy", type=int, metavar="N",
+                   help="read the chain from the source's off-site copy N (1 = the first of its copies:); by "
+                        "default from the first location where it is intact: primary, mirror, then the copies")
     p.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
     quiet_airflow()

@@ -50,6 +50,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
                            "max_backups": source.target.max_backups, "sets": [], "error": None,
                            "test_restore": None, "invalid": []}
     row["target"] = source.target.uri(task_dir)
+    row["copies"] = [copy_overview(spec, source.name, number, task_dir) for number in range(1, len(source.copies) + 1)]
     try:
         target = source.target.open()
         catalog = Catalog.read(target, spec.name, task_dir, source.name, spec.timezone)
@@ -70,6 +71,28 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
         })
     row["test_restore"] = record.get("test_restore")
     row["pitr"] = pitr_summary(catalog) if source.plugin.pitr_coverage else None
+    return row
+
+
+def copy_overview(spec: TaskSpec, source_name: str, number: int, task_dir: str) -> dict[str, Any]:
+    """One off-site copy: where, how many sets it holds, its newest, and whether they verified."""
+    from metabackup.verification import read_record
+
+    config = spec.source(source_name).copies[number - 1]
+    row: dict[str, Any] = {"location": f"copy {number}", "target_type": config.type, "target": config.uri(task_dir),
+                           "max_backups": config.max_backups, "sets": 0, "newest": None, "restorable": 0,
+                           "failed_verification": [], "invalid": 0, "error": None}
+    try:
+        target = config.open()
+        catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
+        verified = read_record(target, task_dir, source_name).get("sets", {})
+    except Exception as exc:  # an unreachable copy must not hide the rest
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        return row
+    row.update(sets=len(catalog.sets), newest=catalog.sets[-1].set if catalog.sets else None,
+               restorable=sum(1 for m in catalog.sets if catalog.chain(m.set) is not None),
+               failed_verification=[name for name, entry in verified.items() if not entry.get("ok")],
+               invalid=len(catalog.invalid))
     return row
 
 

@@ -195,9 +195,10 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
             if removed:
                 log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
             need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name, spec.timezone))
-            free = target.free_bytes()
             staging_need += need
-            report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need}
+            free = target.free_bytes()
+            report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need,
+                            "copies": _check_copies(spec, source, need)}
             log.info("%s -> %s: %s bytes free, about %d needed (%s)", name, target.uri, free, need, why)
             if free is not None and free < need:
                 problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
@@ -213,6 +214,24 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
     if problems:
         raise PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems))
     return report
+
+
+def _check_copies(spec: TaskSpec, source: Source, need: int) -> list[str]:
+    """Each off-site copy reachable, writable and with room: a problem is a warning here (the set is
+    still taken at the primary; its replicate task fails, and the next run copies what is missing)."""
+    warnings = []
+    for number, config in enumerate(source.copies, 1):
+        try:
+            target = config.open()
+            target.ensure_writable(spec.task_dir)
+            free = target.free_bytes()
+            if free is not None and free < need:
+                warnings.append(f"copy {number} {target.uri} has {free} bytes free, a full backup needs about {need}")
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            warnings.append(f"copy {number} {config.uri(spec.task_dir)}: {exc}")
+    for warning in warnings:
+        log.warning("%s: %s", source.name, warning)
+    return warnings
 
 
 def decide(run: SetRun, force_full: bool = False) -> Decision:
@@ -373,26 +392,32 @@ def retention(run: SetRun) -> dict[str, Any]:
 
 
 def _retention(run: SetRun) -> dict[str, Any]:
-    catalog = run.catalog()
-    plan = plan_retention(catalog, run.source.target.max_backups)
+    return prune(run, run.target, run.catalog(), run.source.target.max_backups)
+
+
+def prune(run: SetRun, target: BackupTarget, catalog: Catalog, max_backups: int) -> dict[str, Any]:
+    """Chain-safe retention of one location of the run's source (the primary or a copy): keep the
+    newest ``max_backups`` restorable sets and their ancestors, uncommit (manifest first) and delete
+    the rest, and remove archives older than this run that no run committed."""
+    plan = plan_retention(catalog, max_backups)
     for orphan in plan.orphans:
         log.warning("%s has a broken chain (a parent is missing); it cannot be restored and is left untouched", orphan.set)
     for doomed in sorted(plan.delete, key=lambda m: m.executed_at, reverse=True):  # children before parents
-        run.target.delete(run.task_dir, SetName.parse(doomed.set).manifest)  # uncommit first
-        run.target.delete(run.task_dir, doomed.archive.name)
-        log.info("retention: deleted %s (%s)", doomed.set, doomed.type)
+        target.delete(run.task_dir, SetName.parse(doomed.set).manifest)  # uncommit first
+        target.delete(run.task_dir, doomed.archive.name)
+        log.info("retention: deleted %s (%s) at %s", doomed.set, doomed.type, target.uri)
     committed = {m.archive.name for m in catalog.sets}
     newest = catalog.sets[-1].executed_at if catalog.sets else None
     strays = []
-    for name in run.target.list_names(run.task_dir):
+    for name in target.list_names(run.task_dir):
         parsed = SetName.parse(name.removesuffix(ARCHIVE_SUFFIX)) if name.endswith(ARCHIVE_SUFFIX) else None
         if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
-            run.target.delete(run.task_dir, name)  # an archive whose run never committed it
+            target.delete(run.task_dir, name)  # an archive whose run never committed it
             strays.append(name)
     if strays:
-        log.info("retention: removed uncommitted archives of failed runs: %s", strays)
-    log.info("retention keeps %d sets of %s (max_backups %d), newest %s", len(plan.keep), run.source.name,
-             run.source.target.max_backups, newest)
+        log.info("retention: removed uncommitted archives of failed runs at %s: %s", target.uri, strays)
+    log.info("retention keeps %d sets of %s at %s (max_backups %d), newest %s", len(plan.keep), run.source.name,
+             target.uri, max_backups, newest)
     return {"kept": [m.set for m in plan.keep], "deleted": [m.set for m in plan.delete], "orphans": [m.set for m in plan.orphans]}
 
 
@@ -422,12 +447,16 @@ def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str |
 
 def run_set(run: SetRun, force_full: bool = False, keep: bool = True) -> dict[str, Any]:
     """One source's whole set in this process, in the order the DAG runs the steps:
-    decide -> snapshot -> archive -> upload -> verify (commits) -> retention (unless ``keep`` is
-    False, as for a safety backup).  Returns the decision's fields and the committed set's event."""
+    decide -> snapshot -> archive -> upload -> verify (commits) -> replicate to each copy ->
+    retention (unless ``keep`` is False, as for a safety backup).  Returns the decision's fields and the committed set's event."""
+    from metabackup.replication import replicate
+
     decision = decide(run, force_full=force_full)
     for step in (snapshot, archive, upload):
         step(run)
     event = verify(run)
+    for number in range(1, len(run.source.copies) + 1):
+        replicate(run, number, keep=keep)
     if keep:
         retention(run)
     return {**decision.model_dump(mode="json"), "event": event}

@@ -119,6 +119,7 @@ class RestorePlan:
     chain: list[Manifest]
     point_in_time: str | None = None  # PostgreSQL recovery target (timestamptz text, UTC)
     bridge: Manifest | None = None  # the later full whose bridge WAL carries the chain to the point in time
+    location: str = "primary"  # which of the source's locations (Source.locations) it reads
 
     def open_archive(self, stem: str) -> BinaryIO:
         return self.target.open_read(self.task_dir, self.catalog.get(stem).archive.name)
@@ -130,18 +131,26 @@ class RestorePlan:
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.spec.name, "source": self.source.name, "kind": self.source.kind,
-                "target": self.target.uri, "task_dir": self.task_dir, "set": self.chain[-1].set,
+                "location": self.location, "target": self.target.uri, "task_dir": self.task_dir, "set": self.chain[-1].set,
                 "chain": [m.set for m in self.chain], "bytes": sum(m.archive.size for m in self.reads),
                 "bridge": self.bridge.set if self.bridge else None,
                 "point_in_time": self.point_in_time, "cluster_version": self.chain[-1].cluster_version}
 
 
 def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
-                 point_in_time: str | None = None) -> RestorePlan:
+                 point_in_time: str | None = None, location: str | None = "primary") -> RestorePlan:
     """Resolve the chain to restore: a set (default: the latest restorable) or, for PostgreSQL
-    kinds, the chain of the first set that reaches ``point_in_time``."""
+    kinds, the chain of the first set that reaches ``point_in_time``; read at ``location`` (one of
+    ``Source.locations()``: primary, mirror, copy N), or with None at the first location where it
+    resolves."""
+    if location is None:
+        return _first_location(spec, source_name, lambda label: plan_restore(
+            spec, source_name, set_stem, point_in_time, label))[0]
     source = spec.source(source_name)
-    target = source.target.open()
+    try:
+        target = source.location(location).open()
+    except KeyError as exc:
+        raise RestoreError(str(exc.args[0])) from None
     task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     if set_stem in ("", "latest"):
@@ -159,9 +168,41 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
         set_stem = set_stem or set_for_point_in_time(catalog, moment)
         target_time = moment.in_timezone("UTC").format("YYYY-MM-DD HH:mm:ss.SSSSSS") + "+00"
     chain = resolve_chain(catalog, set_stem)
-    plan = RestorePlan(spec, source, target, task_dir, catalog, chain, target_time)
+    plan = RestorePlan(spec, source, target, task_dir, catalog, chain, target_time, location=location)
     plan.bridge = plan_bridge(plan)
     return plan
+
+
+def _first_location(spec: TaskSpec, source_name: str, attempt: Any) -> tuple[Any, list[str]]:
+    """``attempt(label)`` at each of the source's locations in order until one succeeds: its result
+    and what failed before (each a line naming the location and why); all failed -> RestoreError."""
+    failed = []
+    for label, config in spec.source(source_name).locations():
+        try:
+            result = attempt(label)
+        except (RestoreError, TargetError, OSError) as exc:
+            failed.append(f"{label} ({config.uri(spec.task_dir)}): {exc}")
+            log.warning("%s: cannot restore from %s: %s", source_name, label, exc)
+            continue
+        if failed:
+            log.warning("%s: restoring from %s, after: %s", source_name, label, "; ".join(failed))
+        return result, failed
+    raise RestoreError(f"{source_name}: no location holds a restorable, intact chain:\n  " + "\n  ".join(failed))
+
+
+def verified_plan(spec: TaskSpec, source_name: str, set_stem: str | None = None, point_in_time: str | None = None,
+                  location: str | None = None) -> RestorePlan:
+    """A plan whose every archive was re-read and matched its manifest.  With ``location`` None, the
+    source's locations are tried in order (primary, mirror, copies): a chain missing or corrupt at
+    one is read from the next, and the plan says which (``plan.location``)."""
+    def attempt(label: str) -> RestorePlan:
+        plan = plan_restore(spec, source_name, set_stem, point_in_time, label)
+        verify_chain(plan.target, plan.reads)
+        return plan
+
+    if location is not None:
+        return attempt(location)
+    return _first_location(spec, source_name, attempt)[0]
 
 
 def check_cluster_version(plan: RestorePlan, allow_mismatch: bool = False) -> str | None:
@@ -265,20 +306,22 @@ def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
 
 
 def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | None = None,
-                   point_in_time: str | None = None, holder: str | None = None) -> dict[str, Any]:
+                   point_in_time: str | None = None, holder: str | None = None,
+                   location: str | None = None) -> dict[str, Any]:
     """Restore ``source_name`` at a set (default: the latest) or at a point in time (PostgreSQL
     kinds: the chain of the first set that reaches it, replayed up to that moment), holding the
-    source's lease so no backup's retention removes the chain meanwhile."""
+    source's lease so no backup's retention removes the chain meanwhile.  The chain is read from
+    ``location`` (primary, mirror, copy N) or, by default, from the first location where it is
+    intact; the result names it."""
     holder = holder or f"restore by {socket.gethostname()} pid {os.getpid()}"
     with lock_for(spec, source_name).held(holder):
-        plan = plan_restore(spec, source_name, set_stem, point_in_time)
+        plan = verified_plan(spec, source_name, set_stem, point_in_time, location)
         request = RestoreRequest(point_in_time=plan.point_in_time, bridge=plan.bridge)
         if isinstance(dest, (str, Path)) and plan.source.plugin.restores_into == "directory":
             dest = plan.source.plugin.destination(Path(dest), request)
         elif plan.point_in_time:  # a destination object built before the plan knew its moment
             dest = replace(dest, target_time=plan.point_in_time, bridge=plan.bridge)
-        verify_chain(plan.target, plan.reads)
-        return execute_plan(plan, dest)
+        return {**execute_plan(plan, dest), "location": plan.location, "target": plan.target.uri}
 
 
 # ---------------------------------------------------------------------------------------------

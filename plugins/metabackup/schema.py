@@ -34,6 +34,8 @@ def spec_schema() -> dict[str, Any]:
             f"{name.capitalize()}Source", __base__=options, __doc__=options.__doc__,
             kind=(Literal[name], Field(description=f"the source kind: {name}")),
             target=(target, Field(description="where this source's backups are kept")),
+            copies=(list[target], Field([], description="off-site copies: further targets each committed set is "
+                                                         "replicated to, each with its own max_backups")),
         ))
     spec_file = create_model(
         "TaskSpecFile", __base__=TaskSpec, __doc__=TaskSpec.__doc__,

@@ -111,12 +111,31 @@ class Policy(SpecModel):
 
 
 class Source(SpecModel):
-    """One source of a task: its name, its kind with that kind's options, and its target."""
+    """One source of a task: its name, its kind with that kind's options, its target, and the
+    off-site ``copies`` each committed set is replicated to (each a target with its own catalog)."""
 
     name: str
     kind: str
     options: SerializeAsAny[SpecModel]
     target: SerializeAsAny[TargetConfig]
+    copies: tuple[SerializeAsAny[TargetConfig], ...] = ()
+
+    def locations(self) -> list[tuple[str, TargetConfig]]:
+        """Every place this source's sets can be read from, in the order a restore tries them:
+        ``primary``, a LocalDir's standby ``mirror``, then ``copy 1``, ``copy 2``..."""
+        found = [("primary", self.target)]
+        mirror = self.target.mirror_location()
+        if mirror is not None:
+            found.append(("mirror", mirror))
+        return found + [(f"copy {i}", copy) for i, copy in enumerate(self.copies, 1)]
+
+    def location(self, label: str) -> TargetConfig:
+        """The target of one location (``primary``, ``mirror``, ``copy N``)."""
+        for name, config in self.locations():
+            if name == label:
+                return config
+        raise KeyError(f"source {self.name} has no location {label!r}; it has "
+                       f"{', '.join(name for name, _ in self.locations())}")
 
     @property
     def plugin(self) -> Any:
@@ -233,7 +252,7 @@ def _top_fields() -> list[str]:
 
 def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[str, str]]) -> list[Source]:
     from metabackup.sources import KINDS, source_kind
-    from metabackup.targets import TYPES, target_config
+    from metabackup.targets import TYPES
 
     if raw is None:
         rows.append(("sources", f"is required: a mapping of source name ({', '.join(SOURCE_NAMES)}) to its settings"))
@@ -256,28 +275,51 @@ def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[s
         if kind is not None:
             model = source_kind(kind).Options
             try:
-                options = model.model_validate({k: v for k, v in body.items() if k not in ("kind", "target")},
+                options = model.model_validate({k: v for k, v in body.items() if k not in _SOURCE_FIELDS},
                                                context=context)
             except ValidationError as exc:
-                rows += problems(exc, where, texts, model, extra_allowed=("kind", "target"))
+                rows += problems(exc, where, texts, model, extra_allowed=_SOURCE_FIELDS)
         target = None
         target_raw = body.get("target")
         if target_raw is None:
             rows.append((f"{where}.target", "is required: where this source's backups are kept "
                                             f"({' or '.join(TYPES.names())})"))
-        elif not isinstance(target_raw, dict):
-            rows.append((f"{where}.target", f"must be a mapping with type, path and max_backups; got {short(target_raw)}"))
         else:
-            type_name = _choice(target_raw, "type", f"{where}.target", TYPES.names(), rows, texts, None)
-            if type_name is not None:
-                model = target_config(type_name)
-                try:
-                    target = model.model_validate(target_raw, context=context)
-                except ValidationError as exc:
-                    rows += problems(exc, f"{where}.target", texts, model)
-        if options is not None and target is not None:
-            out.append(Source(name=name, kind=kind, options=options, target=target))
+            target = _target(target_raw, f"{where}.target", context, texts, rows)
+        copies_raw = body.get("copies") or []
+        if not isinstance(copies_raw, list):
+            rows.append((f"{where}.copies", f"must be a list of targets; got {short(copies_raw)}"))
+            copies_raw = []
+        copies = [_target(raw, f"{where}.copies[{i}]", context, texts, rows) for i, raw in enumerate(copies_raw)]
+        if options is not None and target is not None and None not in copies:
+            plugin = source_kind(kind)
+            for fld, config in [("target", target), *((f"copies[{i}]", c) for i, c in enumerate(copies))]:
+                if (problem := plugin.target_problem(options, config)) is not None:
+                    rows.append((f"{where}.{fld}", problem))
+            out.append(Source(name=name, kind=kind, options=options, target=target, copies=tuple(copies)))
     return out
+
+
+_SOURCE_FIELDS = ("kind", "target", "copies")
+
+
+def _target(raw: Any, where: str, context: dict[str, Any], texts: dict[str, str],
+            rows: list[tuple[str, str]]) -> TargetConfig | None:
+    """A target's settings (``target``, or an item of ``copies``) by its type's model."""
+    from metabackup.targets import TYPES, target_config
+
+    if not isinstance(raw, dict):
+        rows.append((where, f"must be a mapping with type, path and max_backups; got {short(raw)}"))
+        return None
+    type_name = _choice(raw, "type", where, TYPES.names(), rows, texts, None)
+    if type_name is None:
+        return None
+    model = target_config(type_name)
+    try:
+        return model.model_validate(raw, context=context)
+    except ValidationError as exc:
+        rows += problems(exc, where, texts, model)
+    return None
 
 
 def _choice(raw: dict[str, Any], key: str, where: str, names: list[str], rows: list[tuple[str, str]],
@@ -307,6 +349,8 @@ def _backups_outside_sources(spec: TaskSpec, sources: list[Source]) -> list[tupl
     for source in sources:
         where = f"sources.{key_text(source.name)}"
         backup_dirs += [(f"{where}.target.{fld}", path, note) for fld, path, note in source.target.local_dirs()]
+        for i, copy in enumerate(source.copies):
+            backup_dirs += [(f"{where}.copies[{i}].{fld}", path, note) for fld, path, note in copy.local_dirs()]
         source_dirs += [(f"{where}.{fld}", path) for fld, path in source.plugin.backed_up_dirs(source.options)]
     rows = []
     for b_fld, b_dir, b_note in backup_dirs:

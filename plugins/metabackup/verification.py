@@ -22,7 +22,7 @@ import pendulum
 from metabackup.catalog import Catalog
 from metabackup.errors import MetabackupError
 from metabackup.locks import lock_for
-from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verify_chain
+from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verified_plan
 from metabackup.spec import TaskSpec
 from metabackup.targets import BackupTarget, TargetError
 
@@ -61,7 +61,7 @@ def read_record(target: BackupTarget, task_dir: str, source: str) -> dict[str, A
 
 def _well_formed(entry: Any) -> bool:
     return (isinstance(entry, dict) and isinstance(entry.get("ok"), bool)
-            and all(isinstance(entry.get(k), (str, type(None))) for k in ("error", "verified_at", "at", "set")))
+            and all(isinstance(entry.get(k), (str, type(None))) for k in ("error", "verified_at", "at", "set", "location")))
 
 
 def _write_record(target: BackupTarget, task_dir: str, source: str, record: dict[str, Any]) -> None:
@@ -75,8 +75,22 @@ def verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
 
 
 def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
-    source = spec.source(source_name)
-    target = source.target.open()
+    """Every location of the source that keeps a catalog of its own (the primary and each off-site
+    copy; a LocalDir mirror is written and checked with the primary) is verified and recorded."""
+    summaries, failed = [], []
+    for label, config in spec.source(source_name).locations():
+        if label == "mirror":
+            continue
+        summary = _verify_location(spec, source_name, config.open())
+        summaries.append({"location": label, **summary})
+        failed += [f"{label}: {problem}" if label != "primary" else problem for problem in summary["failed"]]
+    where = ", ".join(f"{s['location']} {s['target']}" for s in summaries)
+    if failed:
+        raise VerificationFailed(f"{spec.name}/{source_name} at {where}: {len(failed)} problem(s):\n  " + "\n  ".join(failed))
+    return {**summaries[0], "copies": summaries[1:]}
+
+
+def _verify_location(spec: TaskSpec, source_name: str, target: BackupTarget) -> dict[str, Any]:
     task_dir = spec.task_dir
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     record = read_record(target, task_dir, source_name)
@@ -97,10 +111,7 @@ def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     for bad in catalog.invalid:
         failed.append(f"{bad.name}: invalid manifest: {bad.reason}")
     _write_record(target, task_dir, source_name, {**record, "sets": sets})
-    summary = {"target": target.uri, "sets": len(catalog.sets), "failed": failed}
-    if failed:
-        raise VerificationFailed(f"{spec.name}/{source_name} at {target.uri}: {len(failed)} problem(s):\n  " + "\n  ".join(failed))
-    return summary
+    return {"target": target.uri, "sets": len(catalog.sets), "failed": failed}
 
 
 def restore_to_scratch(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
@@ -111,30 +122,36 @@ def restore_to_scratch(spec: TaskSpec, source_name: str, scratch_root: str | Non
 
 
 def _restore_to_scratch(spec: TaskSpec, source_name: str, scratch_root: str | None = None) -> dict[str, Any]:
-    source = spec.source(source_name)
-    plan = plan_restore(spec, source_name)
+    newest = plan_restore(spec, source_name, location=None).chain[-1].set
     scratch = Path(tempfile.mkdtemp(prefix=f"metabackup-verify-{spec.name}-{source_name}-", dir=scratch_root))
     os.chmod(scratch, 0o755)  # a PostgreSQL restore runs as the postgres user, which must enter it
     started = pendulum.now("UTC")
-    try:
-        verify_chain(plan.target, plan.chain)
+    location = None
+    try:  # read from the first location where the chain is intact, and say which
+        plan = verified_plan(spec, source_name, newest)
+        location = plan.location
         checks = _restore_into_scratch(plan, scratch)
-        outcome = {"set": plan.chain[-1].set, "ok": True, "at": started.to_iso8601_string(), "checks": checks,
-                   "seconds": round((pendulum.now("UTC") - started).total_seconds(), 1), "error": None}
+        outcome = {"set": newest, "ok": True, "at": started.to_iso8601_string(), "checks": checks,
+                   "location": location, "seconds": round((pendulum.now("UTC") - started).total_seconds(), 1),
+                   "error": None}
     except Exception as exc:
-        outcome = {"set": plan.chain[-1].set, "ok": False, "at": started.to_iso8601_string(), "error": str(exc)}
-        _record_test_restore(plan, source.name, outcome)
-        raise VerificationFailed(f"test restore of {plan.chain[-1].set} failed: {exc}") from exc
+        outcome = {"set": newest, "ok": False, "at": started.to_iso8601_string(), "location": location,
+                   "error": str(exc)}
+        _record_test_restore(spec, source_name, outcome)
+        raise VerificationFailed(f"test restore of {newest} failed: {exc}") from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _record_test_restore(plan, source.name, outcome)
-    log.info("%s: test restore of %s passed in %.1f s: %s", source_name, outcome["set"], outcome["seconds"], checks)
+    _record_test_restore(spec, source_name, outcome)
+    log.info("%s: test restore of %s from %s passed in %.1f s: %s", source_name, newest, location,
+             outcome["seconds"], checks)
     return outcome
 
 
-def _record_test_restore(plan: RestorePlan, source: str, outcome: dict[str, Any]) -> None:
-    record = read_record(plan.target, plan.task_dir, source)
-    _write_record(plan.target, plan.task_dir, source, {**record, "test_restore": outcome})
+def _record_test_restore(spec: TaskSpec, source: str, outcome: dict[str, Any]) -> None:
+    """Kept with the primary's verification record (the Backups page reads it there)."""
+    target = spec.source(source).target.open()
+    record = read_record(target, spec.task_dir, source)
+    _write_record(target, spec.task_dir, source, {**record, "test_restore": outcome})
 
 
 def _restore_into_scratch(plan: RestorePlan, scratch: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ def write(tmp_path, options: dict, target: dict | None = None):
     path.write_text(yaml.safe_dump({
         "name": "nn", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
         "sources": {"NameNode": {"kind": "namenode", **options,
-                                 "target": target or {"type": "LocalHDFS", "path": "/backup/meta"}}}}))
+                                 "target": target or {"type": "LocalHDFS", "path": "/backup/meta",
+                                                      "nameservice": "backupcluster"}}}}))
     return path
 
 
@@ -26,11 +27,25 @@ def test_namenode_defaults_follow_the_nameservice(tmp_path):
     source = spec.source("NameNode")
     assert source.options.model_dump() == {"nameservice": "hacluster", "conn_id": "webhdfs_hacluster", "fs_uri": "hdfs://hacluster",
                               "tool_command": "hadoop metabackup.hdfs.NameNodeTool", "timeout": 600}
-    assert source.target.webhdfs_conn_id == "webhdfs_hacluster"
-    spec = load_spec(write(tmp_path, {"nameservice": "ns2"}, {"type": "LocalHDFS", "path": "/b", "nameservice": "ns2",
+    assert source.target.webhdfs_conn_id == "webhdfs_backupcluster"
+    spec = load_spec(write(tmp_path, {"nameservice": "ns2"}, {"type": "LocalHDFS", "path": "/b", "nameservice": "ns3",
                                                               "conn_id": "hdfs_backup"}))
     assert spec.source("NameNode").options.fs_uri == "hdfs://ns2"
     assert spec.source("NameNode").target.webhdfs_conn_id == "hdfs_backup"
+
+
+@pytest.mark.parametrize("where", ["target", "copies"])
+def test_namenode_backups_never_go_into_their_own_nameservice(tmp_path, where):
+    own = {"type": "LocalHDFS", "path": "/backup/meta"}  # NameService hacluster, the source's too
+    body = {"target": own} if where == "target" else {"target": {"type": "LocalDir"}, "copies": [own]}
+    path = tmp_path / "nn.yaml"
+    path.write_text(yaml.safe_dump({"name": "nn", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0",
+                                    "type": "manual", "sources": {"NameNode": {"kind": "namenode", **body}}}))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    (file, fld, reason), = err.value.problems
+    assert fld == ("sources.NameNode.target" if where == "target" else "sources.NameNode.copies[0]")
+    assert "NameService hacluster whose NameNode this source backs up" in reason and "LocalDir" in reason
 
 
 @pytest.mark.parametrize(("options", "field", "reason"), [
@@ -50,7 +65,7 @@ def test_bad_namenode_options_name_the_field(tmp_path, options, field, reason):
 
 def test_bad_hdfs_target_connection_id(tmp_path):
     with pytest.raises(SpecError) as err:
-        load_spec(write(tmp_path, {}, {"type": "LocalHDFS", "path": "/b", "conn_id": "no spaces"}))
+        load_spec(write(tmp_path, {}, {"type": "LocalHDFS", "path": "/b", "conn_id": "no spaces", "nameservice": "b"}))
     assert [f for _, f, _ in err.value.problems] == ["sources.NameNode.target.conn_id"]
 
 

@@ -155,7 +155,7 @@ def test_full_every_n_up_to_max_backups_is_fine(tmp_path, n):
 # ---- 5. namenode.tool_command splits into an argv ------------------------------------------------
 def namenode(tool_command):
     return spec_with(sources__NameNode={"kind": "namenode", "tool_command": tool_command,
-                                        "target": {"type": "LocalHDFS", "path": "/backup/meta"}})
+                                        "target": {"type": "LocalDir", "path": "nn"}})
 
 
 @pytest.mark.parametrize(("tool", "reason"), [

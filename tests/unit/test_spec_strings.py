@@ -25,7 +25,7 @@ sources:
     target: {type: LocalDir, path: ldap}
   NameNode:
     kind: namenode
-    target: {type: LocalHDFS, path: /backup/meta}
+    target: {type: LocalHDFS, path: /backup/meta, nameservice: backup}
 tags: [nightly]
 """
 
@@ -78,9 +78,9 @@ def test_quoted_version_3_10_stays_3_10(tmp_path):
     ("kind: namenode", "kind: namenode\n    nameservice: 1.5", "sources.NameNode.nameservice",
      'write nameservice: "1.5"'),
     ("path: ldap", "path: 2026", "sources.LdapServer.target.path", 'write path: "2026"'),
-    ("path: /backup/meta}", "path: /backup/meta, nameservice: 7, conn_id: off}",
+    ("nameservice: backup}", "nameservice: 7, conn_id: off}",
      "sources.NameNode.target.nameservice", 'write nameservice: "7"'),
-    ("path: /backup/meta}", "path: /backup/meta, conn_id: off}", "sources.NameNode.target.conn_id",
+    ("nameservice: backup}", "nameservice: backup, conn_id: off}", "sources.NameNode.target.conn_id",
      'YAML reads off as true or false); quote it: write conn_id: "off"'),
     ("[/srv/BigData/om-server/conf]", "[/srv/BigData/om-server/conf, 1.0]", "sources.OMS.paths[1]",
      'quote it: write "1.0"'),

@@ -7,12 +7,13 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 from metabackup.spec import Source, TaskSpec
+from metabackup.targets import TargetConfig
 
 
 def source_assets(source: Source) -> list[Asset]:
     return [Asset(uri=uri, group="metabackup-source") for uri in source.plugin.asset_uris(source.options)]
 
 
-def location_asset(spec: TaskSpec, source: Source) -> Asset:
-    """The directory holding this task's sets at the source's target."""
-    return Asset(uri=source.target.uri(spec.task_dir), group="metabackup-location")
+def location_asset(spec: TaskSpec, source: Source, target: TargetConfig | None = None) -> Asset:
+    """The directory holding this task's sets at the source's target (or at one of its copies)."""
+    return Asset(uri=(target or source.target).uri(spec.task_dir), group="metabackup-location")

@@ -25,6 +25,7 @@ from metabackup.airflow.assets import location_asset, source_assets
 from metabackup.airflow.operators import (
     BackupPreflightOperator,
     BackupRecordOperator,
+    BackupReplicateOperator,
     BackupStepOperator,
     BackupTypeBranchOperator,
     BackupVerifyOperator,
@@ -165,7 +166,14 @@ def build_dag(spec: TaskSpec) -> DAG:
                 upload = BackupStepOperator(task_id="upload", step="upload", **common)
                 verify = BackupVerifyOperator(task_id="verify", inlets=inlets, outlets=[location_asset(spec, source)], **common)
                 retention = BackupStepOperator(task_id="retention", step="retention", **common)
-                decide >> [full, incremental] >> archive >> upload >> verify >> retention
+                replicas = [BackupReplicateOperator(task_id=f"replicate_{number}", copy=number,
+                                                    outlets=[location_asset(spec, source, copy)], **common)
+                            for number, copy in enumerate(source.copies, 1)]
+                decide >> [full, incremental] >> archive >> upload >> verify
+                if replicas:
+                    verify >> replicas >> retention
+                else:
+                    verify >> retention
             preflight >> group >> record
     return dag
 
@@ -182,6 +190,7 @@ def build_restore_dag(spec: TaskSpec) -> DAG:
     safety backup, the restore and the validation, and reports what it would do.
     """
     source_names = [s.name for s in spec.sources]
+    locations = list(dict.fromkeys(label for s in spec.sources for label, _ in s.locations()))
     default_args: dict = {"owner": "metabackup", "retries": 0}
     if spec.queue:
         default_args["queue"] = spec.queue
@@ -219,6 +228,9 @@ reports what would happen. A set taken at another cluster version is refused unl
                              description="Resolve and verify only; report what would happen."),
             "allow_version_mismatch": Param(False, type="boolean", title="Allow a cluster version mismatch"),
             "keep_running": Param(False, type="boolean", title="Keep a restored PostgreSQL server running"),
+            "target": Param("auto", type="string", enum=["auto", *locations], title="Read from",
+                            description="auto: the first location where the chain is intact (primary, mirror, "
+                                        "then each off-site copy); or one of them."),
         },
     ) as dag:
         common = {"spec_path": spec.path}

@@ -117,6 +117,28 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
         return event
 
 
+class BackupReplicateOperator(_SpecMixin, BaseOperator):
+    """Replicates the set the primary committed (and any ancestor the copy lacks) to one off-site
+    copy, verifies and commits it there, and emits the copy's location asset event."""
+
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, spec_path: str, source: str, copy: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path, self.source, self.copy = spec_path, source, copy
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup.replication import replicate
+
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
+        kill_point(f"{self.source}.replicate_{self.copy}.before")
+        event = replicate(run, self.copy)
+        kill_point(f"{self.source}.replicate_{self.copy}.after")
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = event
+        return event
+
+
 class BackupRecordOperator(_SpecMixin, BaseOperator):
     """Summarises what the run committed (from the catalog) and frees its staging space."""
 

@@ -15,6 +15,7 @@ from metabackup.locks import lock_for
 from metabackup.spec import TaskSpec, load_spec
 
 RESOLVE_TASK = "resolve"
+VERIFY_TASK = "verify"
 
 
 def restore_params(context: Context) -> dict[str, Any]:
@@ -28,6 +29,7 @@ def restore_params(context: Context) -> dict[str, Any]:
         "dry_run": bool(params.get("dry_run", True)),
         "allow_version_mismatch": bool(params.get("allow_version_mismatch")),
         "keep_running": bool(params.get("keep_running")),
+        "target": (params.get("target") or "auto").strip(),
     }
 
 
@@ -60,11 +62,27 @@ class _RestoreStep(BaseOperator):
         resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK) if self.task_id != RESOLVE_TASK else None
         # later steps restore the set resolve chose ("latest" must not move to the safety backup)
         chosen = resolved["set"] if resolved else p["backup_set"]
-        plan = restore.plan_restore(spec, p["source"], chosen, p["point_in_time"])
+        plan = restore.plan_restore(spec, p["source"], chosen, p["point_in_time"], self.location(context))
         if resolved and resolved["chain"] != [m.set for m in plan.chain]:
             raise restore.RestoreError(f"the catalog changed since this run resolved {resolved['chain']}; "
                                        f"it now gives {[m.set for m in plan.chain]}. Trigger the restore again")
         return plan
+
+    def location(self, context: Context) -> str | None:
+        """Where this step reads the chain: the ``target`` param, or with ``auto`` the location the
+        verify step found intact (resolve's before it; None for resolve itself: the first that has it)."""
+        chosen = restore_params(context)["target"]
+        if chosen != "auto":
+            return chosen
+        if self.task_id == RESOLVE_TASK:
+            return None
+        ti = context["ti"]
+        if self.task_id != VERIFY_TASK:
+            verified = ti.xcom_pull(task_ids=VERIFY_TASK)
+            if verified and verified.get("location"):
+                return verified["location"]
+        resolved = ti.xcom_pull(task_ids=RESOLVE_TASK)
+        return resolved.get("location") if resolved else None
 
     def skip_if_dry_run(self, context: Context, what: str) -> None:
         if restore_params(context)["dry_run"]:
@@ -97,10 +115,17 @@ class RestoreVerifyOperator(_RestoreStep):
     def execute(self, context: Context) -> dict[str, Any]:
         p = restore_params(context)
         self.hold(context)
-        plan = self.plan(context)
-        restore.verify_chain(plan.target, plan.reads)
+        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
+        # auto: the first location where the resolved chain is intact (primary, mirror, copies)
+        location = None if p["target"] == "auto" else p["target"]
+        plan = restore.verified_plan(self.load(), p["source"], resolved["set"], p["point_in_time"], location)
+        if [m.set for m in plan.chain] != resolved["chain"]:
+            raise restore.RestoreError(f"{plan.location} holds the chain {[m.set for m in plan.chain]}, not "
+                                       f"{resolved['chain']} as resolved; trigger the restore again")
         warning = restore.check_cluster_version(plan, p["allow_version_mismatch"])
-        return {"verified": [m.set for m in plan.chain], "version_warning": warning}
+        self.log.info("verified the chain at %s (%s)", plan.location, plan.target.uri)
+        return {"verified": [m.set for m in plan.chain], "version_warning": warning, "location": plan.location,
+                "target": plan.target.uri}
 
 
 class RestoreSafetyBackupOperator(_RestoreStep):
@@ -160,8 +185,9 @@ class RestoreReportOperator(_RestoreStep):
         where = "in place" if p["in_place"] else p["destination"]
         lines = [f"{'DRY RUN: would restore' if p['dry_run'] else 'restored'} {resolved.get('source')} "
                  f"({resolved.get('kind')}) set {resolved.get('set')} into {where}",
-                 f"chain: {' -> '.join(resolved.get('chain', []))} ({resolved.get('bytes')} bytes at {resolved.get('target')}), "
-                 f"every archive verified",
+                 f"chain: {' -> '.join(resolved.get('chain', []))} ({resolved.get('bytes')} bytes), every archive "
+                 f"verified at {verified.get('location', resolved.get('location'))} "
+                 f"({verified.get('target', resolved.get('target'))})",
                  ]
         if resolved.get("point_in_time"):
             lines.append(f"recovery target time: {resolved['point_in_time']}")

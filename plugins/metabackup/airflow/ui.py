@@ -93,6 +93,17 @@ def render_page(data: dict[str, Any]) -> str:
                          f'{"ok" if test["ok"] else "FAILED"} {e(str(test.get("set")))} at {e(str(test.get("at", ""))[:19])}')
             parts.append(f'<h3>{e(src["source"])} <small>{e(src["kind"])} → {e(src["target_type"])} '
                          f'<code>{e(src["target"])}</code>, keeps {src["max_backups"]}; last test restore: {test_text}</small></h3>')
+            for copy in src.get("copies") or []:
+                if copy["error"]:
+                    parts.append(f'<p class="bad">{e(copy["location"])} <code>{e(copy["target"])}</code>: cannot read '
+                                 f'it: {e(copy["error"])}</p>')
+                    continue
+                problems = ([f'{len(copy["failed_verification"])} failed verification'] if copy["failed_verification"]
+                            else []) + ([f'{copy["invalid"]} invalid manifests'] if copy["invalid"] else [])
+                parts.append(f'<p class="{"bad" if problems else "muted"}">{e(copy["location"])} ({e(copy["target_type"])}) '
+                             f'<code>{e(copy["target"])}</code>: {copy["sets"]} sets ({copy["restorable"]} restorable), '
+                             f'newest {e(str(copy["newest"]))}, keeps {copy["max_backups"]}'
+                             f'{"; " + e(", ".join(problems)) if problems else ""}</p>')
             if src["error"]:
                 parts.append(f'<p class="bad">cannot read this target: {e(src["error"])}</p>')
                 continue

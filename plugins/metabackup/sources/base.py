@@ -97,6 +97,10 @@ class SourceKind(ABC):
     def asset_uris(self, options: Any) -> list[str]:
         """Lineage: the URIs of what a source of this kind reads (no network at parse time)."""
 
+    def target_problem(self, options: Any, target: Any) -> str | None:
+        """Why a source of this kind must not keep its sets at ``target`` (a TargetConfig), or None."""
+        return None
+
     def backed_up_dirs(self, options: Any) -> list[tuple[str, str]]:
         """Local directories a source of this kind backs up, as ``(field, path)``: kept apart from
         where backups are written, and never a restore destination."""

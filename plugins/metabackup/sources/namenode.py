@@ -219,6 +219,16 @@ class NameNodeKind(SourceKind):
         return {"last_txid": int((current / "seen_txid").read_text()),
                 "segments": sum(len(m.position["segments"]) for m in chain)}
 
+    def target_problem(self, options: NameNodeOptions, target: Any) -> str | None:
+        """A NameService's metadata never goes into that same NameService: when its NameNode is lost,
+        so is the only way to read the backup (the vendor's console refuses it for the same reason)."""
+        if target.hdfs_nameservice == options.nameservice:
+            return (f"is {target.type} in the NameService {options.nameservice} whose NameNode this source backs "
+                    "up: when that NameNode is lost, so is the way to read its backup. Keep NameNode backups off "
+                    "that cluster: a LocalDir target (on the management node) with copies: to RemoteHDFS on "
+                    "another cluster, SFTP or S3")
+        return None
+
     def asset_uris(self, options: NameNodeOptions) -> list[str]:
         return [f"hdfs://{options.nameservice}/"]  # the namespace of a NameService, named as HDFS clients name it
 

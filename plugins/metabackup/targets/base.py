@@ -46,6 +46,15 @@ class TargetConfig(SpecModel):
         """Directories of this machine the target writes to: ``(field, path, note)``."""
         return []
 
+    @property
+    def hdfs_nameservice(self) -> str | None:
+        """The HDFS NameService the target writes into, if it is in HDFS."""
+        return None
+
+    def mirror_location(self) -> TargetConfig | None:
+        """A standby copy the target writes with every file, readable as a target of its own."""
+        return None
+
 
 def join_uri(root: str, task_dir: str) -> str:
     return f"{root.rstrip('/')}/{task_dir}" if task_dir else root

@@ -32,6 +32,8 @@ class LocalDirConfig(TargetConfig):
     path: str = Field("LocalBackup", validate_default=True,
                       description="absolute, or relative to data_path (default <data_path>/LocalBackup)")
     mirror: AbsolutePath | None = Field(None, description="a standby copy's directory, outside path")
+    require_mountpoint: bool = Field(False, description="refuse to write unless path is a mount point (an NFS or "
+                                                        "CIFS share that is not mounted would fill the local disk)")
 
     @field_validator("path")
     @classmethod
@@ -51,6 +53,13 @@ class LocalDirConfig(TargetConfig):
     def open(self, **kwargs: Any) -> LocalDirTarget:
         return LocalDirTarget(self)
 
+    def mirror_location(self) -> LocalDirConfig | None:
+        """The standby mirror as a target of its own (a restore falls back to it; it is written
+        through the primary, never on its own)."""
+        if not self.mirror:
+            return None
+        return LocalDirConfig(type="LocalDir", path=self.mirror, max_backups=self.max_backups)
+
     def local_dirs(self) -> list[tuple[str, str, str]]:
         note = "" if "path" in self.model_fields_set else " (the default, <data_path>/LocalBackup)"
         return [("path", self.path, note)] + ([("mirror", self.mirror, "")] if self.mirror else [])
@@ -61,6 +70,7 @@ class LocalDirTarget(BackupTarget):
         self.root = Path(config.path)
         self.mirror = Path(config.mirror) if config.mirror else None
         self.uri = config.uri()
+        self.require_mountpoint = config.require_mountpoint
 
     def _dir(self, root: Path, task_dir: str) -> Path:
         _check_name("task directory", task_dir)
@@ -78,6 +88,10 @@ class LocalDirTarget(BackupTarget):
         return list(reversed(self._roots()))
 
     def ensure_writable(self, task_dir: str) -> None:
+        if self.require_mountpoint and not os.path.ismount(self.root):
+            raise TargetError(f"LocalDir {self.root} is not a mount point, and the spec says require_mountpoint: the "
+                              "NFS/CIFS share it should hold is not mounted. Mount it (or fix path) and retry; "
+                              "nothing was written to the local disk")
         for root in self._roots():
             directory = self._dir(root, task_dir)
             try:

@@ -74,6 +74,10 @@ class LocalHDFSConfig(TargetConfig):
     def webhdfs_conn_id(self) -> str:
         return self.conn_id or f"webhdfs_{self.nameservice}"
 
+    @property
+    def hdfs_nameservice(self) -> str:
+        return self.nameservice
+
     def uri(self, task_dir: str = "") -> str:
         return join_uri(f"hdfs://{self.nameservice}{self.path.rstrip('/')}", task_dir)
 

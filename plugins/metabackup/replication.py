@@ -1,0 +1,107 @@
+"""Off-site copies: every set committed at a source's primary target is replicated to each of its
+``copies``, where it is committed again (manifest last), so each copy holds a catalog of its own and
+a restore works from it when the primary is gone.
+
+``replicate(run, n)`` runs after the primary's ``verify``: it copies the run's set and every ancestor
+of its chain the copy lacks (so a copy that missed a run catches up), re-reads each archive there
+against its manifest, commits it, then applies the copy's own ``max_backups``.  The bytes come from
+the run's staged archive when it is still there, otherwise from the primary (checked against the
+manifest on the way).  Every step is idempotent: a set already committed at the copy is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from metabackup import fsutil
+from metabackup.catalog import Catalog
+from metabackup.errors import BackupError
+from metabackup.manifest import Manifest, sha256_of
+from metabackup.naming import SetName
+from metabackup.pipeline import SetRun, prune, set_event
+from metabackup.targets import BackupTarget, TargetError
+
+log = logging.getLogger(__name__)
+
+
+def replicate(run: SetRun, number: int, keep: bool = True) -> dict[str, Any]:
+    """Replicate the run's committed set (with its missing ancestors) to copy ``number`` (1-based)."""
+    run.hold()
+    if not 1 <= number <= len(run.source.copies):
+        raise BackupError(f"{run.source.name} has {len(run.source.copies)} copies; there is no copy {number}")
+    config = run.source.copies[number - 1]
+    decision = run.decision()
+    primary = run.catalog()
+    manifest = primary.get(decision.set)
+    if manifest is None:
+        raise BackupError(f"{run.source.name}: set {decision.set} is not committed at {run.target.uri}; "
+                          f"nothing to replicate to copy {number}")
+    chain = primary.chain(manifest.set)
+    if chain is None:
+        raise BackupError(f"{run.source.name}: the chain of {manifest.set} is broken at {run.target.uri}; "
+                          f"not replicating it to copy {number}")
+    target = config.open()
+    target.ensure_writable(run.task_dir)
+    target.remove_partials(run.task_dir)
+    there = Catalog.read(target, run.spec.name, run.task_dir, run.source.name, run.spec.timezone)
+    copied = []
+    for member in chain:
+        if there.get(member.set) is None:
+            _copy_set(run, member, target)
+            copied.append(member.set)
+    log.info("%s: copy %d (%s) holds the chain of %s; copied %s", run.source.name, number, target.uri,
+             manifest.set, copied or "nothing (already there)")
+    kept = prune(run, target, Catalog.read(target, run.spec.name, run.task_dir, run.source.name, run.spec.timezone),
+                 config.max_backups) if keep else None
+    return {**set_event(target, manifest), "copy": number, "copied": copied, "retention": kept}
+
+
+def _copy_set(run: SetRun, manifest: Manifest, target: BackupTarget) -> None:
+    """Store one set at ``target``: its archive (verified there), then its manifest."""
+    name = manifest.archive.name
+    present = False
+    if target.exists(run.task_dir, name):
+        try:
+            target.verify(run.task_dir, name, manifest.archive.sha256, manifest.archive.size)
+            present = True  # a retry after the archive landed
+        except TargetError as exc:
+            log.info("replacing an uncommitted copy of %s at %s: %s", name, target.uri, exc)
+    if not present:
+        local, fetched = _local_archive(run, manifest)
+        try:
+            target.put_file(local, run.task_dir, name)
+        finally:
+            if fetched:
+                local.unlink(missing_ok=True)
+        target.verify(run.task_dir, name, manifest.archive.sha256, manifest.archive.size)
+    target.put_bytes(manifest.to_json(), run.task_dir, SetName.parse(manifest.set).manifest)
+    log.info("replicated %s to %s/%s", manifest.set, target.uri, run.task_dir)
+
+
+def _local_archive(run: SetRun, manifest: Manifest) -> tuple[Path, bool]:
+    """A local file holding the set's archive: the run's staged one if it is still there and intact,
+    else a private copy fetched from the primary and checked against the manifest (True: delete it)."""
+    if manifest.set == run.name.stem and run.staged_archive.exists():
+        if _sha256_of_file(run.staged_archive) == (manifest.archive.sha256, manifest.archive.size):
+            return run.staged_archive, False
+    fsutil.ensure_private_dir(run.workdir)
+    local = run.workdir / f".replicate-{manifest.archive.name}"
+    digest, size = hashlib.sha256(), 0
+    with run.target.open_read(run.task_dir, manifest.archive.name) as source, fsutil.private_open(local) as out:
+        while chunk := source.read(fsutil.COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    if (digest.hexdigest(), size) != (manifest.archive.sha256, manifest.archive.size):
+        local.unlink(missing_ok=True)
+        raise BackupError(f"{run.source.name}: {manifest.archive.name} at {run.target.uri} does not match its manifest "
+                          f"(sha256 {digest.hexdigest()}, {size} bytes); not replicating a corrupt archive")
+    return local, True
+
+
+def _sha256_of_file(path: Path) -> tuple[str, int]:
+    with open(path, "rb") as handle:
+        return sha256_of(handle)
