@@ -5,7 +5,9 @@
 ``NameNodeTool`` (the NameNode source's RPC helper).  Modes:
 
 * ``single`` - one NameNode, one DataNode, WebHDFS on;
-* ``ha`` - NameService ``hacluster``: NameNodes ``nn1`` (active) and ``nn2`` (standby), one DataNode;
+* ``ha`` - a NameService (``hacluster`` unless ``nameservice`` names another, e.g. a second pair
+  ``haclusterX`` beside the first on other ports): NameNodes ``nn1`` (active) and ``nn2``
+  (standby), one DataNode;
 * ``namenode`` - only a NameNode on an existing (restored) name directory.
 
 Each instance directory gets ``instance.json``, Hadoop client config in ``conf/``, ``bin/hdfs``
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -47,6 +50,8 @@ JAVA_OPTIONS = [
         "sun.net.dns", "sun.net.util", "sun.security.x509", "sun.security.util")),
     "--add-opens=java.security.jgss/sun.security.krb5=ALL-UNNAMED",
 ]
+DEFAULT_NAMESERVICE = "hacluster"
+NAMESERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,63}")  # as metabackup.fields.NameService
 TOOLS = {
     "dfs": "org.apache.hadoop.fs.FsShell",
     "dfsadmin": "org.apache.hadoop.hdfs.tools.DFSAdmin",
@@ -158,7 +163,8 @@ esac
         (bin_dir / script).chmod(0o755)
 
 
-def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], timeout: float) -> HdfsInstance:
+def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], timeout: float,
+            nameservice: str | None = None) -> HdfsInstance:
     build_jars()
     directory.mkdir(parents=True, exist_ok=True)
     ready = directory / "ready.json"
@@ -175,6 +181,11 @@ def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], time
             raise RuntimeError(f"the HDFS launcher exited with {proc.returncode}:\n{_tail(directory / 'launcher.log')}")
         if ready.exists():
             info = json.loads(ready.read_text())
+            if info["nameservice"] != nameservice:  # a jar built before the NAMESERVICE argument
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise RuntimeError(f"the HDFS launcher started NameService {info['nameservice']!r}, not {nameservice!r}: "
+                                   f"{JAR} predates the NAMESERVICE argument; rebuild it with `make hadoop`")
             instance = HdfsInstance(directory=str(directory), mode=mode, control_port=control,
                                     namenodes=info["namenodes"], nameservice=info["nameservice"],
                                     active=info["active"], pid=proc.pid)
@@ -213,16 +224,27 @@ def load(directory: str | Path) -> HdfsInstance:
     return HdfsInstance(**json.loads((Path(directory) / "instance.json").read_text()))
 
 
-def start(directory: str | Path, mode: str = "single", reuse: bool = False, timeout: float = 120) -> HdfsInstance:
-    """Start a cluster in ``directory`` (fresh, or with ``reuse`` its existing data, single mode)."""
+def start(directory: str | Path, mode: str = "single", reuse: bool = False, timeout: float = 120,
+          nameservice: str = DEFAULT_NAMESERVICE) -> HdfsInstance:
+    """Start a cluster in ``directory`` (fresh, or with ``reuse`` its existing data, single mode).
+
+    ``nameservice`` names the HA pair's NameService (mode ``ha``; a single NameNode has none): two
+    pairs with different names run side by side, each on free ports of its own.
+    """
     directory = Path(directory).resolve()
     if mode not in ("single", "ha"):
         raise ValueError(f"mode must be single or ha, not {mode!r}")
+    if not NAMESERVICE_NAME.fullmatch(nameservice):
+        raise ValueError(f"{nameservice!r} is not a valid NameService name")
+    if mode != "ha" and nameservice != DEFAULT_NAMESERVICE:
+        raise ValueError(f"a NameService name ({nameservice!r}) needs mode ha; a single NameNode has none")
     if (directory / "instance.json").exists():
         stop(directory)
     if not reuse:
         shutil.rmtree(directory, ignore_errors=True)
     ports = [free_port() for _ in range(4 if mode == "ha" else 2)]
+    if mode == "ha":  # HdfsCluster's optional NAMESERVICE argument after the ports
+        return _launch(directory, mode, ports, [nameservice], timeout, nameservice)
     return _launch(directory, mode, ports, [], timeout)
 
 
@@ -310,13 +332,17 @@ def stop(directory: str | Path, timeout: float = 30) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser, start_options = command_line_parser("python -m harness.hdfs")
-    start_options.add_argument("--ha", action="store_true", help="two NameNodes under the NameService hacluster")
+    start_options.add_argument("--ha", action="store_true", help="two NameNodes under one NameService (--nameservice)")
+    start_options.add_argument("--nameservice", default=DEFAULT_NAMESERVICE, metavar="NAME",
+                               help=f"the HA pair's NameService (with --ha; default {DEFAULT_NAMESERVICE})")
     args = parser.parse_args(argv)
+    if args.command == "start" and args.nameservice != DEFAULT_NAMESERVICE and not args.ha:
+        parser.error("--nameservice needs --ha")
     if args.command == "stop":
         stop(args.directory)
         return 0
     instance = start(args.directory, "ha" if args.ha else "single", reuse=reusable(args.directory, args.reuse)
-                     or (args.reuse and (Path(args.directory) / "data").exists()))
+                     or (args.reuse and (Path(args.directory) / "data").exists()), nameservice=args.nameservice)
     print(json.dumps({"webhdfs": instance.webhdfs_url(), "hosts": instance.hosts(), "fs_uri": instance.fs_uri,
                       "pid": instance.pid, "directory": instance.directory,
                       "namenode_tool": instance.namenode_tool_command(), "hdfs": instance.hdfs_command(),

@@ -7,6 +7,8 @@ is asked for its HA state (``/isActive``, else JMX ``NameNodeStatus``) and the a
 first.  The HTTP client is injected (``http``: ``requests``, a ``requests.Session`` or anything
 with the same ``get(url, timeout=...)``), so the logic is tested without a cluster.  The Airflow
 side (:mod:`metabackup.airflow.hooks`) builds the WebHDFS client over the ordered NameNodes.
+:func:`is_failover_error` tells a failure a failover explains (the NameNode stopped being active or
+went away under the call) from the others: the HDFS targets upload again after asking anew.
 """
 
 from __future__ import annotations
@@ -25,6 +27,16 @@ PROBE_TIMEOUT = 10
 # Sort rank by HA state: the active NameNode first, one in an unknown state next, then observers and
 # standbys, unreachable ones last.
 STATE_RANK = {"active": 0, "observer": 2, "standby": 2, None: 3}
+
+
+# Java exceptions a WebHDFS answer names when the NameNode it reached (or the DataNode's own call to
+# it, during a write) stopped being active or went away: the NameNodes asked again, the call may go
+# through at the active one.
+FAILOVER_EXCEPTIONS = frozenset({
+    "StandbyException", "RetriableException", "ObserverRetryOnActiveException", "ConnectException",
+    "ConnectTimeoutException", "EOFException", "SocketException", "SocketTimeoutException",
+    "NoRouteToHostException",
+})
 
 
 class NoNameNode(ValueError):
@@ -103,3 +115,19 @@ def namenode_urls(hosts: str, default_port: int | None, extra: dict[str, Any] | 
     states = {url: namenode_state(url, http) for url in urls}
     log.info("NameNodes of %s: %s", label, ", ".join(f"{u} {states[u] or 'unreachable'}" for u in urls))
     return active_first(urls, states)
+
+
+def is_failover_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is what a NameNode failover causes: a
+    connection lost, refused or timed out, or a WebHDFS error naming one of
+    :data:`FAILOVER_EXCEPTIONS` (the ``hdfs`` library's ``HdfsError.exception``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                            ConnectionError)):
+            return True
+        if getattr(exc, "exception", None) in FAILOVER_EXCEPTIONS:
+            return True
+        exc = exc.__cause__
+    return False

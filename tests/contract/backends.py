@@ -18,6 +18,7 @@ from hdfs_helpers import WebHdfs
 from metabackup.targets.base import TargetConfig
 from metabackup.targets.localdir import LocalDirConfig
 from metabackup.targets.localhdfs import LocalHDFSConfig
+from metabackup.targets.remotehdfs import RemoteHDFSConfig
 
 
 class Backend:
@@ -104,14 +105,19 @@ class LocalDirMirrorBackend(LocalDirBackend):
 class LocalHDFSBackend(Backend):
     id = "LocalHDFS"
     kill_size = 32 * 1024 * 1024
+    #: the fixture giving the cluster, its NameService's connection set
+    cluster_fixture = "hdfs_connected"  # the NameService hacluster
 
     def make(self, tmp_path, request):
-        cluster = request.getfixturevalue("hdfs_connected")  # the NameService hacluster's connection
+        cluster = request.getfixturevalue(self.cluster_fixture)
         self.fs = WebHdfs(cluster.webhdfs_url())
         self.sandbox_dir = f"/contract-targets/{secrets.token_hex(4)}"
         self.fs.mkdirs(self.sandbox_dir)
         self.root = f"{self.sandbox_dir}/backups/meta"
-        return LocalHDFSConfig(type="LocalHDFS", path=self.root, max_backups=5, nameservice="hacluster")
+        return self.config(self.root)
+
+    def config(self, root: str) -> TargetConfig:
+        return LocalHDFSConfig(type="LocalHDFS", path=root, max_backups=5, nameservice="hacluster")
 
     def _path(self, task_dir, name=None):
         return posixpath.join(self.root, task_dir, *([name] if name else []))
@@ -138,8 +144,22 @@ class LocalHDFSBackend(Backend):
         return {path.removeprefix(self.sandbox_dir + "/") for path in self.fs.tree(self.sandbox_dir)}
 
 
+class RemoteHDFSBackend(LocalHDFSBackend):
+    """A second HDFS standing for another cluster's NameService ``haclusterX`` (its connection
+    ``webhdfs_haclusterX``), with a bandwidth cap high enough not to slow the suite down, so the
+    paced upload is under the contract too."""
+
+    id = "RemoteHDFS"
+    cluster_fixture = "remote_hdfs_cluster"
+
+    def config(self, root: str) -> TargetConfig:
+        return RemoteHDFSConfig(type="RemoteHDFS", path=root, max_backups=5, nameservice="haclusterX",
+                                bandwidth_mb_s=256)
+
+
 BACKENDS: list[type[Backend]] = [
     LocalDirBackend,
     LocalDirMirrorBackend,
     LocalHDFSBackend,
+    RemoteHDFSBackend,
 ]

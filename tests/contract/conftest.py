@@ -1,7 +1,8 @@
 """Servers for the contract suites: one per kind, started on first use, stopped after the package.
 
 ``hdfs_cluster`` is redefined here at package scope, so the source contract's NameNode and the
-target contract's LocalHDFS (through the top-level ``hdfs_connected`` fixture) share one HDFS.
+target contract's LocalHDFS (through the top-level ``hdfs_connected`` fixture) share one HDFS;
+``remote_hdfs_cluster`` is a second one, the RemoteHDFS target's NameService ``haclusterX``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ def servers(tmp_path_factory):
 @pytest.fixture(scope="package")
 def hdfs_cluster(servers):
     return servers.hdfs()
+
+
+@pytest.fixture(scope="package")
+def remote_hdfs_cluster(servers):
+    return servers.remote_hdfs()
 
 
 # Contract cases a product does not pass yet, with the bug each shows.  Each is a strict xfail: the

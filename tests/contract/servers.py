@@ -25,6 +25,7 @@ class Servers:
         self._pg: pg.PgInstance | None = None
         self._slapd: slapd.SlapdInstance | None = None
         self._hdfs: hdfs.HdfsInstance | None = None
+        self._remote_hdfs: hdfs.HdfsInstance | None = None
         self._env: list[str] = []
         self._dirs: list[str] = []
 
@@ -59,6 +60,14 @@ class Servers:
             self._set_env("AIRFLOW_CONN_WEBHDFS_HACLUSTER", self._hdfs.connection_uri())
         return self._hdfs
 
+    def remote_hdfs(self) -> hdfs.HdfsInstance:
+        """A second single-NameNode HDFS, another cluster's NameService ``haclusterX`` as the
+        RemoteHDFS target sees it: the Airflow connection ``webhdfs_haclusterX``."""
+        if self._remote_hdfs is None:
+            self._remote_hdfs = hdfs.start(self.base / "remote-hdfs")
+            self._set_env("AIRFLOW_CONN_WEBHDFS_HACLUSTERX", self._remote_hdfs.connection_uri())
+        return self._remote_hdfs
+
     def empty_slapd(self, directory: Path) -> slapd.SlapdInstance:
         """A fresh, empty, running slapd with the seed's suffix (a restore destination)."""
         return slapd.start(slapd.prepare(directory, accesslog=False))
@@ -80,8 +89,9 @@ class Servers:
         return folder
 
     def stop_all(self) -> None:
-        if self._hdfs is not None:
-            self._hdfs.stop()
+        for cluster in (self._hdfs, self._remote_hdfs):
+            if cluster is not None:
+                cluster.stop()
         if self._slapd is not None:
             self._slapd.stop()
         if self._pg is not None:

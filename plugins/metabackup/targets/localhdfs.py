@@ -5,20 +5,28 @@ gives the client, through :func:`metabackup.connections.webhdfs_client` (the hdf
 hook made HA-aware, built by the Airflow layer), unless a ``client_factory`` is passed.  Same contract as LocalDir: a file is written under a hidden ``.partial-``
 name with permission 0600 and renamed into place only when whole (its length checked), task
 directories are 0700, and the verify step re-reads every byte against the manifest's SHA-256.
+When a failover takes the active NameNode away during an upload (a standby answer, a connection
+lost), the NameNodes are asked again which one is active and the file is uploaded again from the
+start under a fresh partial name, a bounded number of times (:attr:`LocalHDFSTarget.UPLOAD_ATTEMPTS`).
+The RemoteHDFS target (:mod:`metabackup.targets.remotehdfs`) is this target writing to another
+cluster's NameService.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import AfterValidator, Field
 
-from metabackup.fields import ConnId, NameService, short
+from metabackup.fields import ConnId, NameService, short, short_text
+from metabackup.hdfs import is_failover_error
 from metabackup.naming import is_temp_name, temp_name
 from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, join_uri
 
@@ -62,12 +70,12 @@ HdfsBackupPath = Annotated[str, AfterValidator(hdfs_backup_path),
                            Field(description="an absolute HDFS directory of its own, e.g. /backup/metadata")]
 
 
-class LocalHDFSConfig(TargetConfig):
-    """``type: LocalHDFS``: a directory in the cluster's own HDFS, written through WebHDFS."""
+class HDFSTargetConfig(TargetConfig):
+    """What the HDFS target types share: a directory of a NameService, written through the
+    NameService's WebHDFS connection."""
 
-    type: Literal["LocalHDFS"]
     path: HdfsBackupPath
-    nameservice: NameService = DEFAULT_NAMESERVICE
+    nameservice: NameService
     conn_id: ConnId | None = Field(None, description="the NameService's WebHDFS connection (default webhdfs_<nameservice>)")
 
     @property
@@ -80,6 +88,13 @@ class LocalHDFSConfig(TargetConfig):
 
     def uri(self, task_dir: str = "") -> str:
         return join_uri(f"hdfs://{self.nameservice}{self.path.rstrip('/')}", task_dir)
+
+
+class LocalHDFSConfig(HDFSTargetConfig):
+    """``type: LocalHDFS``: a directory in the cluster's own HDFS, written through WebHDFS."""
+
+    type: Literal["LocalHDFS"]
+    nameservice: NameService = DEFAULT_NAMESERVICE
 
     def open(self, **kwargs: Any) -> LocalHDFSTarget:
         return LocalHDFSTarget(self, **kwargs)
@@ -106,7 +121,14 @@ class _Stream:
 
 
 class LocalHDFSTarget(BackupTarget):
-    def __init__(self, config: LocalHDFSConfig, client_factory=None):
+    #: the type named in messages
+    type_name = "LocalHDFS"
+    #: uploads of one file when failovers interrupt it, each from the start under a fresh partial name
+    UPLOAD_ATTEMPTS = 3
+    #: seconds before the second attempt (doubled before each further one): a failover takes a moment
+    RETRY_PAUSE = 2.0
+
+    def __init__(self, config: HDFSTargetConfig, client_factory=None):
         self.root = config.path.rstrip("/") or "/"
         self.nameservice = config.nameservice
         self.conn_id = config.webhdfs_conn_id
@@ -170,7 +192,7 @@ class LocalHDFSTarget(BackupTarget):
             client.write(probe, data=b"", overwrite=True, permission=FILE_PERMISSION)
             client.delete(probe)
         except Exception as exc:
-            raise TargetError(f"LocalHDFS {self.uri}/{task_dir} is not writable: {exc}") from exc
+            raise TargetError(f"{self.type_name} {self.uri}/{task_dir} is not writable: {exc}") from exc
 
     def free_bytes(self) -> int | None:
         """The least of the cluster's remaining capacity and every quota on the way to the path."""
@@ -226,33 +248,66 @@ class LocalHDFSTarget(BackupTarget):
         return _Stream(response)  # type: ignore[return-value]
 
     def put_file(self, local: Path, task_dir: str, name: str) -> None:
-        size = os.path.getsize(local)
-        with open(local, "rb") as handle:
-            self._put(handle, size, task_dir, name)
+        self._put(lambda: open(local, "rb"), os.path.getsize(local), task_dir, name)
 
     def put_bytes(self, data: bytes, task_dir: str, name: str) -> None:
-        self._put(data, len(data), task_dir, name)
+        self._put(lambda: contextlib.nullcontext(data), len(data), task_dir, name)
 
-    def _put(self, data, size: int, task_dir: str, name: str) -> None:
+    def _put(self, open_data, size: int, task_dir: str, name: str) -> None:
+        """Upload what ``open_data()`` gives (a context manager: a file from its start, or bytes)
+        under a partial name, check its length, rename it over ``name``.  A failure a failover
+        explains (:func:`~metabackup.hdfs.is_failover_error`) starts the upload again, from the
+        start, under a fresh partial name, once the NameNodes were asked again which is active."""
         final = self._path(task_dir, name)
-        temp = self._path(task_dir, temp_name(name, secrets.token_hex(6)))
-        client = self.client
         directory = self._dir(task_dir)
-        if self._call(f"status of {directory}", client.status, directory, strict=False) is None:
+        if self._call(f"status of {directory}", self.client.status, directory, strict=False) is None:
             # HDFS would create missing parents with the cluster's default permission (often 755)
-            self._call(f"creating {directory}", client.makedirs, directory, permission=DIR_PERMISSION)
-        try:
-            self._call(f"writing {temp}", client.write, temp, data=data, overwrite=True, permission=FILE_PERMISSION)
-            written = self._call(f"status of {temp}", client.status, temp)["length"]
-            if written != size:
-                raise TargetError(f"{self.uri}: {temp} has {written} bytes after the upload; expected {size}")
-            self._rename_over(temp, final)
-        except BaseException:
+            self._call(f"creating {directory}", self.client.makedirs, directory, permission=DIR_PERMISSION)
+        partials: list[str] = []
+        for attempt in range(1, self.UPLOAD_ATTEMPTS + 1):
+            temp = self._path(task_dir, temp_name(name, secrets.token_hex(6)))
+            partials.append(temp)
             try:
-                client.delete(temp)
-            except Exception:  # the NameNode may be the reason we failed; preflight clears partials
-                log.warning("%s: could not remove the partial %s; the next run removes it", self.uri, temp)
-            raise
+                with open_data() as data:
+                    self._call(f"writing {temp}", self.client.write, temp, data=self._upload_data(data, size),
+                               overwrite=True, permission=FILE_PERMISSION)
+                written = self._call(f"status of {temp}", self.client.status, temp)["length"]
+                if written != size:
+                    raise TargetError(f"{self.uri}: {temp} has {written} bytes after the upload; expected {size}")
+                self._rename_over(temp, final)
+                partials.pop()
+                break
+            except BaseException as exc:
+                partials = self._remove(partials)
+                if attempt == self.UPLOAD_ATTEMPTS or not is_failover_error(exc):
+                    if partials:  # the NameNode may be the reason we failed; preflight clears partials
+                        log.warning("%s: could not remove the partial(s) %s; the next run removes them",
+                                    self.uri, ", ".join(partials))
+                    raise
+                pause = self.RETRY_PAUSE * 2 ** (attempt - 1)
+                log.warning("%s: the upload of %s failed as it does when the active NameNode goes away (%s); asking "
+                            "the NameNodes again which one is active, uploading the file again from the start in "
+                            "%.0f s (attempt %d of %d)", self.uri, final, _first_line(exc), pause, attempt + 1,
+                            self.UPLOAD_ATTEMPTS)
+                time.sleep(pause)
+                self._client = None  # the next call builds the client anew: the active NameNode first
+        if self._remove(partials):  # an earlier attempt's partial the NameNode could not remove then
+            log.warning("%s: could not remove an earlier attempt's partial; the next run removes it", self.uri)
+
+    def _upload_data(self, data, size: int):
+        """What the WebHDFS write sends: ``data`` itself (a subclass may wrap it, e.g. to pace it)."""
+        return data
+
+    def _remove(self, paths: list[str]) -> list[str]:
+        """Delete each path (best effort); return those that could not be deleted."""
+        left = []
+        for path in paths:
+            try:
+                self.client.delete(path)
+            except Exception as exc:
+                log.debug("%s: removing %s: %s", self.uri, path, exc)
+                left.append(path)
+        return left
 
     def _rename_over(self, source: str, destination: str) -> None:
         """Atomic rename replacing ``destination`` (WebHDFS RENAME with ``renameoptions=OVERWRITE``)."""
@@ -272,6 +327,12 @@ class LocalHDFSTarget(BackupTarget):
                 self.delete(task_dir, entry)
                 removed.append(entry)
         return removed
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, short (a WebHDFS error carries the Java stack trace)."""
+    text = str(exc).strip()
+    return short_text(text.splitlines()[0] if text else type(exc).__name__)
 
 
 def _ancestors(path: str) -> list[str]:

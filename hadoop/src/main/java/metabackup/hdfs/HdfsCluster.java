@@ -28,41 +28,43 @@ import org.apache.hadoop.hdfs.MiniDFSNNTopology;
  *
  * <pre>
  *   HdfsCluster single   DIR READY_FILE CONTROL_PORT RPC HTTP
- *   HdfsCluster ha       DIR READY_FILE CONTROL_PORT RPC1 HTTP1 RPC2 HTTP2
+ *   HdfsCluster ha       DIR READY_FILE CONTROL_PORT RPC1 HTTP1 RPC2 HTTP2 [NAMESERVICE]
  *   HdfsCluster namenode DIR READY_FILE CONTROL_PORT RPC HTTP NAME_DIR
  * </pre>
  *
  * single: one NameNode and one DataNode, formatted in DIR (kept across restarts when DIR/data
- * already holds a formatted cluster).  ha: NameService {@code hacluster} with NameNodes nn1 (active)
- * and nn2 sharing an edits directory, one DataNode.  namenode: only a NameNode, started without
- * formatting on an existing name directory (a restored one), no DataNode.
+ * already holds a formatted cluster).  ha: NameService NAMESERVICE ({@code hacluster} unless given)
+ * with NameNodes nn1 (active) and nn2 sharing an edits directory, one DataNode.  namenode: only a
+ * NameNode, started without formatting on an existing name directory (a restored one), no DataNode.
  *
  * Writes READY_FILE (JSON) once serving, then answers one-line commands on 127.0.0.1:CONTROL_PORT:
  * {@code failover FROM TO}, {@code stop-nn I}, {@code restart-nn I}, {@code roll-edits}, {@code state},
  * {@code shutdown}.  Replies {@code ok ...} or {@code error ...}.
  */
 public final class HdfsCluster {
-  private static final String NAMESERVICE = "hacluster";
+  private static final String DEFAULT_NAMESERVICE = "hacluster";
 
   private final String mode;
   private final File dir;
   private final Path readyFile;
   private final int[] ports;
   private final String nameDir;
+  private final String nameservice;
   private MiniDFSCluster cluster;
   private int active = 0;
 
-  private HdfsCluster(String mode, File dir, Path readyFile, int[] ports, String nameDir) {
+  private HdfsCluster(String mode, File dir, Path readyFile, int[] ports, String nameDir, String nameservice) {
     this.mode = mode;
     this.dir = dir;
     this.readyFile = readyFile;
     this.ports = ports;
     this.nameDir = nameDir;
+    this.nameservice = nameservice;
   }
 
   public static void main(String[] args) throws Exception {
     if (args.length < 6) {
-      System.err.println("usage: HdfsCluster single|ha|namenode DIR READY_FILE CONTROL_PORT RPC HTTP [RPC2 HTTP2 | NAME_DIR]");
+      System.err.println("usage: HdfsCluster single|ha|namenode DIR READY_FILE CONTROL_PORT RPC HTTP [RPC2 HTTP2 [NAMESERVICE] | NAME_DIR]");
       System.exit(2);
     }
     String mode = args[0];
@@ -72,7 +74,8 @@ public final class HdfsCluster {
       ports[i] = Integer.parseInt(args[4 + i]);
     }
     String nameDir = mode.equals("namenode") ? args[6] : null;
-    HdfsCluster launcher = new HdfsCluster(mode, new File(args[1]), Path.of(args[2]), ports, nameDir);
+    String nameservice = mode.equals("ha") && args.length > 8 ? args[8] : DEFAULT_NAMESERVICE;
+    HdfsCluster launcher = new HdfsCluster(mode, new File(args[1]), Path.of(args[2]), ports, nameDir, nameservice);
     launcher.start();
     Runtime.getRuntime().addShutdownHook(new Thread(launcher::shutdownQuietly));
     launcher.serve(Integer.parseInt(args[3]));
@@ -105,7 +108,7 @@ public final class HdfsCluster {
           .waitSafeMode(false).nameNodePort(ports[0]).nameNodeHttpPort(ports[1]).checkExitOnShutdown(false).build();
     } else if (mode.equals("ha")) {
       MiniDFSNNTopology topology = new MiniDFSNNTopology().addNameservice(
-          new MiniDFSNNTopology.NSConf(NAMESERVICE)
+          new MiniDFSNNTopology.NSConf(nameservice)
               .addNN(new MiniDFSNNTopology.NNConf("nn1").setIpcPort(ports[0]).setHttpPort(ports[1]))
               .addNN(new MiniDFSNNTopology.NNConf("nn2").setIpcPort(ports[2]).setHttpPort(ports[3])));
       cluster = new MiniDFSCluster.Builder(conf, base).nnTopology(topology).numDataNodes(1)
@@ -130,14 +133,14 @@ public final class HdfsCluster {
     StringBuilder core = new StringBuilder();
     StringBuilder hdfs = new StringBuilder();
     if (mode.equals("ha")) {
-      prop(core, "fs.defaultFS", "hdfs://" + NAMESERVICE);
-      prop(hdfs, "dfs.nameservices", NAMESERVICE);
-      prop(hdfs, "dfs.ha.namenodes." + NAMESERVICE, "nn1,nn2");
-      prop(hdfs, "dfs.namenode.rpc-address." + NAMESERVICE + ".nn1", "127.0.0.1:" + ports[0]);
-      prop(hdfs, "dfs.namenode.http-address." + NAMESERVICE + ".nn1", "127.0.0.1:" + ports[1]);
-      prop(hdfs, "dfs.namenode.rpc-address." + NAMESERVICE + ".nn2", "127.0.0.1:" + ports[2]);
-      prop(hdfs, "dfs.namenode.http-address." + NAMESERVICE + ".nn2", "127.0.0.1:" + ports[3]);
-      prop(hdfs, "dfs.client.failover.proxy.provider." + NAMESERVICE,
+      prop(core, "fs.defaultFS", "hdfs://" + nameservice);
+      prop(hdfs, "dfs.nameservices", nameservice);
+      prop(hdfs, "dfs.ha.namenodes." + nameservice, "nn1,nn2");
+      prop(hdfs, "dfs.namenode.rpc-address." + nameservice + ".nn1", "127.0.0.1:" + ports[0]);
+      prop(hdfs, "dfs.namenode.http-address." + nameservice + ".nn1", "127.0.0.1:" + ports[1]);
+      prop(hdfs, "dfs.namenode.rpc-address." + nameservice + ".nn2", "127.0.0.1:" + ports[2]);
+      prop(hdfs, "dfs.namenode.http-address." + nameservice + ".nn2", "127.0.0.1:" + ports[3]);
+      prop(hdfs, "dfs.client.failover.proxy.provider." + nameservice,
           "org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider");
     } else {
       prop(core, "fs.defaultFS", "hdfs://127.0.0.1:" + ports[0]);
@@ -160,7 +163,7 @@ public final class HdfsCluster {
 
   private synchronized void writeReady() throws IOException {
     StringBuilder out = new StringBuilder("{\"mode\": \"").append(mode).append("\", \"nameservice\": ")
-        .append(mode.equals("ha") ? "\"" + NAMESERVICE + "\"" : "null")
+        .append(mode.equals("ha") ? "\"" + nameservice + "\"" : "null")
         .append(", \"pid\": ").append(ProcessHandle.current().pid())
         .append(", \"active\": \"nn").append(active + 1).append("\", \"namenodes\": [");
     for (int i = 0; i < namenodes(); i++) {
