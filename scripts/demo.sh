@@ -46,6 +46,12 @@ export AIRFLOW_CONN_WEBHDFS_HACLUSTER=$(cat "$HDFS_DIR/airflow-connection.json")
 export PATH=$HDFS_DIR/bin:$PATH
 "$HDFS_DIR/bin/hdfs" dfs -mkdir -p /user/hive/warehouse/demo.db /hbase-demo/data 2>/dev/null
 echo "demo HDFS (NameService hacluster) serving WebHDFS at $("$PY" -c "import json; print(json.load(open('$HDFS_DIR/airflow-connection.json'))['host'])")"
+# The standby cluster the NameNode sets are copied to (RemoteHDFS): a second HA pair, NameService
+# haclusterX, on other ports.
+REMOTE_HDFS_DIR=$REPO/build/demo-hdfs-remote
+harness hdfs start "$REMOTE_HDFS_DIR" --ha --nameservice haclusterX >/dev/null
+export AIRFLOW_CONN_WEBHDFS_HACLUSTERX=$(cat "$REMOTE_HDFS_DIR/airflow-connection.json")
+echo "demo standby HDFS (NameService haclusterX) serving WebHDFS at $("$PY" -c "import json; print(json.load(open('$REMOTE_HDFS_DIR/airflow-connection.json'))['host'])")"
 
 # 2. Airflow's database, then the spec folder check (any bad spec is an error here too).
 "$AIRFLOW" db migrate >>"$LOG" 2>&1
@@ -84,12 +90,12 @@ echo
 echo "== backup sets of task 'default' (catalog read from the manifests at the target)"
 "$PY" -m metabackup list --spec include/backup_tasks/default.yaml
 echo
-echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*) (OMS, DBService, LdapServer)"
-echo "            and: hdfs://hacluster$(ls -d /srv/BigData/LocalBackup/default_* | sed 's|/srv/BigData/LocalBackup|/backup/metadata|') (NameNode, LocalHDFS):"
-"$HDFS_DIR/bin/hdfs" dfs -ls -R /backup/metadata 2>/dev/null | sed 's/^/    /'
-echo "Restore the latest NameNode set into a new name directory: PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source NameNode --dest /tmp/nn-restore"
-echo "  (needs AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\")"
-echo "The demo HDFS keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.hdfs stop $HDFS_DIR"
+echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*) (OMS, DBService, LdapServer, NameNode)"
+echo "  NameNode's off-site copy: hdfs://haclusterX$(ls -d /srv/BigData/LocalBackup/default_* | sed 's|/srv/BigData/LocalBackup|/backup/metadata|') (RemoteHDFS):"
+"$REMOTE_HDFS_DIR/bin/hdfs" dfs -ls -R /backup/metadata 2>/dev/null | sed 's/^/    /'
+echo "Restore the latest NameNode set into a new name directory: PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source NameNode --dest /tmp/nn-restore [--from-copy 1]"
+echo "  (with --from-copy 1 it reads the standby cluster: AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\")"
+echo "The demo HDFS clusters keep running; stop them with: PYTHONPATH=plugins:. .venv/bin/python -m harness.hdfs stop $HDFS_DIR (and $REMOTE_HDFS_DIR)"
 echo "Restore the latest OMS set (database + configuration): PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
 echo "  (for OMS and DBService, --dest must be a new folder the postgres user can enter; add --keep-running to use the recovered server)"
 echo "Restore LdapServer into an empty slapd:"
@@ -97,5 +103,5 @@ echo "  PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd start /tmp/ldap-r
 echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
 echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd stop $SLAPD_DIR"
 echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.postgres stop $PG_DIR"
-echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
+echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"

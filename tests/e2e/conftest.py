@@ -22,7 +22,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
-    """The sources (slapd, PostgreSQL, HDFS) and an empty slapd to restore into."""
+    """The sources (slapd, PostgreSQL, HDFS), an empty slapd to restore into, and a second HDFS
+    standing for the standby cluster haclusterX the NameNode sets are copied to (RemoteHDFS)."""
     from harness import hdfs, slapd
     from harness import postgres as pg
 
@@ -34,7 +35,9 @@ def servers(tmp_path_factory):
     database = pg.prepare()
     pg.start(database)
     cluster = hdfs.start(root / "hdfs")
-    yield {"ldap_src": ldap_src, "ldap_empty": ldap_empty, "pg": database, "hdfs": cluster}
+    standby = hdfs.start(root / "hdfs-standby")
+    yield {"ldap_src": ldap_src, "ldap_empty": ldap_empty, "pg": database, "hdfs": cluster, "hdfs_standby": standby}
+    standby.stop()
     cluster.stop()
     database.stop("immediate")
     shutil.rmtree(database.directory, ignore_errors=True)
@@ -62,7 +65,9 @@ def project(tmp_path_factory, servers):
                            "target": {"type": "LocalDir", "max_backups": 3}},
             "DBService": {"kind": "postgres", "conn_id": "e2e_pg", "target": {"type": "LocalDir", "max_backups": 3}},
             "NameNode": {"kind": "namenode", "fs_uri": nn.fs_uri, "tool_command": nn.namenode_tool_command(),
-                         "target": {"type": "LocalHDFS", "path": "/backup/metadata", "max_backups": 3}},
+                         "target": {"type": "LocalDir", "max_backups": 3},
+                         "copies": [{"type": "RemoteHDFS", "nameservice": "haclusterX", "path": "/backup/metadata",
+                                     "max_backups": 3}]},
         },
     }
     periodic = {
@@ -87,6 +92,7 @@ def airflow(project, servers, tmp_path_factory):
         "AIRFLOW_CONN_E2E_PG": json.dumps(servers["pg"].connection()),
         "AIRFLOW_CONN_E2E_OMS_DB": json.dumps(servers["pg"].connection()),
         "AIRFLOW_CONN_WEBHDFS_HACLUSTER": servers["hdfs"].connection_uri(),
+        "AIRFLOW_CONN_WEBHDFS_HACLUSTERX": servers["hdfs_standby"].connection_uri(),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(project["root"] / "openlineage.jsonl"), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "metabackup-e2e",
     }

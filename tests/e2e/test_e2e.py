@@ -60,14 +60,16 @@ def test_a_manual_task_backs_up_every_source_through_the_rest_api(backed_up, pro
         for source in ("OMS", "LdapServer", "DBService", "NameNode"):
             assert outcome["tasks"][f"{source}.{chosen}"] == "success"
             assert outcome["tasks"][f"{source}.verify"] == "success"
+        assert outcome["tasks"]["NameNode.replicate_1"] == "success"
     local = project["data"] / "LocalBackup" / TASK_DIR
     names = sorted(p.name for p in local.iterdir() if not p.name.startswith("."))
     assert all(SET_NAME.match(n) for n in names), names
-    assert sum(n.endswith(".manifest.json") for n in names) == 6  # OMS, LdapServer, DBService x 2
+    assert sum(n.endswith(".manifest.json") for n in names) == 8  # OMS, LdapServer, DBService, NameNode x 2
     types = sorted(json.loads((local / n).read_text())["type"] for n in names if n.endswith(".manifest.json"))
-    assert types == ["full"] * 3 + ["incremental"] * 3
-    on_hdfs = WebHdfs(servers["hdfs"].webhdfs_url()).names(f"/backup/metadata/{TASK_DIR}")
-    assert len(on_hdfs) == 4 and all(SET_NAME.match(n) and "_NameNode_" in n for n in on_hdfs), on_hdfs
+    assert types == ["full"] * 4 + ["incremental"] * 4
+    # NameNode's off-site copy, in the standby cluster's HDFS (RemoteHDFS haclusterX)
+    on_standby = WebHdfs(servers["hdfs_standby"].webhdfs_url()).names(f"/backup/metadata/{TASK_DIR}")
+    assert len(on_standby) == 4 and all(SET_NAME.match(n) and "_NameNode_" in n for n in on_standby), on_standby
 
 
 def test_back_up_now_runs_a_periodic_task_before_its_first_scheduled_time(client, project):
@@ -136,7 +138,9 @@ def test_the_backups_page_lists_the_sets(airflow, client, backed_up):
         assert source["error"] is None
         assert [s["type"] for s in source["sets"]][:2] == ["incremental", "full"]  # newest first
         assert source["sets"][0]["restorable"] and source["sets"][0]["chain_length"] == 2
-    assert by_source["NameNode"]["target"].startswith("hdfs://hacluster/backup/metadata/")
+    assert by_source["NameNode"]["target"].startswith("file://")
+    (copy,) = by_source["NameNode"]["copies"]
+    assert copy["target"] == f"hdfs://haclusterX/backup/metadata/{TASK_DIR}" and copy["sets"] == 2, copy
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(f"{airflow.url}/metabackup/backups")
     assert denied.value.code in (401, 403)
@@ -152,7 +156,7 @@ def test_lineage_reaches_openlineage_and_the_asset_views(client, backed_up, proj
     assert any(name == str(project["conf"]) for _, name in inputs), inputs
     assets = client.get("/api/v2/assets?limit=100")["assets"]
     uris = {a["uri"] for a in assets}
-    assert f"hdfs://hacluster/backup/metadata/{TASK_DIR}" in uris
+    assert f"hdfs://haclusterX/backup/metadata/{TASK_DIR}" in uris  # the NameNode copy's location asset
     events = client.get("/api/v2/assets/events?limit=100")["asset_events"]
     assert any(e["extra"].get("type") == "incremental" and e["extra"].get("source") == "DBService" for e in events)
 
