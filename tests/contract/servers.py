@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import hdfs, postgres as pg, slapd  # the one harness import of the contract suites
+from harness import hdfs, postgres as pg, s3proxy, slapd  # the one harness import of the contract suites
 
-__all__ = ["Servers", "hdfs", "pg", "slapd"]
+__all__ = ["Servers", "hdfs", "pg", "s3proxy", "slapd"]
 
 
 class Servers:
@@ -25,6 +25,7 @@ class Servers:
         self._pg: pg.PgInstance | None = None
         self._slapd: slapd.SlapdInstance | None = None
         self._hdfs: hdfs.HdfsInstance | None = None
+        self._s3proxy: s3proxy.S3ProxyInstance | None = None
         self._env: list[str] = []
         self._dirs: list[str] = []
 
@@ -59,6 +60,13 @@ class Servers:
             self._set_env("AIRFLOW_CONN_WEBHDFS_HACLUSTER", self._hdfs.connection_uri())
         return self._hdfs
 
+    def s3proxy(self) -> s3proxy.S3ProxyInstance:
+        """An s3proxy on local files (no bucket yet), also the Airflow connection ``s3_contract``."""
+        if self._s3proxy is None:
+            self._s3proxy = s3proxy.start(s3proxy.prepare(self.base / "s3proxy"))
+            self._set_env("AIRFLOW_CONN_S3_CONTRACT", self._s3proxy.connection_uri())
+        return self._s3proxy
+
     def empty_slapd(self, directory: Path) -> slapd.SlapdInstance:
         """A fresh, empty, running slapd with the seed's suffix (a restore destination)."""
         return slapd.start(slapd.prepare(directory, accesslog=False))
@@ -80,6 +88,8 @@ class Servers:
         return folder
 
     def stop_all(self) -> None:
+        if self._s3proxy is not None:
+            self._s3proxy.stop()
         if self._hdfs is not None:
             self._hdfs.stop()
         if self._slapd is not None:
