@@ -17,7 +17,8 @@ from typing import Any
 
 from metabackup.scratch_slapd import free_port
 
-__all__ = ["CONNECTION_FILE", "command_line_parser", "free_port", "process_alive", "reusable", "write_private_json"]
+__all__ = ["CONNECTION_FILE", "command_line_parser", "free_port", "instance_to_start", "log_tail", "process_alive",
+           "reusable", "write_private_json"]
 
 CONNECTION_FILE = "airflow-connection.json"
 
@@ -45,6 +46,27 @@ def command_line_parser(prog: str):
 
 def reusable(directory: str | Path, reuse: bool) -> bool:
     return reuse and (Path(directory) / "instance.json").exists()
+
+
+def instance_to_start(args, load, stop, prepare):
+    """The common part of a server's ``main``: after ``stop DIR``, None; after ``start DIR``, the
+    instance to start: the one in DIR (stopped first) with ``--reuse``, else a fresh one."""
+    if args.command == "stop":
+        stop(args.directory)
+        return None
+    if reusable(args.directory, args.reuse):
+        instance = load(args.directory)
+        stop(args.directory)
+        return instance
+    return prepare(Path(args.directory).resolve())
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a server's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def process_alive(pid: int) -> bool:

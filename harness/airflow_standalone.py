@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import free_port, process_alive, write_private_json
+from harness import free_port, log_tail, process_alive, write_private_json
 
 REPO = Path(__file__).resolve().parents[1]  # harness/ is at the repository root
 USER = "admin"
@@ -42,10 +42,7 @@ class StandaloneAirflow:
         return AirflowClient(self.url, USER, PASSWORD)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join((self.home / "standalone.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.home / "standalone.log", lines)
 
     def stop(self, timeout: float = 60) -> None:
         if self.process.poll() is None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json,
+    CONNECTION_FILE, command_line_parser, free_port, log_tail, process_alive, reusable, write_private_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]  # harness/ is at the repository root
@@ -178,7 +178,7 @@ def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the HDFS launcher exited with {proc.returncode}:\n{_tail(directory / 'launcher.log')}")
+            raise RuntimeError(f"the HDFS launcher exited with {proc.returncode}:\n{log_tail(directory / 'launcher.log')}")
         if ready.exists():
             info = json.loads(ready.read_text())
             if info["nameservice"] != nameservice:  # a jar built before the NAMESERVICE argument
@@ -197,7 +197,7 @@ def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], time
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    raise RuntimeError(f"HDFS ({mode}) was not serving within {timeout}s:\n{_tail(directory / 'launcher.log')}")
+    raise RuntimeError(f"HDFS ({mode}) was not serving within {timeout}s:\n{log_tail(directory / 'launcher.log')}")
 
 
 def _webhdfs_answers(instance: HdfsInstance) -> bool:
@@ -207,13 +207,6 @@ def _webhdfs_answers(instance: HdfsInstance) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _save(instance: HdfsInstance) -> None:

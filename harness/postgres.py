@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import CONNECTION_FILE, command_line_parser, free_port, reusable, write_private_json
+from harness import CONNECTION_FILE, command_line_parser, free_port, instance_to_start, write_private_json
 from metabackup.fsutil import child_env
 
 PG_MAJOR = 15
@@ -174,15 +174,9 @@ def wait_ready(port: int, timeout: float = 30) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser, _ = command_line_parser("python -m harness.postgres")
-    args = parser.parse_args(argv)
-    if args.command == "stop":
-        stop(args.directory)
+    instance = instance_to_start(parser.parse_args(argv), load, stop, prepare)
+    if instance is None:
         return 0
-    if reusable(args.directory, args.reuse):
-        instance = load(args.directory)
-        stop(args.directory)
-    else:
-        instance = prepare(Path(args.directory).resolve())
     start(instance)
     conn_file = write_private_json(Path(instance.directory) / CONNECTION_FILE, instance.connection())
     print(json.dumps({"port": instance.port, "directory": instance.directory, "airflow_connection_file": str(conn_file)}))

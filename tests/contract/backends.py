@@ -19,6 +19,7 @@ from metabackup.targets.base import TargetConfig
 from metabackup.targets.localdir import LocalDirConfig
 from metabackup.targets.localhdfs import LocalHDFSConfig
 from metabackup.targets.remotehdfs import RemoteHDFSConfig
+from metabackup.targets.s3 import S3Config, partial_name
 
 
 class Backend:
@@ -26,6 +27,8 @@ class Backend:
     copies: tuple[str, ...] = ("primary",)
     #: free_bytes() may answer None ("cannot tell") only where this is False
     free_bytes_known: bool = True
+    #: False where the storage keeps no permission bits (file_mode and dir_modes answer None)
+    posix_modes: bool = True
     #: the size of the file a killed writer copies: big enough to be caught mid-copy
     kill_size: int = 128 * 1024 * 1024
 
@@ -157,9 +160,64 @@ class RemoteHDFSBackend(LocalHDFSBackend):
                                 bandwidth_mb_s=256)
 
 
+class S3Backend(Backend):
+    """A fresh bucket of the package's s3proxy per test, read through a boto3 client of its own.
+
+    free_bytes_known is False: S3 has no notion of free space, the target answers None.
+    posix_modes is False: objects have no permission bits (access is the bucket policy's).
+    A partial is an unfinished multipart upload (an object appears only when complete), listed by
+    raw_names under the name the target reports when it aborts it (``partial_name``).
+    """
+
+    id = "S3"
+    free_bytes_known = False
+    posix_modes = False
+    kill_size = 64 * 1024 * 1024  # 4 parts of 16 MiB: the upload is caught between its parts
+
+    def make(self, tmp_path, request):
+        proxy = request.getfixturevalue("servers").s3proxy()  # the Airflow connection s3_contract
+        self.s3 = proxy.client()
+        self.bucket = proxy.create_bucket(f"contract-{secrets.token_hex(4)}")
+        self.root = "backups/meta"
+        return S3Config(type="S3", conn_id="s3_contract", bucket=self.bucket, prefix=self.root, max_backups=5)
+
+    def _key(self, task_dir, name=""):
+        return f"{self.root}/{task_dir}/{name}"
+
+    def _objects(self, prefix):
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def _uploads(self, prefix):
+        pages = self.s3.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+
+    def raw_names(self, copy, task_dir):
+        prefix = self._key(task_dir)
+        names = [key[len(prefix):] for key in self._objects(prefix)]
+        names += [partial_name(key[len(prefix):], upload_id) for key, upload_id in self._uploads(prefix)]
+        return sorted(names)
+
+    def raw_write(self, copy, task_dir, name, data):
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(task_dir, name), Body=data)
+
+    def raw_read(self, copy, task_dir, name):
+        return self.s3.get_object(Bucket=self.bucket, Key=self._key(task_dir, name))["Body"].read()
+
+    def file_mode(self, copy, task_dir, name):
+        return None
+
+    def dir_modes(self, copy, task_dir):
+        return None
+
+    def sandbox(self):
+        return set(self._objects("")) | {f"upload {key} {upload_id}" for key, upload_id in self._uploads("")}
+
+
 BACKENDS: list[type[Backend]] = [
     LocalDirBackend,
     LocalDirMirrorBackend,
     LocalHDFSBackend,
     RemoteHDFSBackend,
+    S3Backend,
 ]

@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import hdfs, postgres as pg, slapd  # the one harness import of the contract suites
+from harness import hdfs, postgres as pg, s3proxy, slapd  # the one harness import of the contract suites
 
-__all__ = ["Servers", "hdfs", "pg", "slapd"]
+__all__ = ["Servers", "hdfs", "pg", "s3proxy", "slapd"]
 
 
 class Servers:
@@ -26,6 +26,7 @@ class Servers:
         self._slapd: slapd.SlapdInstance | None = None
         self._hdfs: hdfs.HdfsInstance | None = None
         self._remote_hdfs: hdfs.HdfsInstance | None = None
+        self._s3proxy: s3proxy.S3ProxyInstance | None = None
         self._env: list[str] = []
         self._dirs: list[str] = []
 
@@ -68,6 +69,13 @@ class Servers:
             self._set_env("AIRFLOW_CONN_WEBHDFS_HACLUSTERX", self._remote_hdfs.connection_uri())
         return self._remote_hdfs
 
+    def s3proxy(self) -> s3proxy.S3ProxyInstance:
+        """An s3proxy on local files (no bucket yet), also the Airflow connection ``s3_contract``."""
+        if self._s3proxy is None:
+            self._s3proxy = s3proxy.start(s3proxy.prepare(self.base / "s3proxy"))
+            self._set_env("AIRFLOW_CONN_S3_CONTRACT", self._s3proxy.connection_uri())
+        return self._s3proxy
+
     def empty_slapd(self, directory: Path) -> slapd.SlapdInstance:
         """A fresh, empty, running slapd with the seed's suffix (a restore destination)."""
         return slapd.start(slapd.prepare(directory, accesslog=False))
@@ -89,6 +97,8 @@ class Servers:
         return folder
 
     def stop_all(self) -> None:
+        if self._s3proxy is not None:
+            self._s3proxy.stop()
         for cluster in (self._hdfs, self._remote_hdfs):
             if cluster is not None:
                 cluster.stop()

@@ -15,6 +15,7 @@ TYPES = Registry("target type", {
     "LocalDir": "metabackup.targets.localdir:LocalDirConfig",
     "LocalHDFS": "metabackup.targets.localhdfs:LocalHDFSConfig",
     "RemoteHDFS": "metabackup.targets.remotehdfs:RemoteHDFSConfig",
+    "S3": "metabackup.targets.s3:S3Config",
 })
 
 

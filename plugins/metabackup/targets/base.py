@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -54,6 +55,31 @@ class TargetConfig(SpecModel):
     def mirror_location(self) -> TargetConfig | None:
         """A standby copy the target writes with every file, readable as a target of its own."""
         return None
+
+
+class StreamReader:
+    """A file-like reader over a response body (its ``read`` and ``close``), usable in ``with``."""
+
+    def __init__(self, read: Callable[[int | None], bytes], close: Callable[[], None]):
+        self._read, self._close = read, close
+
+    def read(self, size: int = -1) -> bytes:
+        return self._read(None if size is None or size < 0 else size)
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> StreamReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_name(what: str, name: str) -> None:
+    """A target stores flat names: never a separator, a parent reference or an empty name."""
+    if not isinstance(name, str) or "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise TargetError(f"refusing {what} name {name!r}: a name at a target has no '/' and is not '.' or '..'")
 
 
 def join_uri(root: str, task_dir: str) -> str:

@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field
 from metabackup.fields import ConnId, NameService, short, short_text
 from metabackup.hdfs import is_failover_error
 from metabackup.naming import is_temp_name, temp_name
-from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, join_uri
+from metabackup.targets.base import BackupTarget, StreamReader, TargetConfig, TargetError, join_uri
 
 log = logging.getLogger(__name__)
 
@@ -98,26 +98,6 @@ class LocalHDFSConfig(HDFSTargetConfig):
 
     def open(self, **kwargs: Any) -> LocalHDFSTarget:
         return LocalHDFSTarget(self, **kwargs)
-
-
-class _Stream:
-    """A file-like reader over a WebHDFS OPEN response; closing releases the connection."""
-
-    def __init__(self, response):
-        self._response = response
-        self._raw = response.raw
-
-    def read(self, size: int = -1) -> bytes:
-        return self._raw.read(None if size is None or size < 0 else size)
-
-    def close(self) -> None:
-        self._response.close()
-
-    def __enter__(self) -> _Stream:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class LocalHDFSTarget(BackupTarget):
@@ -245,7 +225,7 @@ class LocalHDFSTarget(BackupTarget):
     def open_read(self, task_dir: str, name: str) -> BinaryIO:
         path = self._path(task_dir, name)
         response = self._call(f"opening {path}", self.client._open, path, offset=0)
-        return _Stream(response)  # type: ignore[return-value]
+        return StreamReader(response.raw.read, response.close)  # type: ignore[return-value]  # closing frees the connection
 
     def put_file(self, local: Path, task_dir: str, name: str) -> None:
         self._put(lambda: open(local, "rb"), os.path.getsize(local), task_dir, name)
