@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql \
-                openjdk-17-jdk-headless maven chromium chromium-driver
+                openjdk-17-jdk-headless maven chromium chromium-driver openssh-server
 STAMP := $(VENV)/.installed
 HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
 
@@ -15,7 +15,7 @@ setup: apt $(STAMP) $(HADOOP_JAR)
 # Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
 # libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness; PostgreSQL 15 for the
 # PostgreSQL harness; a JDK and Maven for the HDFS harness and NameNodeTool; Chromium and its
-# driver for the browser test); skipped when present.
+# driver for the browser test; OpenSSH's sshd for the SFTP harness); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
