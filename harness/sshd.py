@@ -30,11 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json
+from harness import (
+    CONNECTION_FILE, command_line_parser, end_process, free_port, load_instance, process_alive, reusable, save_instance,
+    write_private_json,
+)
 from metabackup.fsutil import child_env, write_private
 
 SSHD = "/usr/sbin/sshd"
@@ -172,9 +175,14 @@ ForceCommand internal-sftp -u 000
     return path
 
 
-def prepare(directory: str | Path) -> SshdInstance:
-    """A fresh, stopped instance: config, host key, the login and a data root."""
+def prepare(directory: str | Path, reuse: bool = False) -> SshdInstance:
+    """A fresh, stopped instance: config, host key, the login and a data root.  With ``reuse``, the
+    instance already in ``directory`` (stopped if running), its host key and data kept."""
     directory = Path(directory).resolve()
+    if reuse:
+        instance = load(directory)
+        stop(directory, keep_data=True)
+        return instance
     if (directory / "instance.json").exists():
         stop(directory)
     shutil.rmtree(directory, ignore_errors=True)
@@ -186,16 +194,12 @@ def prepare(directory: str | Path) -> SshdInstance:
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     _run([SSHD, "-t", "-f", str(directory / "sshd_config")])
     instance = SshdInstance(str(directory), port, OS_USER, password, host_key, make_data_root())
-    _save(instance)
+    save_instance(instance)
     return instance
 
 
-def _save(instance: SshdInstance) -> None:
-    write_private_json(Path(instance.directory) / "instance.json", asdict(instance))
-
-
 def load(directory: str | Path) -> SshdInstance:
-    return SshdInstance(**json.loads((Path(directory) / "instance.json").read_text()))
+    return load_instance(SshdInstance, directory)
 
 
 def banner(port: int, timeout: float = 2.0) -> str:
@@ -221,7 +225,7 @@ def start(instance: SshdInstance, timeout: float = 20) -> SshdInstance:
         try:
             if banner(instance.port).startswith("SSH-2.0-"):
                 instance.pid = proc.pid
-                _save(instance)
+                save_instance(instance)
                 write_private_json(directory / CONNECTION_FILE, instance.connection())
                 return instance
         except OSError:
@@ -278,16 +282,7 @@ def stop(directory: str | Path, timeout: float = 20, keep_data: bool = False) ->
     instance = load(directory)
     if process_alive(instance.pid):
         kill_sessions(instance)
-        try:
-            os.kill(instance.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process_alive(instance.pid):
-            time.sleep(0.02)
-        if process_alive(instance.pid):
-            os.kill(instance.pid, signal.SIGKILL)
-            process_alive(instance.pid)
+        end_process(instance.pid, timeout)
     (Path(directory) / "sshd.pid").unlink(missing_ok=True)
     if not keep_data:
         shutil.rmtree(instance.root, ignore_errors=True)
@@ -306,12 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         stop(args.directory)
         return 0
-    if reusable(args.directory, args.reuse):
-        instance = load(args.directory)
-        stop(instance.directory, keep_data=True)
-    else:
-        instance = prepare(args.directory)
-    start(instance)
+    instance = start(prepare(args.directory, reuse=reusable(args.directory, args.reuse)))
     print(json.dumps({"host": instance.host, "port": instance.port, "login": instance.login, "root": instance.root,
                       "host_key": instance.host_key, "pid": instance.pid, "directory": instance.directory,
                       "airflow_connection_file": str(Path(instance.directory) / CONNECTION_FILE)}))
