@@ -51,6 +51,12 @@ def join_uri(root: str, task_dir: str) -> str:
     return f"{root.rstrip('/')}/{task_dir}" if task_dir else root
 
 
+def check_name(what: str, name: str) -> None:
+    """A target stores flat names: never a separator, a parent reference or an empty name."""
+    if not isinstance(name, str) or "/" in name or "\0" in name or name in ("", ".", ".."):
+        raise TargetError(f"refusing {what} name {name!r}: a name at a target has no '/' and is not '.' or '..'")
+
+
 class BackupTarget(ABC):
     #: its config's ``uri()``: the one name of the target in lineage, messages and the Backups page
     uri: str

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from metabackup import fsutil
 from metabackup.fields import AbsolutePath, ProblemRow, data_path_of, inside, path_under, short
 from metabackup.manifest import sha256_of
-from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, join_uri
+from metabackup.targets.base import BackupTarget, TargetConfig, TargetError, check_name, join_uri
 
 
 class LocalDirConfig(TargetConfig):
@@ -63,11 +63,11 @@ class LocalDirTarget(BackupTarget):
         self.uri = config.uri()
 
     def _dir(self, root: Path, task_dir: str) -> Path:
-        _check_name("task directory", task_dir)
+        check_name("task directory", task_dir)
         return root / task_dir
 
     def _file(self, root: Path, task_dir: str, name: str) -> Path:
-        _check_name("file", name)
+        check_name("file", name)
         return self._dir(root, task_dir) / name
 
     def _roots(self) -> list[Path]:
@@ -140,12 +140,6 @@ class LocalDirTarget(BackupTarget):
         for root in self._roots():
             removed += fsutil.remove_partials(self._dir(root, task_dir), name)
         return removed
-
-
-def _check_name(what: str, name: str) -> None:
-    """A target stores flat names: never a separator, a parent reference or an empty name."""
-    if not isinstance(name, str) or "/" in name or "\0" in name or name in ("", ".", ".."):
-        raise TargetError(f"refusing {what} name {name!r}: a name at a target has no '/' and is not '.' or '..'")
 
 
 def _file_sha256(path: Path) -> tuple[str, int]:
