@@ -14,6 +14,7 @@ from metabackup.targets.base import BackupTarget, TargetConfig, TargetError
 TYPES = Registry("target type", {
     "LocalDir": "metabackup.targets.localdir:LocalDirConfig",
     "LocalHDFS": "metabackup.targets.localhdfs:LocalHDFSConfig",
+    "SFTP": "metabackup.targets.sftp:SFTPConfig",
 })
 
 
