@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import hdfs, postgres as pg, slapd  # the one harness import of the contract suites
+from harness import hdfs, postgres as pg, slapd, sshd  # the one harness import of the contract suites
 
-__all__ = ["Servers", "hdfs", "pg", "slapd"]
+__all__ = ["Servers", "hdfs", "pg", "slapd", "sshd"]
 
 
 class Servers:
@@ -25,6 +25,7 @@ class Servers:
         self._pg: pg.PgInstance | None = None
         self._slapd: slapd.SlapdInstance | None = None
         self._hdfs: hdfs.HdfsInstance | None = None
+        self._sshd: sshd.SshdInstance | None = None
         self._env: list[str] = []
         self._dirs: list[str] = []
 
@@ -59,6 +60,13 @@ class Servers:
             self._set_env("AIRFLOW_CONN_WEBHDFS_HACLUSTER", self._hdfs.connection_uri())
         return self._hdfs
 
+    def sshd(self) -> sshd.SshdInstance:
+        """An OpenSSH sftp server; its connection is ``sftp_contract`` (the host key pinned in its extra)."""
+        if self._sshd is None:
+            self._sshd = sshd.start(sshd.prepare(self.base / "sshd"))
+            self._set_env("AIRFLOW_CONN_SFTP_CONTRACT", self._sshd.connection_uri())
+        return self._sshd
+
     def empty_slapd(self, directory: Path) -> slapd.SlapdInstance:
         """A fresh, empty, running slapd with the seed's suffix (a restore destination)."""
         return slapd.start(slapd.prepare(directory, accesslog=False))
@@ -80,6 +88,8 @@ class Servers:
         return folder
 
     def stop_all(self) -> None:
+        if self._sshd is not None:
+            self._sshd.stop()
         if self._hdfs is not None:
             self._hdfs.stop()
         if self._slapd is not None:
