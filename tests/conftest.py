@@ -175,14 +175,25 @@ def task_states(dag_id: str, run_id: str) -> dict[str, str]:
         return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in rows}
 
 
-def backup_once(spec, source: str, when) -> dict:
-    """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
+def staged_run(spec, source: str, when):
+    """One set's run taken up to its upload, as the DAG runs the steps: preflight, decide, snapshot, archive."""
     from metabackup import pipeline
 
     run = pipeline.SetRun.of(spec, source, when)
     pipeline.preflight(spec, [source])
-    decision = pipeline.decide(run)
-    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+    pipeline.decide(run)
+    pipeline.snapshot(run)
+    pipeline.archive(run)
+    return run
+
+
+def backup_once(spec, source: str, when) -> dict:
+    """Every pipeline step of one set, in order, as the DAG runs them; the decision and set name."""
+    from metabackup import pipeline
+
+    run = staged_run(spec, source, when)
+    decision = run.decision()  # as decide wrote it
+    for step in (pipeline.upload, pipeline.verify, pipeline.retention):
         step(run)
     return {**decision.model_dump(), "stem": run.name.stem, "manifest": run.catalog().get(run.name.stem)}
 
