@@ -4,18 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql \
-                openjdk-17-jdk-headless maven chromium chromium-driver openssh-server
+                openjdk-17-jdk-headless maven chromium chromium-driver openssh-server openssh-client
 STAMP := $(VENV)/.installed
 HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
+S3PROXY_VERSION := 4.1.0
+S3PROXY_JAR := build/s3proxy/s3proxy-$(S3PROXY_VERSION)-jar-with-dependencies.jar
 
-.PHONY: setup apt venv hadoop test unit demo bench lock clean
+.PHONY: setup apt venv hadoop s3proxy test unit demo bench lock clean
 
-setup: apt $(STAMP) $(HADOOP_JAR)
+setup: apt $(STAMP) $(HADOOP_JAR) $(S3PROXY_JAR)
 
 # Debian packages (the hdfs provider builds krb5 against libkrb5-dev; python-ldap builds against
 # libldap2-dev/libsasl2-dev; slapd and ldap-utils for the LDAP harness; PostgreSQL 15 for the
-# PostgreSQL harness; a JDK and Maven for the HDFS harness and NameNodeTool; Chromium and its
-# driver for the browser test; OpenSSH's sshd for the SFTP harness); skipped when present.
+# PostgreSQL harness; a JDK and Maven for the HDFS harness, NameNodeTool and s3proxy; Chromium and
+# its driver for the browser test; OpenSSH's server for the SFTP harness); skipped when present.
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -29,6 +31,12 @@ apt:
 hadoop: $(HADOOP_JAR)
 $(HADOOP_JAR): hadoop/pom.xml $(wildcard hadoop/src/main/java/metabackup/hdfs/*.java)
 	mvn -q -B -f hadoop/pom.xml package
+
+# An S3 server over real files for the S3/OBS target's tests (org.gaul:s3proxy from Maven Central).
+s3proxy: $(S3PROXY_JAR)
+$(S3PROXY_JAR):
+	mvn -q -B dependency:copy -Dartifact=org.gaul:s3proxy:$(S3PROXY_VERSION):jar:jar-with-dependencies \
+	  -DoutputDirectory=build/s3proxy
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,7 +67,7 @@ lock:
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
 	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
-	  pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter
+	  apache-airflow-providers-sftp boto3 pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 
