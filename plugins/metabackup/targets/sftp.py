@@ -280,6 +280,7 @@ class SFTPTarget(BackupTarget):
                 while block := source.read(COPY_CHUNK):
                     self._call(f"writing {temp}", handle.write, block)
                 self._call(f"writing {temp}", handle.flush)
+                self._call(f"writing {temp}", _await_writes, handle)
                 self._fsync(sftp, handle, temp)
             written = self._call(f"status of {temp}", sftp.stat, temp).st_size
             if written != size:
@@ -323,6 +324,18 @@ class SFTPTarget(BackupTarget):
                 self.delete(task_dir, entry)
                 removed.append(entry)
         return removed
+
+
+def _await_writes(handle) -> None:
+    """Wait for the server's answer to every pipelined write of ``handle``; a failed one raises.
+
+    paramiko checks a pipelined file's write answers only now and then while writing, and at close
+    it reads the last ones without looking at them: a write the server refused there would leave a
+    hole of zeros the size check cannot see.  Its queue of unanswered writes (``_reqs``) is read here.
+    """
+    pending = getattr(handle, "_reqs", None)
+    while pending:
+        handle.sftp._read_response(pending.popleft())  # raises IOError for a refused write
 
 
 def _active(sftp) -> bool:
