@@ -86,6 +86,9 @@ class VerifiedSFTPHook(SFTPHook):
     """
 
     hook_name = "SFTP with verified host key (metabackup)"
+    #: seconds a request may wait for the server's answer before the link counts as dead (a
+    #: partitioned network otherwise hangs a task until TCP gives up)
+    io_timeout = 600.0
 
     def __init__(self, ssh_conn_id: str, known_hosts: str | None = None):
         super().__init__(ssh_conn_id=ssh_conn_id)
@@ -150,4 +153,5 @@ class VerifiedSFTPHook(SFTPHook):
             transport.close()
             raise self._refused(f"is {fingerprint(shown)}, which is not among the trusted keys "
                                 f"({', '.join(map(fingerprint, self.trusted))})")
+        sftp.get_channel().settimeout(self.io_timeout)
         return sftp
