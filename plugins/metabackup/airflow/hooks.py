@@ -70,8 +70,9 @@ def fingerprint(key: paramiko.PKey) -> str:
 class VerifiedSFTPHook(SFTPHook):
     """An :class:`SFTPHook` that trusts only the host keys it is given, whatever the connection says.
 
-    The stock hook accepts any host key unless the connection's extra says otherwise (its
-    ``no_host_key_check`` defaults to true).  This one trusts the connection's extra ``host_key``
+    The stock hook can be told to accept any host key (the connection's extra ``no_host_key_check``,
+    which older releases of the provider even default to true, or ``allow_host_key_change``), and
+    falls back on the user's ``~/.ssh/known_hosts``.  This one trusts the connection's extra ``host_key``
     and the entries of a ``known_hosts`` file for the server's name (``host``, or ``[host]:port``
     off port 22), and nothing else: ``no_host_key_check`` and ``allow_host_key_change`` are
     overridden, and with neither a ``host_key`` nor a known entry it refuses before connecting.
