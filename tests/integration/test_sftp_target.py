@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 import threading
 import time
 
@@ -16,6 +17,7 @@ import pytest
 from conftest import backup_once, files_spec, staged_run, write_spec
 from harness import sshd
 from metabackup import pipeline
+from metabackup.fsutil import child_env
 from metabackup.naming import is_temp_name
 from metabackup.restore import restore_source
 from metabackup.sources.files import iter_tree
@@ -130,6 +132,21 @@ def test_a_known_hosts_file_is_used_and_a_stale_one_refused(server, tmp_path, mo
     other.write_text(f"[127.0.0.1]:{server.port + 1} {server.host_key}\n")  # another port's entry only
     with pytest.raises(TargetError, match=rf"the known_hosts file {other} has no key for \[127.0.0.1\]:{server.port}"):
         sftp_target(server, known_hosts=str(other)).open().list_names(TD)
+
+
+def test_a_pinned_key_of_another_type_is_refused(server, tmp_path, monkeypatch):
+    """The server has an ed25519 key only; the connection pins an ECDSA key (of another host)."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "other")], check=True,
+                   env=child_env())
+    connection = server.connection()
+    connection["extra"]["host_key"] = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(connection))
+    accepted = logins(server)
+    with pytest.raises(TargetError) as refused:
+        sftp_target(server).open().list_names(TD)
+    message = str(refused.value)  # (paramiko names both keys; an older one says only that the type is unknown)
+    assert "ecdsa-sha2-nistp256 SHA256:" in message and "refusing to log in" in message, message
+    assert logins(server) == accepted
 
 
 # ---------------------------------------------------------------------------------------------
