@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from metabackup.scratch_slapd import free_port
 
-__all__ = ["CONNECTION_FILE", "command_line_parser", "free_port", "instance_to_start", "log_tail", "process_alive",
-           "reusable", "write_private_json"]
+__all__ = ["CONNECTION_FILE", "INSTANCE_FILE", "command_line_parser", "end_process", "free_port", "instance_to_start",
+           "load_instance", "log_tail", "process_alive", "reusable", "save_instance", "write_private_json"]
 
 CONNECTION_FILE = "airflow-connection.json"
+INSTANCE_FILE = "instance.json"
+Instance = TypeVar("Instance")
 
 
 def write_private_json(path: Path, data: Any) -> Path:
@@ -29,6 +34,17 @@ def write_private_json(path: Path, data: Any) -> Path:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
     return path
+
+
+def save_instance(instance: Any) -> None:
+    """Record an instance (a dataclass with a ``directory``) in its ``instance.json``, owner-only
+    (it may hold a password)."""
+    write_private_json(Path(instance.directory) / INSTANCE_FILE, asdict(instance))
+
+
+def load_instance(cls: type[Instance], directory: str | Path) -> Instance:
+    """The instance recorded by :func:`save_instance` in ``directory``."""
+    return cls(**json.loads((Path(directory) / INSTANCE_FILE).read_text()))
 
 
 def command_line_parser(prog: str):
@@ -84,3 +100,21 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def end_process(pid: int, timeout: float) -> None:
+    """SIGTERM ``pid``, give it ``timeout`` seconds to end, then SIGKILL it (reaped if our child)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process_alive(pid)

@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness import CONNECTION_FILE, command_line_parser, free_port, instance_to_start, write_private_json
+from harness import (
+    CONNECTION_FILE, command_line_parser, free_port, instance_to_start, load_instance, save_instance, write_private_json,
+)
 from metabackup.fsutil import child_env
 
 PG_MAJOR = 15
@@ -116,11 +118,11 @@ full_page_writes = on
 
 
 def _save(instance: PgInstance) -> None:
-    write_private_json(Path(instance.directory) / "instance.json", asdict(instance))
+    save_instance(instance)
 
 
 def load(directory: str | Path) -> PgInstance:
-    return PgInstance(**json.loads((Path(directory) / "instance.json").read_text()))
+    return load_instance(PgInstance, directory)
 
 
 def start_data_dir(data: Path, log: Path, timeout: int = 60) -> None:

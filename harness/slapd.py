@@ -19,14 +19,14 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import CONNECTION_FILE, command_line_parser, free_port, process_alive, reusable, write_private_json
+from harness import (
+    CONNECTION_FILE, command_line_parser, end_process, free_port, process_alive, reusable, write_private_json,
+)
 from metabackup.fsutil import write_private
 from metabackup.scratch_slapd import check_suffix, global_section, launch, mdb_database, ssha
 
@@ -174,18 +174,10 @@ def stop(directory: str | Path, timeout: float = 20) -> None:
     if not pidfile.exists():
         return
     pid = int(pidfile.read_text().split()[0])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not process_alive(pid):
         pidfile.unlink(missing_ok=True)
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    process_alive(pid)
+    end_process(pid, timeout)
 
 
 def load(directory: str | Path) -> SlapdInstance:

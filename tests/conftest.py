@@ -175,6 +175,18 @@ def task_states(dag_id: str, run_id: str) -> dict[str, str]:
         return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in rows}
 
 
+def staged_run(spec, source: str, when):
+    """One set's run taken up to its upload, as the DAG runs the steps: preflight, decide, snapshot, archive."""
+    from metabackup import pipeline
+
+    run = pipeline.SetRun.of(spec, source, when)
+    pipeline.preflight(spec, [source])
+    pipeline.decide(run)
+    pipeline.snapshot(run)
+    pipeline.archive(run)
+    return run
+
+
 def backup_once(spec, source: str, when) -> dict:
     """Preflight, then every step of one set as the DAG runs them (``pipeline.run_set``: replication
     to the source's copies included); the decision, the set name and its manifest."""

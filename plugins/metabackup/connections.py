@@ -55,3 +55,22 @@ def webhdfs_client(conn_id: str) -> Any:
     from metabackup.airflow.hooks import NameServiceWebHDFSHook  # the Airflow layer builds the client
 
     return NameServiceWebHDFSHook(webhdfs_conn_id=conn_id).get_conn()
+
+
+class HostKeyNotVerified(ConnectionError):
+    """An SSH server's host key could not be verified (none is known for it, or it is not the one
+    known): nothing was sent to it.  The message names the connection, the host and the remedy."""
+
+
+def sftp_client(conn_id: str, known_hosts: str | None = None) -> Any:
+    """A paramiko ``SFTPClient`` for an ``sftp`` connection, logged in only after the server's host
+    key was verified against the connection's extra ``host_key`` or the ``known_hosts`` file.
+
+    Built by the sftp provider's hook (:class:`metabackup.airflow.hooks.VerifiedSFTPHook`: password,
+    key file or private key, proxy command and timeouts from the connection), imported lazily like
+    ``get_connection``; raises :class:`HostKeyNotVerified` when neither names the server's key or
+    the server shows another, and never accepts a key it was not given.
+    """
+    from metabackup.airflow.hooks import VerifiedSFTPHook  # the Airflow layer builds the client
+
+    return VerifiedSFTPHook(conn_id, known_hosts=known_hosts).verified_sftp()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import secrets
+import stat
 from pathlib import Path
 
 from hdfs_helpers import WebHdfs
@@ -20,6 +21,7 @@ from metabackup.targets.localdir import LocalDirConfig
 from metabackup.targets.localhdfs import LocalHDFSConfig
 from metabackup.targets.remotehdfs import RemoteHDFSConfig
 from metabackup.targets.s3 import S3Config, partial_name
+from metabackup.targets.sftp import SFTPConfig
 
 
 class Backend:
@@ -212,6 +214,56 @@ class S3Backend(Backend):
 
     def sandbox(self):
         return set(self._objects("")) | {f"upload {key} {upload_id}" for key, upload_id in self._uploads("")}
+class SFTPBackend(Backend):
+    """A real OpenSSH sftp server (``harness.sshd``, connection ``sftp_contract``), looked at through
+    a paramiko client of the adapter's own (the server's key pinned), never through the target."""
+
+    id = "SFTP"
+    kill_size = 32 * 1024 * 1024
+
+    def make(self, tmp_path, request):
+        server = request.getfixturevalue("servers").sshd()
+        self.sftp = server.sftp_session()
+        request.addfinalizer(self.sftp.get_channel().get_transport().close)
+        self.sandbox_dir = f"{server.root}/contract-{secrets.token_hex(4)}"
+        self.sftp.mkdir(self.sandbox_dir)
+        self.root = f"{self.sandbox_dir}/backups/meta"
+        return SFTPConfig(type="SFTP", conn_id="sftp_contract", path=self.root, max_backups=5)
+
+    def _path(self, task_dir, name=None):
+        return posixpath.join(self.root, task_dir, *([name] if name else []))
+
+    def raw_names(self, copy, task_dir):
+        try:
+            return sorted(self.sftp.listdir(self._path(task_dir)))
+        except FileNotFoundError:
+            return []
+
+    def raw_write(self, copy, task_dir, name, data):
+        with self.sftp.open(self._path(task_dir, name), "wb") as handle:
+            handle.write(data)
+
+    def raw_read(self, copy, task_dir, name):
+        with self.sftp.open(self._path(task_dir, name), "rb") as handle:
+            return handle.read()
+
+    def file_mode(self, copy, task_dir, name):
+        return stat.S_IMODE(self.sftp.stat(self._path(task_dir, name)).st_mode)
+
+    def dir_modes(self, copy, task_dir):
+        return {p: stat.S_IMODE(self.sftp.stat(p).st_mode) for p in (posixpath.dirname(self.root), self.root,
+                                                                      self._path(task_dir))}
+
+    def sandbox(self):
+        found, todo = set(), [self.sandbox_dir]
+        while todo:
+            directory = todo.pop()
+            for entry in self.sftp.listdir_attr(directory):
+                path = f"{directory}/{entry.filename}"
+                found.add(path.removeprefix(self.sandbox_dir + "/"))
+                if stat.S_ISDIR(entry.st_mode):
+                    todo.append(path)
+        return found
 
 
 BACKENDS: list[type[Backend]] = [
@@ -220,4 +272,5 @@ BACKENDS: list[type[Backend]] = [
     LocalHDFSBackend,
     RemoteHDFSBackend,
     S3Backend,
+    SFTPBackend,
 ]

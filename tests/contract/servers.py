@@ -12,9 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import hdfs, postgres as pg, s3proxy, slapd  # the one harness import of the contract suites
+from harness import hdfs, postgres as pg, s3proxy, slapd, sshd  # the one harness import of the contract suites
 
-__all__ = ["Servers", "hdfs", "pg", "s3proxy", "slapd"]
+__all__ = ["Servers", "hdfs", "pg", "s3proxy", "slapd", "sshd"]
 
 
 class Servers:
@@ -27,6 +27,7 @@ class Servers:
         self._hdfs: hdfs.HdfsInstance | None = None
         self._remote_hdfs: hdfs.HdfsInstance | None = None
         self._s3proxy: s3proxy.S3ProxyInstance | None = None
+        self._sshd: sshd.SshdInstance | None = None
         self._env: list[str] = []
         self._dirs: list[str] = []
 
@@ -76,6 +77,13 @@ class Servers:
             self._set_env("AIRFLOW_CONN_S3_CONTRACT", self._s3proxy.connection_uri())
         return self._s3proxy
 
+    def sshd(self) -> sshd.SshdInstance:
+        """An OpenSSH sftp server; its connection is ``sftp_contract`` (the host key pinned in its extra)."""
+        if self._sshd is None:
+            self._sshd = sshd.start(sshd.prepare(self.base / "sshd"))
+            self._set_env("AIRFLOW_CONN_SFTP_CONTRACT", self._sshd.connection_uri())
+        return self._sshd
+
     def empty_slapd(self, directory: Path) -> slapd.SlapdInstance:
         """A fresh, empty, running slapd with the seed's suffix (a restore destination)."""
         return slapd.start(slapd.prepare(directory, accesslog=False))
@@ -99,6 +107,8 @@ class Servers:
     def stop_all(self) -> None:
         if self._s3proxy is not None:
             self._s3proxy.stop()
+        if self._sshd is not None:
+            self._sshd.stop()
         for cluster in (self._hdfs, self._remote_hdfs):
             if cluster is not None:
                 cluster.stop()

@@ -6,7 +6,7 @@ import pendulum
 import pytest
 import yaml
 
-from conftest import backup_once, cli_list_json
+from conftest import backup_once, cli_list_json, staged_run
 from harness import hdfs
 from hdfs_helpers import WebHdfs
 from metabackup import pipeline
@@ -32,11 +32,7 @@ def make_spec(tmp_path, name: str, path: str = "/backup/meta"):
 
 def test_a_namenode_stopped_mid_run_fails_clearly_and_the_retry_leaves_no_partial_or_duplicate(tmp_path, hdfs_connected):
     spec = make_spec(tmp_path, "midrun")
-    run = pipeline.SetRun.of(spec, "OMS", T0)
-    pipeline.preflight(spec, ["OMS"])
-    pipeline.decide(run)
-    pipeline.snapshot(run)
-    pipeline.archive(run)
+    run = staged_run(spec, "OMS", T0)
     task_dir = f"/backup/meta/{run.task_dir}"
     fs = WebHdfs(hdfs_connected.webhdfs_url())
     # a writer killed earlier left a partial behind

@@ -16,6 +16,7 @@ TYPES = Registry("target type", {
     "LocalHDFS": "metabackup.targets.localhdfs:LocalHDFSConfig",
     "RemoteHDFS": "metabackup.targets.remotehdfs:RemoteHDFSConfig",
     "S3": "metabackup.targets.s3:S3Config",
+    "SFTP": "metabackup.targets.sftp:SFTPConfig",
 })
 
 
