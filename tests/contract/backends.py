@@ -214,6 +214,8 @@ class S3Backend(Backend):
 
     def sandbox(self):
         return set(self._objects("")) | {f"upload {key} {upload_id}" for key, upload_id in self._uploads("")}
+
+
 class SFTPBackend(Backend):
     """A real OpenSSH sftp server (``harness.sshd``, connection ``sftp_contract``), looked at through
     a paramiko client of the adapter's own (the server's key pinned), never through the target."""
