@@ -8,7 +8,8 @@ first.  The HTTP client is injected (``http``: ``requests``, a ``requests.Sessio
 with the same ``get(url, timeout=...)``), so the logic is tested without a cluster.  The Airflow
 side (:mod:`metabackup.airflow.hooks`) builds the WebHDFS client over the ordered NameNodes.
 :func:`is_failover_error` tells a failure a failover explains (the NameNode stopped being active or
-went away under the call) from the others: the HDFS targets upload again after asking anew.
+went away under the call) from the others, :func:`active_namenode` which NameNode is active now:
+the HDFS targets upload again after asking anew.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def namenode_urls(hosts: str, default_port: int | None, extra: dict[str, Any] | 
     states = {url: namenode_state(url, http) for url in urls}
     log.info("NameNodes of %s: %s", label, ", ".join(f"{u} {states[u] or 'unreachable'}" for u in urls))
     return active_first(urls, states)
+
+
+def active_namenode(urls: list[str], http: Any = None) -> str | None:
+    """The first of ``urls`` whose NameNode says it is active, or None (none is, or none answers)."""
+    return next((url for url in urls if namenode_state(url, http) == "active"), None)
 
 
 def is_failover_error(exc: BaseException | None) -> bool:

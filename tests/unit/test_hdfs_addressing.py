@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from metabackup.hdfs import (
-    IS_ACTIVE, JMX_STATUS, PROBE_TIMEOUT, NoNameNode, active_first, namenode_state, namenode_urls, scheme_for,
+    IS_ACTIVE, JMX_STATUS, PROBE_TIMEOUT, NoNameNode, active_first, active_namenode, namenode_state, namenode_urls,
+    scheme_for,
 )
 
 
@@ -87,3 +88,9 @@ def test_use_ssl_selects_https(extra, scheme):
 def test_a_connection_naming_no_namenode_is_refused():
     with pytest.raises(NoNameNode, match="connection 'webhdfs_x' names no NameNode in its host field"):
         namenode_urls(" , ", 9870, label="webhdfs_x", http=FakeHttp({}))
+
+
+def test_the_active_namenode_is_the_one_that_says_so():
+    http = FakeHttp({"http://a:1" + IS_ACTIVE: Reply(405), "http://b:1" + IS_ACTIVE: Reply(200)})
+    assert active_namenode(["http://down:1", "http://a:1", "http://b:1"], http) == "http://b:1"
+    assert active_namenode(["http://down:1", "http://a:1"], http) is None

@@ -23,14 +23,24 @@ class Renamed:
     status_code = 200
 
 
+class Answer:
+    def __init__(self, status_code: int):
+        self.status_code = status_code
+
+
 class FakeClient:
     """A namespace in a dict; ``failures`` are raised by the next writes, one each, after the
-    partial file was created (as a DataNode fails a write once the NameNode went away)."""
+    partial file was created (as a DataNode fails a write once the NameNode went away); a failure
+    given as ``(error, "nn2")`` makes nn2 the active NameNode first."""
 
-    def __init__(self, files: dict, failures: list[BaseException]):
-        self.files, self.failures = files, failures
+    def __init__(self, cluster: Cluster):
+        self.cluster, self.files, self.failures = cluster, cluster.files, cluster.failures
         self.urls = ["http://nn1:9870", "http://nn2:9870"]
         self.renames: list[tuple[str, str]] = []
+        self._session = self
+
+    def get(self, url, timeout=None):  # the session: /isActive answers 200 at the active NameNode, else 405
+        return Answer(200 if url.startswith(f"http://{self.cluster.active}:") else 405)
 
     def status(self, path, strict=True):
         if path in self.files or any(p.startswith(path.rstrip("/") + "/") for p in self.files):
@@ -51,7 +61,10 @@ class FakeClient:
                 chunks.append(chunk)
             data = b"".join(chunks)
         if self.failures:
-            raise self.failures.pop(0)
+            failure = self.failures.pop(0)
+            if isinstance(failure, tuple):
+                failure, self.cluster.active = failure
+            raise failure
         self.files[path] = data
 
     def _rename(self, source, destination, renameoptions=None):
@@ -73,9 +86,10 @@ class Cluster:
         self.files: dict[str, bytes] = {}
         self.failures = list(failures)
         self.clients: list[FakeClient] = []
+        self.active = "nn1"
 
     def __call__(self) -> FakeClient:
-        self.clients.append(FakeClient(self.files, self.failures))
+        self.clients.append(FakeClient(self))
         return self.clients[-1]
 
     def names(self, task_dir=TD) -> list[str]:
@@ -138,6 +152,22 @@ def test_an_upload_cut_by_a_failover_is_done_again_from_the_start_under_a_fresh_
     assert len(cluster.clients) == 3, "the NameNodes asked again before each further attempt"
     assert sum("uploading the file again from the start" in r.getMessage() for r in caplog.records) == 2
     assert "\tat org.apache" not in caplog.text, "the Java stack trace stays out of the log line"
+
+
+def test_any_failure_after_which_another_namenode_is_active_is_taken_for_a_failover(tmp_path):
+    """The DataNode's own write fails with a plain IOException when the NameNode is stopped under it."""
+    bad = HdfsError("All datanodes [DatanodeInfoWithStorage[127.0.0.1:42919,DS-5f,DISK]] are bad. Aborting...",
+                    exception="IOException")
+    cluster = Cluster(failures=[(bad, "nn2")])
+    target = local().open(client_factory=cluster)
+    target.RETRY_PAUSE = 0
+    target.put_bytes(b"{}", TD, "m.manifest.json")
+    assert cluster.names() == ["m.manifest.json"] and len(cluster.clients) == 2
+    same = Cluster(failures=[bad])  # the same failure, the same NameNode active: not a failover
+    target = local().open(client_factory=same)
+    with pytest.raises(TargetError, match="are bad"):
+        target.put_bytes(b"{}", TD, "m.manifest.json")
+    assert same.names() == [] and len(same.clients) == 1
 
 
 def test_the_attempts_are_bounded_and_the_last_failure_is_raised(tmp_path):

@@ -6,8 +6,9 @@ hook made HA-aware, built by the Airflow layer), unless a ``client_factory`` is 
 name with permission 0600 and renamed into place only when whole (its length checked), task
 directories are 0700, and the verify step re-reads every byte against the manifest's SHA-256.
 When a failover takes the active NameNode away during an upload (a standby answer, a connection
-lost), the NameNodes are asked again which one is active and the file is uploaded again from the
-start under a fresh partial name, a bounded number of times (:attr:`LocalHDFSTarget.UPLOAD_ATTEMPTS`).
+lost, or any failure after which the NameNode that was active when the upload began no longer is),
+the NameNodes are asked again which one is active and the file is uploaded again from the start
+under a fresh partial name, a bounded number of times (:attr:`LocalHDFSTarget.UPLOAD_ATTEMPTS`).
 The RemoteHDFS target (:mod:`metabackup.targets.remotehdfs`) is this target writing to another
 cluster's NameService.
 """
@@ -26,7 +27,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 from pydantic import AfterValidator, Field
 
 from metabackup.fields import ConnId, NameService, short, short_text
-from metabackup.hdfs import is_failover_error
+from metabackup.hdfs import active_namenode, is_failover_error
 from metabackup.naming import is_temp_name, temp_name
 from metabackup.targets.base import BackupTarget, StreamReader, TargetConfig, TargetError, join_uri
 
@@ -236,8 +237,10 @@ class LocalHDFSTarget(BackupTarget):
     def _put(self, open_data, size: int, task_dir: str, name: str) -> None:
         """Upload what ``open_data()`` gives (a context manager: a file from its start, or bytes)
         under a partial name, check its length, rename it over ``name``.  A failure a failover
-        explains (:func:`~metabackup.hdfs.is_failover_error`) starts the upload again, from the
-        start, under a fresh partial name, once the NameNodes were asked again which is active."""
+        explains (:func:`~metabackup.hdfs.is_failover_error`, or the NameNode active when the
+        attempt began is active no longer: the DataNode's own write then fails with a plain
+        IOException) starts the upload again, from the start, under a fresh partial name, once the
+        NameNodes were asked again which is active."""
         final = self._path(task_dir, name)
         directory = self._dir(task_dir)
         if self._call(f"status of {directory}", self.client.status, directory, strict=False) is None:
@@ -247,6 +250,7 @@ class LocalHDFSTarget(BackupTarget):
         for attempt in range(1, self.UPLOAD_ATTEMPTS + 1):
             temp = self._path(task_dir, temp_name(name, secrets.token_hex(6)))
             partials.append(temp)
+            active = self._active_namenode()
             try:
                 with open_data() as data:
                     self._call(f"writing {temp}", self.client.write, temp, data=self._upload_data(data, size),
@@ -259,20 +263,30 @@ class LocalHDFSTarget(BackupTarget):
                 break
             except BaseException as exc:
                 partials = self._remove(partials)
-                if attempt == self.UPLOAD_ATTEMPTS or not is_failover_error(exc):
+                failover = is_failover_error(exc) or (isinstance(exc, Exception) and self._active_namenode() != active)
+                if attempt == self.UPLOAD_ATTEMPTS or not failover:
                     if partials:  # the NameNode may be the reason we failed; preflight clears partials
                         log.warning("%s: could not remove the partial(s) %s; the next run removes them",
                                     self.uri, ", ".join(partials))
                     raise
                 pause = self.RETRY_PAUSE * 2 ** (attempt - 1)
-                log.warning("%s: the upload of %s failed as it does when the active NameNode goes away (%s); asking "
-                            "the NameNodes again which one is active, uploading the file again from the start in "
-                            "%.0f s (attempt %d of %d)", self.uri, final, _first_line(exc), pause, attempt + 1,
+                log.warning("%s: the upload of %s was cut off by a NameNode failover (%s); asking the NameNodes "
+                            "again which one is active, uploading the file again from the start in %.0f s "
+                            "(attempt %d of %d)", self.uri, final, _first_line(exc), pause, attempt + 1,
                             self.UPLOAD_ATTEMPTS)
                 time.sleep(pause)
                 self._client = None  # the next call builds the client anew: the active NameNode first
         if self._remove(partials):  # an earlier attempt's partial the NameNode could not remove then
             log.warning("%s: could not remove an earlier attempt's partial; the next run removes it", self.uri)
+
+    def _active_namenode(self) -> str | None:
+        """The URL of the NameNode that says it is active now (None: none does, or none answers)."""
+        try:
+            client = self.client
+            return active_namenode(getattr(client, "urls", None) or [client.url], client._session)
+        except Exception as exc:  # no client to be had: no NameNode to call active
+            log.debug("%s: asking which NameNode is active: %s", self.uri, exc)
+            return None
 
     def _upload_data(self, data, size: int):
         """What the WebHDFS write sends: ``data`` itself (a subclass may wrap it, e.g. to pace it)."""
