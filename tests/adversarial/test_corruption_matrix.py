@@ -9,13 +9,15 @@ it, checks the outcome, and puts every byte at the target back as it was.
 1. Byte regions of each set's archive (gzip header, first deflate block, 16 offsets over the
    middle, the compressed region holding the file index, the gzip trailer; truncations and an
    appended byte), at the primary only, at primary and mirror, and at both with the manifest
-   re-signed (``archive.size``/``archive.sha256`` rewritten to match the damaged bytes).
+   re-signed (``archive.size``/``archive.sha256`` rewritten to match the damaged bytes).  Damage at
+   the primary only must be noticed and the chain read from the intact mirror instead (exactly the
+   set's tree, the result saying ``mirror``); damage at both copies must be refused.
 2. Manifests forged consistently (the archive's checksums still match): every field wrong-typed,
    and where it makes sense well-typed but wrong.
 3. The archive's file index changed inside a consistently re-signed archive.
 
-A pass means the case was refused (or, for a harmless well-typed value, restored exactly); a
-failure means it escaped.  ``tests/conftest.py`` counts them per class.
+A pass means the case was refused (or, for a harmless well-typed value or an intact mirror, restored
+exactly); a failure means it escaped.  ``tests/conftest.py`` counts them per class.
 """
 
 from __future__ import annotations
@@ -239,6 +241,19 @@ def assert_refused(w: World, stem: str, dest: Path, skip: set[Path] = frozenset(
     return error
 
 
+def assert_restored_from_mirror(w: World, stem: str, dest: Path, skip: set[Path], damaged: str) -> None:
+    """With the primary's copy of ``damaged`` corrupt and the mirror intact, the restore of ``stem``
+    reads the whole chain from the mirror (so the primary's damage was detected), restores exactly
+    the set's tree, says so, and changes nothing outside ``dest``."""
+    before = w.outside(skip)
+    result = restore_source(w.spec, SOURCE, dest, set_stem=stem)
+    assert result["location"] == "mirror", f"ESCAPED: the damaged {damaged} was read from {result['location']}"
+    assert w.outside(skip) == before, "ESCAPED: the restore changed something outside its destination"
+    assert all_paths(dest) == w.paths[stem], "ESCAPED: the restore wrote other paths than the set holds"
+    assert dict(iter_tree(dest / str(w.src).lstrip("/"))) == w.trees[stem], \
+        f"ESCAPED: the restore of {stem} differs from the source tree it was taken from"
+
+
 def assert_exact_or_refused(w: World, stem: str, dest: Path, skip: set[Path] = frozenset(),
                             any_error: bool = False) -> Exception | str:
     """A harmless change: the restore of ``stem`` either is refused (as :func:`assert_refused`;
@@ -341,6 +356,9 @@ def test_byte_region(w, tmp_path, role, region, i, place):
             assert_exact_or_refused(w, reader, tmp_path / f"dest{k}", set(tampered), any_error=True)
         return
     for k, reader in enumerate(dependants(w, stem)):
+        if place == "primary":  # the mirror is intact: the restore must notice and read it instead
+            assert_restored_from_mirror(w, reader, tmp_path / f"dest{k}", set(tampered), stem)
+            continue
         error = assert_refused(w, reader, tmp_path / f"dest{k}", set(tampered))
         assert stem in str(error) and "verification" in str(error)
     with pytest.raises(VerificationFailed, match=stem):

@@ -12,7 +12,7 @@ import pendulum
 import pytest
 import yaml
 
-from conftest import files_spec, write_spec
+from conftest import backup_once, files_spec, write_spec
 from metabackup import pipeline
 from metabackup.restore import restore_source
 from metabackup.errors import BackupError
@@ -33,14 +33,10 @@ def make_spec(tmp_path: Path, src: Path, **target) -> object:
     return load_spec(path)
 
 
-def backup(spec, hour: int) -> str:
-    run = pipeline.SetRun.of(spec, "OMS", T0.add(hours=hour))
-    pipeline.preflight(spec, ["OMS"])
-    decision = pipeline.decide(run)
-    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
-        step(run)
+def backup(spec, hour: int) -> tuple[str, str]:
+    made = backup_once(spec, "OMS", T0.add(hours=hour))
     pipeline.record(spec, ["OMS"], T0.add(hours=hour).isoformat())
-    return decision.type, run.name.stem
+    return made["type"], made["stem"]
 
 
 def tree(root: Path) -> dict:

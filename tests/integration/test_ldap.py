@@ -14,7 +14,7 @@ import pendulum
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, backup_once
 from harness import slapd
 from metabackup import pipeline
 from metabackup.connections import get_connection
@@ -49,12 +49,7 @@ def make_spec(tmp_path: Path, conn_id: str = "ldap_src", **options):
 
 
 def backup(spec, hour: int) -> dict:
-    run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
-    pipeline.preflight(spec, ["LdapServer"])
-    decision = pipeline.decide(run)
-    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
-        step(run)
-    return {**decision.model_dump(), "stem": run.name.stem}
+    return backup_once(spec, "LdapServer", T0.add(hours=hour))
 
 
 def task_dir(tmp_path: Path) -> Path:
