@@ -87,7 +87,8 @@ def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
     where = ", ".join(f"{s['location']} {s['target']}" for s in summaries)
     if failed:
         raise VerificationFailed(f"{spec.name}/{source_name} at {where}: {len(failed)} problem(s):\n  " + "\n  ".join(failed))
-    return {**summaries[0], "copies": summaries[1:]}
+    primary = {k: v for k, v in summaries[0].items() if k != "location"}
+    return {**primary, "copies": summaries[1:]} if len(summaries) > 1 else primary
 
 
 def _verify_location(spec: TaskSpec, source_name: str, target: BackupTarget) -> dict[str, Any]:

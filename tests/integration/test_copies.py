@@ -144,3 +144,15 @@ def test_require_mountpoint_refuses_an_unmounted_directory_and_accepts_a_mount(t
         assert (Path("/dev/shm") / mounted.task_dir / f"{made['stem']}.tar.gz").exists()
     finally:
         shutil.rmtree(Path("/dev/shm") / mounted.task_dir, ignore_errors=True)
+
+
+def test_verification_checks_every_copy_and_names_the_one_that_failed(tmp_path):
+    spec, src = world(tmp_path, copies=[offsite(tmp_path)])
+    states = chain_of_three(spec, src)
+    summary = verify_sets(spec, "OMS")
+    assert summary["failed"] == [] and [c["location"] for c in summary["copies"]] == ["copy 1"]
+    newest = sorted(states)[-1]
+    archive = tmp_path / "offsite" / spec.task_dir / f"{newest}.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-10])  # truncated at the copy only
+    with pytest.raises(VerificationFailed, match=f"copy 1: {newest}"):
+        verify_sets(spec, "OMS")
