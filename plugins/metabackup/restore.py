@@ -321,7 +321,7 @@ def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | 
             dest = plan.source.plugin.destination(Path(dest), request)
         elif plan.point_in_time:  # a destination object built before the plan knew its moment
             dest = replace(dest, target_time=plan.point_in_time, bridge=plan.bridge)
-        return {**execute_plan(plan, dest), "location": plan.location, "target": plan.target.uri}
+        return {**execute_plan(plan, dest), "location": plan.location, "read_from": plan.target.uri}
 
 
 # ---------------------------------------------------------------------------------------------
