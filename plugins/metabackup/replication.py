@@ -89,12 +89,9 @@ def _local_archive(run: SetRun, manifest: Manifest) -> tuple[Path, bool]:
             return run.staged_archive, False
     fsutil.ensure_private_dir(run.workdir)
     local = run.workdir / f".replicate-{manifest.archive.name}"
-    digest, size = hashlib.sha256(), 0
+    digest = hashlib.sha256()
     with run.target.open_read(run.task_dir, manifest.archive.name) as source, fsutil.private_open(local) as out:
-        while chunk := source.read(fsutil.COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
+        size = fsutil.copy_stream(source, out, on_chunk=digest.update)
     if (digest.hexdigest(), size) != (manifest.archive.sha256, manifest.archive.size):
         local.unlink(missing_ok=True)
         raise BackupError(f"{run.source.name}: {manifest.archive.name} at {run.target.uri} does not match its manifest "
