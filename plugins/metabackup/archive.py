@@ -22,7 +22,7 @@ COMPRESS_LEVEL = 6  # gzip's (and so tar -czf's) default
 COPY_BUFSIZE = 1 << 20
 
 
-class _HashingSink:
+class HashingSink:
     """A write-only file object that hashes and counts what passes through to ``raw``."""
 
     def __init__(self, raw: BinaryIO):
@@ -39,24 +39,37 @@ class _HashingSink:
     def flush(self) -> None:
         self.raw.flush()
 
+    def close(self) -> None:
+        """Closing the sink leaves ``raw`` open (its owner closes it)."""
+
 
 @dataclass
 class WrittenArchive:
     path: Path
-    size: int = 0
+    size: int = 0  # the file as stored (encrypted, when sealed)
     sha256: str = ""
+    plaintext: tuple[str, int] = ("", 0)  # SHA-256 and size of the .tar.gz itself
 
 
 @contextlib.contextmanager
-def write_tar_gz(final: str | Path) -> Iterator[tuple[tarfile.TarFile, WrittenArchive]]:
-    """Yield ``(tar, result)``; on success ``final`` exists whole and ``result`` holds size and sha256."""
+def write_tar_gz(final: str | Path, seal: tuple[bytes, str] | None = None) -> Iterator[tuple[tarfile.TarFile, WrittenArchive]]:
+    """Yield ``(tar, result)``; on success ``final`` exists whole and ``result`` holds size and sha256.
+    With ``seal`` (a data key and the set name) the ``.tar.gz`` is encrypted as it is written
+    (:class:`metabackup.encryption.EncryptingWriter`)."""
+    from metabackup.encryption import EncryptingWriter
+
     result = WrittenArchive(Path(final))
     with atomic_writer(final) as raw:
-        sink = _HashingSink(raw)
-        with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+        stored = HashingSink(raw)
+        encrypting = EncryptingWriter(stored, *seal) if seal else None
+        plain = HashingSink(encrypting or stored)
+        with gzip.GzipFile(fileobj=plain, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
             with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFSIZE) as tar:
                 yield tar, result
-        result.size, result.sha256 = sink.size, sink.digest.hexdigest()
+        if encrypting is not None:
+            encrypting.close()
+        result.size, result.sha256 = stored.size, stored.digest.hexdigest()
+        result.plaintext = (plain.digest.hexdigest(), plain.size)
 
 
 def open_tar_stream(stream: BinaryIO) -> tarfile.TarFile:

@@ -25,7 +25,7 @@ import pendulum
 
 from metabackup import __version__
 from metabackup.errors import MetabackupError
-from metabackup.naming import ARCHIVE_SUFFIX, SetName
+from metabackup.naming import ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, SetName
 
 FORMAT_VERSION = 1
 FULL = "full"
@@ -37,6 +37,21 @@ class ArchiveInfo:
     name: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class EncryptionInfo:
+    """How a set's archive is encrypted (:mod:`metabackup.encryption`): the key-encryption key by id
+    and fingerprint, the data key wrapped by it, and the plaintext ``.tar.gz``'s SHA-256 and size
+    (``archive.sha256``/``size`` are the stored, encrypted file's)."""
+
+    algorithm: str
+    chunk_size: int
+    key_id: str
+    key_fingerprint: str
+    wrapped_key: str
+    plaintext_sha256: str
+    plaintext_size: int
 
 
 @dataclass(frozen=True)
@@ -59,9 +74,13 @@ class Manifest:
     reason: str  # why this type was chosen
     tools: dict[str, str] = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    encryption: EncryptionInfo | None = None
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+        data = asdict(self)
+        if self.encryption is None:  # an unencrypted set's manifest reads as it always did
+            del data["encryption"]
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes | str, origin: str = "<manifest>") -> Manifest:
@@ -81,6 +100,13 @@ class Manifest:
     @property
     def is_full(self) -> bool:
         return self.type == FULL
+
+    @property
+    def plaintext(self) -> tuple[str, int]:
+        """SHA-256 and size of the set's ``.tar.gz`` (decrypted, when it is encrypted)."""
+        if self.encryption is None:
+            return self.archive.sha256, self.archive.size
+        return self.encryption.plaintext_sha256, self.encryption.plaintext_size
 
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -189,7 +215,9 @@ def _validated(raw: Any) -> dict[str, Any]:
         time_field(raw, fld)
     archive = object_field(raw, "archive")
     need(set(archive) == {"name", "size", "sha256"}, "archive", sorted(archive), "exactly name, size and sha256")
-    need(archive["name"] == stem + ARCHIVE_SUFFIX, "archive.name", archive["name"], f"{stem + ARCHIVE_SUFFIX!r}")
+    encryption = _encryption(raw)
+    suffix = ENCRYPTED_SUFFIX if encryption else ARCHIVE_SUFFIX
+    need(archive["name"] == stem + suffix, "archive.name", archive["name"], f"{stem + suffix!r}")
     int_field(archive, "archive.size")
     text_field(archive, "archive.sha256", HEX64, "a SHA-256 in hex")
     object_field(raw, "content")
@@ -199,7 +227,31 @@ def _validated(raw: Any) -> dict[str, Any]:
     tools = raw.get("tools", {})
     need(isinstance(tools, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tools.items()),
          "tools", tools, "an object of strings")
-    return {**raw, "archive": ArchiveInfo(**archive)}
+    return {**raw, "archive": ArchiveInfo(**archive), "encryption": encryption}
+
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]{40,200}={0,2}$")
+
+
+def _encryption(raw: dict) -> EncryptionInfo | None:
+    from metabackup.encryption import ALGORITHM, MAX_CHUNK_SIZE
+
+    info = raw.get("encryption")
+    if info is None:
+        return None
+    info = object_field(raw, "encryption")
+    expected = {f.name for f in fields(EncryptionInfo)}
+    need(set(info) == expected, "encryption", sorted(info), f"exactly {', '.join(sorted(expected))}")
+    need(info["algorithm"] == ALGORITHM, "encryption.algorithm", info["algorithm"], f"{ALGORITHM!r}")
+    need(int_field(info, "encryption.chunk_size", low=1) <= MAX_CHUNK_SIZE, "encryption.chunk_size",
+         info["chunk_size"], f"at most {MAX_CHUNK_SIZE}")
+    text_field(info, "encryption.key_id", _KEY_ID, "a key id (an Airflow connection id)")
+    text_field(info, "encryption.key_fingerprint", HEX32, "a key fingerprint (32 hex digits)")
+    text_field(info, "encryption.wrapped_key", _BASE64, "a wrapped key in base64")
+    text_field(info, "encryption.plaintext_sha256", HEX64, "a SHA-256 in hex")
+    int_field(info, "encryption.plaintext_size")
+    return EncryptionInfo(**info)
 
 
 def check_belongs(manifest: Manifest, task: str, task_dir: str, source: str, origin: str,

@@ -1,6 +1,7 @@
 """The output layout contract: directory and file names, and the one timestamp format.
 
     <target path>/<task name>_<task creation time>/<version>_<source>_<execution time>.tar.gz
+                                                  /<version>_<source>_<execution time>.tar.gz.enc  (encrypted)
                                                   /<version>_<source>_<execution time>.manifest.json
 
 Timestamps are ``YYYYMMDDHHmmss`` in the task spec's timezone.  The manifest beside each archive
@@ -17,6 +18,7 @@ import pendulum
 
 TIMESTAMP_FORMAT = "YYYYMMDDHHmmss"
 ARCHIVE_SUFFIX = ".tar.gz"
+ENCRYPTED_SUFFIX = ".tar.gz.enc"  # an encrypted set's archive (see README, "Encryption")
 MANIFEST_SUFFIX = ".manifest.json"
 TEMP_MARKER = ".partial-"
 
@@ -63,6 +65,9 @@ class SetName:
     @property
     def archive(self) -> str:
         return self.stem + ARCHIVE_SUFFIX
+
+    def archive_name(self, encrypted: bool) -> str:
+        return self.stem + (ENCRYPTED_SUFFIX if encrypted else ARCHIVE_SUFFIX)
 
     @property
     def manifest(self) -> str:

@@ -29,12 +29,15 @@ from pydantic import ValidationError
 from metabackup import fsutil
 from metabackup.archive import write_tar_gz
 from metabackup.catalog import Catalog
+from metabackup.encryption import new_data_key
 from metabackup.errors import BackupError
+from metabackup.keys import KeyConfig, KeyRing
 from metabackup.locks import SourceLock
 from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
-from metabackup.naming import ARCHIVE_SUFFIX, SetName
+from metabackup.naming import ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, SetName
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.retention import plan_retention
+from metabackup.sealed import open_plain, sealing_info
 from metabackup.sources import SourceEngine
 from metabackup.spec import Source, TaskSpec
 from metabackup.targets import BackupTarget, TargetError
@@ -135,9 +138,18 @@ class SetRun:
         with fsutil.atomic_writer(self.workdir / "decision.json") as handle:
             handle.write(decision.model_dump_json(indent=2).encode())
 
+    @cached_property
+    def keys(self) -> KeyRing:
+        return KeyRing.for_spec(self.spec)
+
+    @property
+    def encryption(self) -> KeyConfig | None:
+        """The key that encrypts this source's sets at its primary target (None: stored unencrypted)."""
+        return self.spec.encryption_for(self.source.target)
+
     @property
     def staged_archive(self) -> Path:
-        return self.workdir / self.name.archive
+        return self.workdir / self.name.archive_name(encrypted=self.encryption is not None)
 
 
 def backup_holder(spec: TaskSpec, executed: pendulum.DateTime) -> str:
@@ -181,6 +193,11 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
     problems, report = [], {}
     task_dir = spec.task_dir
     staging_need = 0
+    keys = KeyRing.for_spec(spec)
+    unencrypted = spec.unencrypted_off_cluster()
+    for where in unencrypted:
+        log.warning("UNENCRYPTED OFF-CLUSTER: %s stores its sets unencrypted outside the cluster; set the spec's "
+                    "encryption: {key_id: ...} (see README, Encryption)", where)
     for name in source_names:
         source = spec.source(name)
         try:
@@ -197,8 +214,13 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
             need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name, spec.timezone))
             staging_need += need
             free = target.free_bytes()
+            encryption = spec.encryption_for(source.target)
+            if encryption is not None:  # the key must be at hand now, not after the snapshot
+                keys.key(encryption.key_id, needed_for=f"the sets of {name} at {target.uri}")
             report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need,
-                            "copies": _check_copies(spec, source, need)}
+                            "encrypted": encryption is not None,
+                            "unencrypted_off_cluster": [w for w in unencrypted if w.startswith(name + " ")],
+                            "copies": _check_copies(spec, source, need, keys)}
             log.info("%s -> %s: %s bytes free, about %d needed (%s)", name, target.uri, free, need, why)
             if free is not None and free < need:
                 problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
@@ -216,7 +238,7 @@ def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.
     return report
 
 
-def _check_copies(spec: TaskSpec, source: Source, need: int) -> list[str]:
+def _check_copies(spec: TaskSpec, source: Source, need: int, keys: KeyRing) -> list[str]:
     """Each off-site copy reachable, writable and with room: a problem is a warning here (the set is
     still taken at the primary; its replicate task fails, and the next run copies what is missing)."""
     warnings = []
@@ -227,6 +249,9 @@ def _check_copies(spec: TaskSpec, source: Source, need: int) -> list[str]:
             free = target.free_bytes()
             if free is not None and free < need:
                 warnings.append(f"copy {number} {target.uri} has {free} bytes free, a full backup needs about {need}")
+            encryption = spec.encryption_for(config)
+            if encryption is not None:
+                keys.key(encryption.key_id, needed_for=f"the sets of {source.name} at copy {number}")
         except Exception as exc:  # noqa: BLE001 - reported, not fatal
             warnings.append(f"copy {number} {config.uri(spec.task_dir)}: {exc}")
     for warning in warnings:
@@ -282,7 +307,7 @@ def snapshot(run: SetRun) -> dict[str, Any]:
         parent = run.catalog().get(decision.parent)
         if parent is None:
             raise BackupError(f"parent set {decision.parent} vanished from {run.target.uri} since the decision; retry the run")
-        open_parent = lambda: run.target.open_read(run.task_dir, parent.archive.name)  # noqa: E731
+        open_parent = lambda: open_plain(run.target, run.task_dir, parent, run.keys)  # noqa: E731
     summary = run.kind.snapshot(run.workdir, decision, parent, open_parent)
     run._write("snapshot.json", {"started_at": started.to_iso8601_string(), "summary": summary})
     return summary
@@ -295,8 +320,14 @@ def archive(run: SetRun) -> dict[str, Any]:
         return {"skipped": True}
     snap = run._read("snapshot.json")
     kind = run.kind
+    encryption = run.encryption
+    data_key = new_data_key() if encryption is not None else None
+    if encryption is not None:  # the key must be at hand before any work: fail early, naming it
+        run.keys.key(encryption.key_id, needed_for=f"set {run.name.stem}")
+    for stale in run.workdir.glob(run.name.stem + ".tar.gz*"):  # a retry after the spec's encryption changed
+        stale.unlink()
     try:
-        with write_tar_gz(run.staged_archive) as (tar, written):
+        with write_tar_gz(run.staged_archive, seal=(data_key, run.name.stem) if data_key else None) as (tar, written):
             result = kind.write_archive(run.workdir, tar, run.name.stem)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
@@ -315,13 +346,17 @@ def archive(run: SetRun) -> dict[str, Any]:
         cluster_version=run.spec.cluster_version,
         executed_at=run.executed.in_timezone("UTC").to_iso8601_string(),  # as decide() compares it
         started_at=snap["started_at"], finished_at=pendulum.now("UTC").to_iso8601_string(),
-        archive=ArchiveInfo(name=run.name.archive, size=written.size, sha256=written.sha256),
+        archive=ArchiveInfo(name=run.staged_archive.name, size=written.size, sha256=written.sha256),
         content=result.content, position=result.position, reason=decision.reason,
         tools=tool_versions(**kind.tool_versions()),
+        encryption=(sealing_info(run.keys, encryption, data_key, run.name.stem, written.plaintext)
+                    if encryption is not None else None),
     )
     with fsutil.atomic_writer(run.workdir / "manifest.json") as handle:
         handle.write(manifest.to_json())
-    log.info("%s: archived %s (%d bytes, sha256 %s)", run.source.name, manifest.archive.name, written.size, written.sha256)
+    log.info("%s: archived %s (%d bytes, sha256 %s)%s", run.source.name, manifest.archive.name, written.size,
+             written.sha256, f", encrypted with key {encryption.key_id} (fingerprint "
+                             f"{manifest.encryption.key_fingerprint})" if encryption else "")
     return {"archive": manifest.archive.name, "size": written.size, "sha256": written.sha256}
 
 
@@ -345,7 +380,7 @@ def upload(run: SetRun) -> dict[str, Any]:
         except TargetError as exc:
             log.info("replacing an uncommitted copy of %s: %s", name, exc)
     try:
-        run.target.put_file(run.staged_archive, run.task_dir, name)
+        run.target.put_file(run.workdir / name, run.task_dir, name)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
@@ -410,7 +445,8 @@ def prune(run: SetRun, target: BackupTarget, catalog: Catalog, max_backups: int)
     newest = catalog.sets[-1].executed_at if catalog.sets else None
     strays = []
     for name in target.list_names(run.task_dir):
-        parsed = SetName.parse(name.removesuffix(ARCHIVE_SUFFIX)) if name.endswith(ARCHIVE_SUFFIX) else None
+        stem = name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(ARCHIVE_SUFFIX)
+        parsed = SetName.parse(stem) if name.endswith((ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX)) else None
         if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
             target.delete(run.task_dir, name)  # an archive whose run never committed it
             strays.append(name)

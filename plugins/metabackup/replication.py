@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from metabackup import fsutil
+from metabackup import fsutil, sealed
 from metabackup.catalog import Catalog
 from metabackup.errors import BackupError
 from metabackup.manifest import Manifest, sha256_of
 from metabackup.naming import SetName
 from metabackup.pipeline import SetRun, prune, set_event
 from metabackup.targets import BackupTarget, TargetError
+from metabackup.targets.base import TargetConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def replicate(run: SetRun, number: int, keep: bool = True) -> dict[str, Any]:
     copied = []
     for member in chain:
         if there.get(member.set) is None:
-            _copy_set(run, member, target)
+            _copy_set(run, member, target, config)
             copied.append(member.set)
     log.info("%s: copy %d (%s) holds the chain of %s; copied %s", run.source.name, number, target.uri,
              manifest.set, copied or "nothing (already there)")
@@ -59,34 +60,61 @@ def replicate(run: SetRun, number: int, keep: bool = True) -> dict[str, Any]:
     return {**set_event(target, manifest), "copy": number, "copied": copied, "retention": kept}
 
 
-def _copy_set(run: SetRun, manifest: Manifest, target: BackupTarget) -> None:
-    """Store one set at ``target``: its archive (verified there), then its manifest."""
-    name = manifest.archive.name
-    present = False
-    if target.exists(run.task_dir, name):
+def _copy_set(run: SetRun, manifest: Manifest, target: BackupTarget, config: TargetConfig) -> None:
+    """Store one set at ``target``: its archive (verified there), then its manifest.  A copy that keeps
+    its sets under another key gets the same archive and a manifest whose data key is wrapped by its
+    own key; one that keeps them encrypted where the primary does not (or the reverse) gets the
+    archive encrypted under a new data key (or decrypted), from the authenticated ``.tar.gz``."""
+    wanted = run.spec.encryption_for(config)
+    if sealed.same_key(manifest, wanted):
+        stored = manifest
+    elif manifest.encryption is not None and wanted is not None:
+        stored = sealed.rewrapped(manifest, run.keys, wanted)
+    else:
+        stored = None  # transcoded below, unless a retry finds it there already
+    name = stored.archive.name if stored else SetName.parse(manifest.set).archive_name(wanted is not None)
+    if stored is not None and target.exists(run.task_dir, name):
         try:
-            target.verify(run.task_dir, name, manifest.archive.sha256, manifest.archive.size)
-            present = True  # a retry after the archive landed
+            target.verify(run.task_dir, name, stored.archive.sha256, stored.archive.size)
+            return _commit_copy(run, stored, target)  # a retry after the archive landed
         except TargetError as exc:
             log.info("replacing an uncommitted copy of %s at %s: %s", name, target.uri, exc)
-    if not present:
+    fsutil.ensure_private_dir(run.workdir)
+    if stored is None:
+        local, fetched = run.workdir / f".replicate-{name}", True
+        stored = sealed.transcoded(manifest, lambda: _open_plain(run, manifest), run.keys, wanted, local)
+    else:
         local, fetched = _local_archive(run, manifest)
-        try:
-            target.put_file(local, run.task_dir, name)
-        finally:
-            if fetched:
-                local.unlink(missing_ok=True)
-        target.verify(run.task_dir, name, manifest.archive.sha256, manifest.archive.size)
+    try:
+        target.put_file(local, run.task_dir, name)
+    finally:
+        if fetched:
+            local.unlink(missing_ok=True)
+    target.verify(run.task_dir, name, stored.archive.sha256, stored.archive.size)
+    _commit_copy(run, stored, target)
+
+
+def _commit_copy(run: SetRun, manifest: Manifest, target: BackupTarget) -> None:
     target.put_bytes(manifest.to_json(), run.task_dir, SetName.parse(manifest.set).manifest)
-    log.info("replicated %s to %s/%s", manifest.set, target.uri, run.task_dir)
+    log.info("replicated %s to %s/%s%s", manifest.set, target.uri, run.task_dir,
+             f" (encrypted with key {manifest.encryption.key_id})" if manifest.encryption else "")
+
+
+def _open_plain(run: SetRun, manifest: Manifest) -> BinaryIO:
+    """The set's ``.tar.gz`` from the run's staged archive when it is still there, else from the primary."""
+    staged = run.workdir / manifest.archive.name
+    if manifest.set == run.name.stem and staged.exists():
+        return sealed.plain_reader(open(staged, "rb"), manifest, run.keys, str(staged))
+    return sealed.open_plain(run.target, run.task_dir, manifest, run.keys)
 
 
 def _local_archive(run: SetRun, manifest: Manifest) -> tuple[Path, bool]:
     """A local file holding the set's archive: the run's staged one if it is still there and intact,
     else a private copy fetched from the primary and checked against the manifest (True: delete it)."""
-    if manifest.set == run.name.stem and run.staged_archive.exists():
-        if _sha256_of_file(run.staged_archive) == (manifest.archive.sha256, manifest.archive.size):
-            return run.staged_archive, False
+    staged = run.workdir / manifest.archive.name
+    if manifest.set == run.name.stem and staged.exists():
+        if _sha256_of_file(staged) == (manifest.archive.sha256, manifest.archive.size):
+            return staged, False
     fsutil.ensure_private_dir(run.workdir)
     local = run.workdir / f".replicate-{manifest.archive.name}"
     digest = hashlib.sha256()

@@ -9,15 +9,18 @@ import re
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pendulum
 
 from metabackup.catalog import Catalog
+from metabackup.encryption import EncryptionError
+from metabackup.keys import KeyRing
 from metabackup.locks import lock_for
 from metabackup.manifest import Manifest
+from metabackup.sealed import check_decrypts, open_plain
 from metabackup.sources import RestoreError, RestoreRequest
 from metabackup.spec import Source, TaskSpec
 from metabackup.targets import BackupTarget, TargetError
@@ -40,14 +43,19 @@ def resolve_chain(catalog: Catalog, set_stem: str | None) -> list[Manifest]:
     return chain
 
 
-def verify_chain(target: BackupTarget, chain: list[Manifest]) -> None:
-    """Re-read every archive of the chain; refuse the whole chain if any member is missing or corrupt."""
+def verify_chain(target: BackupTarget, chain: list[Manifest], keys: KeyRing | None = None) -> None:
+    """Re-read every archive of the chain; refuse the whole chain if any member is missing or corrupt.
+    An encrypted member is also decrypted to nowhere with ``keys``: every chunk's tag and the
+    plaintext's checksum are checked before a restore writes anything."""
     for manifest in chain:
         try:
             target.verify(manifest.task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)
-        except (TargetError, OSError) as exc:
+            if manifest.encryption is not None:
+                check_decrypts(target, manifest.task_dir, manifest, keys or KeyRing())
+        except (TargetError, OSError, EncryptionError) as exc:
             raise RestoreError(f"refusing to restore: chain member {manifest.set} failed verification: {exc}") from exc
-        log.info("verified %s (%d bytes)", manifest.set, manifest.archive.size)
+        log.info("verified %s (%d bytes%s)", manifest.set, manifest.archive.size,
+                 f", decrypted with key {manifest.encryption.key_id}" if manifest.encryption else "")
 
 
 def set_for_point_in_time(catalog: Catalog, moment: pendulum.DateTime) -> str:
@@ -120,9 +128,11 @@ class RestorePlan:
     point_in_time: str | None = None  # PostgreSQL recovery target (timestamptz text, UTC)
     bridge: Manifest | None = None  # the later full whose bridge WAL carries the chain to the point in time
     location: str = "primary"  # which of the source's locations (Source.locations) it reads
+    keys: KeyRing = field(default_factory=KeyRing)  # for encrypted sets
 
     def open_archive(self, stem: str) -> BinaryIO:
-        return self.target.open_read(self.task_dir, self.catalog.get(stem).archive.name)
+        """The set's ``.tar.gz`` (decrypted, every chunk authenticated, when it is encrypted)."""
+        return open_plain(self.target, self.task_dir, self.catalog.get(stem), self.keys)
 
     @property
     def reads(self) -> list[Manifest]:
@@ -168,7 +178,8 @@ def plan_restore(spec: TaskSpec, source_name: str, set_stem: str | None = None,
         set_stem = set_stem or set_for_point_in_time(catalog, moment)
         target_time = moment.in_timezone("UTC").format("YYYY-MM-DD HH:mm:ss.SSSSSS") + "+00"
     chain = resolve_chain(catalog, set_stem)
-    plan = RestorePlan(spec, source, target, task_dir, catalog, chain, target_time, location=location)
+    plan = RestorePlan(spec, source, target, task_dir, catalog, chain, target_time, location=location,
+                       keys=KeyRing.for_spec(spec))
     plan.bridge = plan_bridge(plan)
     return plan
 
@@ -197,7 +208,7 @@ def verified_plan(spec: TaskSpec, source_name: str, set_stem: str | None = None,
     one is read from the next, and the plan says which (``plan.location``)."""
     def attempt(label: str) -> RestorePlan:
         plan = plan_restore(spec, source_name, set_stem, point_in_time, label)
-        verify_chain(plan.target, plan.reads)
+        verify_chain(plan.target, plan.reads, plan.keys)
         return plan
 
     if location is not None:

@@ -37,6 +37,7 @@ from metabackup.fields import (
     short,
     short_text,
 )
+from metabackup.keys import KeyConfig, SpecEncryption
 from metabackup.spec_yaml import load_yaml_with_texts
 from metabackup.targets.base import TargetConfig
 
@@ -166,6 +167,8 @@ class TaskSpec(SpecModel):
                              description="absolute, or relative to data_path (default <data_path>/LocalBackup/.staging)")
     sources: tuple[Source, ...] = Field((), exclude=True)
     queue: str | None = Field(None, description="the Celery queue of the workers that hold staging_dir")
+    encryption: SpecEncryption | None = Field(
+        None, description="the key that encrypts every off-cluster location's sets (and, with on_cluster, all)")
     retries: between(0, 10) = 2
     retry_delay: between(1, 3600) = Field(60, description="seconds before the first retry; doubles up to 30 minutes")
     description: str = ""
@@ -187,6 +190,23 @@ class TaskSpec(SpecModel):
             raise ProblemRow("created", f"{self.created.isoformat()} is in the future: a task is created before it "
                                         "runs, and manual runs would do nothing until then")
         return self
+
+    def encryption_for(self, location: TargetConfig) -> KeyConfig | None:
+        """The key that encrypts sets at ``location`` (a source's target or copy), or None: the
+        location's own ``encryption`` (``enabled: false``: none), else the spec's when the location is
+        off-cluster or the spec's ``on_cluster`` is set."""
+        own = location.encryption
+        if own is not None:
+            return own if own.enabled else None
+        if self.encryption is not None and self.encryption.enabled and (location.off_cluster or self.encryption.on_cluster):
+            return KeyConfig(key_id=self.encryption.key_id, key_command=self.encryption.key_command)
+        return None
+
+    def unencrypted_off_cluster(self) -> list[str]:
+        """Each off-cluster location whose sets are stored unencrypted (``source location uri``)."""
+        return [f"{source.name} {label} {config.uri(self.task_dir)}" for source in self.sources
+                for label, config in source.locations()
+                if config.off_cluster and self.encryption_for(config) is None]
 
     @property
     def dag_id(self) -> str:

@@ -20,9 +20,12 @@ from typing import Any
 import pendulum
 
 from metabackup.catalog import Catalog
+from metabackup.encryption import EncryptionError, KeyUnavailable, WrongKey
 from metabackup.errors import MetabackupError
+from metabackup.keys import KeyRing
 from metabackup.locks import lock_for
 from metabackup.restore import RestorePlan, execute_plan, plan_restore, validate_restore, verified_plan
+from metabackup.sealed import check_decrypts
 from metabackup.spec import TaskSpec
 from metabackup.targets import BackupTarget, TargetError
 
@@ -92,7 +95,10 @@ def _verify_sets(spec: TaskSpec, source_name: str) -> dict[str, Any]:
 
 
 def _verify_location(spec: TaskSpec, source_name: str, target: BackupTarget) -> dict[str, Any]:
+    """Each set re-read against its manifest; an encrypted one decrypted to nowhere, every chunk's
+    tag checked; a set whose key cannot be had is reported UNRESTORABLE."""
     task_dir = spec.task_dir
+    keys = KeyRing.for_spec(spec)
     catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
     record = read_record(target, task_dir, source_name)
     sets = {k: v for k, v in record.get("sets", {}).items() if catalog.get(k) is not None}
@@ -101,9 +107,16 @@ def _verify_location(spec: TaskSpec, source_name: str, target: BackupTarget) -> 
         now = pendulum.now("UTC").to_iso8601_string()
         try:
             target.verify(task_dir, manifest.archive.name, manifest.archive.sha256, manifest.archive.size)
+            check_decrypts(target, task_dir, manifest, keys)
             sets[manifest.set] = {"ok": True, "verified_at": now, "error": None}
-            log.info("%s: %d/%d %s ok (%d bytes)", source_name, number, len(catalog.sets), manifest.set, manifest.archive.size)
-        except (TargetError, OSError) as exc:
+            log.info("%s: %d/%d %s ok (%d bytes%s)", source_name, number, len(catalog.sets), manifest.set,
+                     manifest.archive.size, ", every chunk authenticated" if manifest.encryption else "")
+        except (KeyUnavailable, WrongKey) as exc:
+            error = f"UNRESTORABLE: its key cannot be had: {exc}"
+            sets[manifest.set] = {"ok": False, "verified_at": now, "error": error}
+            failed.append(f"{manifest.set}: {error}")
+            log.error("%s: %s is %s", source_name, manifest.set, error)
+        except (TargetError, OSError, EncryptionError) as exc:
             sets[manifest.set] = {"ok": False, "verified_at": now, "error": str(exc)}
             failed.append(f"{manifest.set}: {exc}")
             log.error("%s: %s FAILED verification: %s", source_name, manifest.set, exc)

@@ -6,10 +6,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
+
+from pydantic import Field
 
 from metabackup.errors import MetabackupError
 from metabackup.fields import SpecModel, between
+from metabackup.keys import KeyConfig
 from metabackup.manifest import MAX_MANIFEST_BYTES, Manifest, ManifestError, check_belongs, sha256_of
 from metabackup.naming import MANIFEST_SUFFIX, SetName
 
@@ -32,8 +35,14 @@ class TargetConfig(SpecModel):
     and how it is opened (:meth:`open`).
     """
 
+    #: whether the sets leave the cluster they protect (then the spec's ``encryption`` applies by default)
+    off_cluster: ClassVar[bool] = False
+
     type: str
     max_backups: between(1, 100) = DEFAULT_MAX_BACKUPS
+    encryption: KeyConfig | None = Field(
+        None, description="this location's key ({key_id, key_command}), or {enabled: false} to store its sets "
+                          "unencrypted; default: the spec's encryption for off-cluster targets")
 
     @abstractmethod
     def uri(self, task_dir: str = "") -> str:

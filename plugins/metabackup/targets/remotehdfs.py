@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from io import BytesIO
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -38,6 +38,8 @@ MegabytesPerSecond = Annotated[int, AfterValidator(_positive),
 
 class RemoteHDFSConfig(HDFSTargetConfig):
     """``type: RemoteHDFS``: a directory in another cluster's NameService, written through WebHDFS."""
+
+    off_cluster: ClassVar[bool] = True
 
     type: Literal["RemoteHDFS"]
     bandwidth_mb_s: MegabytesPerSecond | None = None

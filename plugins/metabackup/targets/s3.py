@@ -46,7 +46,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -114,6 +114,8 @@ KeyPrefix = Annotated[str, AfterValidator(s3_prefix),
 
 class S3Config(TargetConfig):
     """``type: S3``: a prefix in an S3-compatible bucket, reached through an Airflow ``aws`` connection."""
+
+    off_cluster: ClassVar[bool] = True
 
     type: Literal["S3"]
     conn_id: ConnId = Field(description="the Airflow aws connection: access key id (login), secret key (password), "

@@ -25,7 +25,7 @@ import secrets
 import stat
 import weakref
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -58,6 +58,8 @@ SftpDirectory = Annotated[str, AfterValidator(sftp_directory),
 
 class SFTPConfig(TargetConfig):
     """``type: SFTP``: a directory on an SSH server, reached through an Airflow ``sftp`` connection."""
+
+    off_cluster: ClassVar[bool] = True
 
     type: Literal["SFTP"]
     conn_id: ConnId = Field(description="the Airflow sftp connection (host, port, login, password or key; "
