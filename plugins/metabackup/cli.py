@@ -6,6 +6,9 @@
     backup             back up a task's sources now, without a scheduler (same steps as the DAG)
     unlock             break the lease a dead run left on a source
     restore            rebuild a source's state at a set (default: the latest) into a new directory
+    keys generate      print a new key-encryption key (for an Airflow connection's password)
+    keys rotate        re-wrap every encrypted set's data key under a new key
+    decrypt            decrypt one archive with a key file, without Airflow (disaster recovery)
 """
 
 from __future__ import annotations
@@ -202,6 +205,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
                            "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
                            "--suffix ...)") from None
     location = f"copy {args.from_copy}" if args.from_copy else None
+    if args.from_dir:
+        from metabackup.restore import reading_from
+
+        spec, location = reading_from(spec, args.source, args.from_dir), "primary"
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time, location=location)
     print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0
@@ -234,12 +241,73 @@ def quiet_airflow() -> None:
     logging.getLogger("hdfs").setLevel(logging.WARNING)  # the WebHDFS client narrates every call
 
 
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Print a new key: 32 random bytes in base64, for an Airflow connection's password or a key file."""
+    from metabackup.keys import generate_key
+
+    print(generate_key(), file=args.out)
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from metabackup.rotation import rotate
+
+    spec = load_spec(args.spec)
+    report = rotate(spec, args.new_key_id, old_key_id=args.old_key_id, sources=args.source or None)
+    print(json.dumps(report, indent=2), file=args.out)
+    print(f"every encrypted set of {spec.name} is now under key {args.new_key_id!r}. Next: set encryption.key_id: "
+          f"{args.new_key_id} in {spec.path} (new sets still use the old key until then), then retire the old key",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    """Decrypt one ``.tar.gz.enc`` with a key file into a ``.tar.gz``, checking every chunk; OUT
+    appears (0600) only when the whole file authenticated."""
+    from metabackup.encryption import drain
+    from metabackup.fsutil import atomic_writer
+    from metabackup.keys import KeyRing
+    from metabackup.manifest import Manifest
+    from metabackup.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX
+    from metabackup.sealed import plain_reader
+
+    source = Path(args.input)
+    manifest_path = Path(args.manifest) if args.manifest else source.with_name(
+        source.name.removesuffix(ENCRYPTED_SUFFIX) + MANIFEST_SUFFIX)
+    if not manifest_path.is_file():
+        raise ValueError(f"{manifest_path} not found: the manifest beside the archive holds its wrapped data key; "
+                         "give it with --manifest")
+    manifest = Manifest.from_json(manifest_path.read_bytes(), origin=str(manifest_path))
+    if manifest.encryption is None:
+        raise ValueError(f"{manifest_path}: set {manifest.set} is not encrypted; its archive is a plain .tar.gz")
+    if source.name != manifest.archive.name:
+        raise ValueError(f"{source} is not {manifest.archive.name}, the archive {manifest_path} describes")
+    reader = plain_reader(open(source, "rb"), manifest, KeyRing(), str(source))
+    with reader:
+        if args.output == "-":
+            drain(reader)
+        else:
+            with atomic_writer(args.output) as out:
+                while block := reader.read(1 << 20):
+                    out.write(block)
+    print(f"{source}: every chunk authenticated, sha256 {manifest.encryption.plaintext_sha256} "
+          f"({manifest.encryption.plaintext_size} bytes){'' if args.output == '-' else ' written to ' + args.output}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of a task spec file (for editors: the YAML language server)."""
     from metabackup.schema import spec_schema
 
     print(json.dumps(spec_schema(), indent=2), file=args.out)
     return 0
+
+
+def key_file_option(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--key-file", action="append", required=required, metavar="F",
+                        help="a file (mode 0600) holding a key, used for the sets whose key fingerprint it matches "
+                             "(repeatable); no Airflow connection is needed then")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,11 +354,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-copy", type=int, metavar="N",
                    help="read the chain from the source's off-site copy N (1 = the first of its copies:); by "
                         "default from the first location where it is intact: primary, mirror, then the copies")
+    p.add_argument("--from-dir", metavar="DIR",
+                   help="read the chain from DIR only: a copy of the task's directory, or the folder holding it")
+    key_file_option(p)
     p.set_defaults(func=cmd_restore)
+    keys = sub.add_parser("keys", help="key-encryption keys: generate, rotate").add_subparsers(dest="keys_command",
+                                                                                               required=True)
+    p = keys.add_parser("generate", help="print a new key (32 random bytes, base64)")
+    p.set_defaults(func=cmd_keys_generate)
+    p = keys.add_parser("rotate", help="re-wrap every encrypted set's data key under a new key (archives unchanged)")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--new-key-id", required=True, help="the new key: an Airflow connection id (or a key_id with a "
+                                                       "key_command in the spec)")
+    p.add_argument("--old-key-id", help="only the sets under this key (default: every set not under the new key)")
+    p.add_argument("--source", action="append", help="only this source (repeatable; default: all)")
+    key_file_option(p)
+    p.set_defaults(func=cmd_keys_rotate)
+    p = sub.add_parser("decrypt", help="decrypt one archive with a key file (no Airflow needed)")
+    p.add_argument("input", metavar="IN", help="<set>.tar.gz.enc")
+    p.add_argument("output", metavar="OUT", help="the .tar.gz to write, or - to check every chunk and write nothing")
+    p.add_argument("--manifest", help="the set's manifest (default: <set>.manifest.json beside IN)")
+    key_file_option(p, required=True)
+    p.set_defaults(func=cmd_decrypt)
     args = parser.parse_args(argv)
     quiet_airflow()
     args.out = sys.stdout
     try:
+        if getattr(args, "key_file", None):
+            from metabackup.keys import use_key_files
+
+            use_key_files(args.key_file)
         with contextlib.redirect_stdout(sys.stderr):
             return args.func(args)
     except (SpecError, RuntimeError, ValueError, OSError, KeyError) as exc:

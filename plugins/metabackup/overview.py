@@ -50,6 +50,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
                            "max_backups": source.target.max_backups, "sets": [], "error": None,
                            "test_restore": None, "invalid": []}
     row["target"] = source.target.uri(task_dir)
+    row.update(_storage(spec, source.target))
     row["copies"] = [copy_overview(spec, source.name, number, task_dir) for number in range(1, len(source.copies) + 1)]
     try:
         target = source.target.open()
@@ -67,6 +68,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
             "chain_length": len(chain) if chain else None, "restorable": chain is not None,
             "executed_at": manifest.executed_at, "finished_at": manifest.finished_at,
             "size": manifest.archive.size, "archive": manifest.archive.name, "cluster_version": manifest.cluster_version,
+            "encrypted_with": manifest.encryption.key_id if manifest.encryption else None,
             "verification": chain_verification(catalog, manifest.set, verified),
         })
     row["test_restore"] = record.get("test_restore")
@@ -81,7 +83,7 @@ def copy_overview(spec: TaskSpec, source_name: str, number: int, task_dir: str) 
     config = spec.source(source_name).copies[number - 1]
     row: dict[str, Any] = {"location": f"copy {number}", "target_type": config.type, "target": config.uri(task_dir),
                            "max_backups": config.max_backups, "sets": 0, "newest": None, "restorable": 0,
-                           "failed_verification": [], "invalid": 0, "error": None}
+                           "failed_verification": [], "invalid": 0, "error": None, **_storage(spec, config)}
     try:
         target = config.open()
         catalog = Catalog.read(target, spec.name, task_dir, source_name, spec.timezone)
@@ -94,6 +96,18 @@ def copy_overview(spec: TaskSpec, source_name: str, number: int, task_dir: str) 
                failed_verification=[name for name, entry in verified.items() if not entry.get("ok")],
                invalid=len(catalog.invalid))
     return row
+
+
+def _storage(spec: TaskSpec, config) -> dict[str, Any]:
+    """Whether a location's new sets leave the cluster, under which key, and the warning when they
+    leave it unencrypted."""
+    encryption = spec.encryption_for(config)
+    warning = None
+    if config.off_cluster and encryption is None:
+        warning = ("sets leave the cluster unencrypted: set the spec's encryption: {key_id: ...} "
+                   "(README, Encryption)")
+    return {"off_cluster": config.off_cluster, "key_id": encryption.key_id if encryption else None,
+            "storage_warning": warning}
 
 
 def pitr_summary(catalog: Catalog) -> dict[str, Any] | None:

@@ -316,6 +316,23 @@ def execute_plan(plan: RestorePlan, dest: Any) -> dict[str, Any]:
     return {"set": plan.chain[-1].set, "chain": [m.set for m in plan.chain], **result}
 
 
+def reading_from(spec: TaskSpec, source_name: str, directory: str | Path) -> TaskSpec:
+    """The spec with ``source_name`` read from ``directory`` alone: a copy of the task's directory
+    (``<task>_<created>``, e.g. fetched from an object store) or the folder that holds it.  For a
+    restore on a machine that has only the files (and, for encrypted sets, the key: ``--key-file``)."""
+    from metabackup.targets.localdir import LocalDirConfig
+
+    folder = Path(directory).resolve()
+    root = folder.parent if folder.name == spec.task_dir else folder
+    if not (root / spec.task_dir).is_dir():
+        raise RestoreError(f"{directory} is not task {spec.name}'s directory {spec.task_dir} and does not hold it; "
+                           "give the folder that holds the sets' files (<set>.manifest.json beside each archive)")
+    source = spec.source(source_name)
+    here = LocalDirConfig.model_validate({"type": "LocalDir", "path": str(root)})
+    moved = source.model_copy(update={"target": here, "copies": ()})
+    return spec.model_copy(update={"sources": tuple(moved if s.name == source_name else s for s in spec.sources)})
+
+
 def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | None = None,
                    point_in_time: str | None = None, holder: str | None = None,
                    location: str | None = None) -> dict[str, Any]:

@@ -77,6 +77,12 @@ def _verification(v: dict[str, Any] | None) -> str:
     return f"{mark} {html.escape(str(v.get('verified_at', ''))[:19])}"
 
 
+def _storage(location: dict[str, Any]) -> str:
+    where = "off-cluster" if location.get("off_cluster") else "on-cluster"
+    key = location.get("key_id")
+    return f'{where}, {"encrypted (key " + html.escape(key) + ")" if key else "unencrypted"}'
+
+
 def render_page(data: dict[str, Any]) -> str:
     e = html.escape
     parts = []
@@ -92,7 +98,10 @@ def render_page(data: dict[str, Any]) -> str:
             test_text = ("never" if not test else
                          f'{"ok" if test["ok"] else "FAILED"} {e(str(test.get("set")))} at {e(str(test.get("at", ""))[:19])}')
             parts.append(f'<h3>{e(src["source"])} <small>{e(src["kind"])} → {e(src["target_type"])} '
-                         f'<code>{e(src["target"])}</code>, keeps {src["max_backups"]}; last test restore: {test_text}</small></h3>')
+                         f'<code>{e(src["target"])}</code>, keeps {src["max_backups"]}, {_storage(src)}; '
+                         f'last test restore: {test_text}</small></h3>')
+            if src.get("storage_warning"):
+                parts.append(f'<p class="bad warn-unencrypted">primary: {e(src["storage_warning"])}</p>')
             for copy in src.get("copies") or []:
                 if copy["error"]:
                     parts.append(f'<p class="bad">{e(copy["location"])} <code>{e(copy["target"])}</code>: cannot read '
@@ -102,8 +111,11 @@ def render_page(data: dict[str, Any]) -> str:
                             else []) + ([f'{copy["invalid"]} invalid manifests'] if copy["invalid"] else [])
                 parts.append(f'<p class="{"bad" if problems else "muted"}">{e(copy["location"])} ({e(copy["target_type"])}) '
                              f'<code>{e(copy["target"])}</code>: {copy["sets"]} sets ({copy["restorable"]} restorable), '
-                             f'newest {e(str(copy["newest"]))}, keeps {copy["max_backups"]}'
+                             f'newest {e(str(copy["newest"]))}, keeps {copy["max_backups"]}, {_storage(copy)}'
                              f'{"; " + e(", ".join(problems)) if problems else ""}</p>')
+                if copy.get("storage_warning"):
+                    parts.append(f'<p class="bad warn-unencrypted">{e(copy["location"])}: '
+                                 f'{e(copy["storage_warning"])}</p>')
             if src["error"]:
                 parts.append(f'<p class="bad">cannot read this target: {e(src["error"])}</p>')
                 continue
