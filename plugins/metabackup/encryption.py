@@ -226,12 +226,22 @@ class DecryptingReader:
         self._out = b""
         self._offset = 0
         self._done = False
+        self._failed: TamperedArchive | None = None  # once refused, every later read is refused too
         self.digest = hashlib.sha256()
         self.size = 0
         if not self._next:
             raise TamperedArchive(f"{origin}: the archive ends after its header (truncated)")
 
     def _advance(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._decrypt_next()
+        except TamperedArchive as exc:
+            self._failed = exc
+            raise
+
+    def _decrypt_next(self) -> None:
         current = self._next
         following = _read_exactly(self.raw, self._span) if len(current) == self._span else b""
         last = not following
@@ -256,6 +266,8 @@ class DecryptingReader:
                                       f"bytes), the manifest says {self.expect[0]} ({self.expect[1]} bytes)")
 
     def read(self, size: int | None = -1) -> bytes:
+        if self._failed is not None:
+            raise self._failed
         if size is None or size < 0:
             parts = [self._out[self._offset:]]
             self._offset = len(self._out)

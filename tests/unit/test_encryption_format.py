@@ -453,17 +453,9 @@ def test_errors_are_metabackup_errors():
     assert issubclass(KeyUnavailable, EncryptionError) and issubclass(EncryptionError, MetabackupError)
 
 
-# PRODUCT BUG (encryption.DecryptingReader is not poisoned after a failure).
-# After a TamperedArchive, the reader keeps its state half-advanced: `_advance` had already read
-# the *following* chunk from `raw` into a local before the tag check failed, and `self._next`
-# still holds the failed chunk.  A second read() therefore re-decrypts that same chunk with the
-# "last" flag recomputed from what is left in `raw` -- for a file with a chunk appended, the
-# real last chunk now authenticates as last, and the reader hands out its plaintext and reports
-# a clean end of file (and, with expect=, the digest check passes too).  No caller in the tree
-# retries a reader after an error today (restore/verification/replication reopen the file), so
-# this is latent, but an authenticated reader should refuse every read after it has refused one.
-# Fix: set a `_failed` flag (or the exception) in _advance before raising and re-raise it on
-# every later read().
+# Once a reader refused an archive, every later read is refused too: a caller that retries must not
+# get the plaintext of a chunk that authenticates only because the reader's position moved on (an
+# appended chunk makes the real last chunk look "last" on a second try).
 def test_a_reader_that_refused_an_archive_refuses_every_later_read():
     extended = EXACT_BLOB + chunks(EXACT_BLOB)[0]
     plain_reader = reader(extended, expect=(hashlib.sha256(EXACT).hexdigest(), len(EXACT)))
