@@ -159,7 +159,8 @@ class PostgresKind(Kind):
 
     def start(self, servers, workdir):
         self.pg = servers.postgres()
-        pg_run(self.pg, f"DROP TABLE IF EXISTS {self.table}",
+        pg_run(self.pg, *(f"DROP TABLE IF EXISTS {self.table}_{n}" for n in (1, 2)),  # a chain before this one's
+               f"DROP TABLE IF EXISTS {self.table}",
                f"CREATE TABLE {self.table} (id int PRIMARY KEY, v text)",
                f"INSERT INTO {self.table} SELECT g, md5(g::text) FROM generate_series(1, 200) g")
 
@@ -242,8 +243,11 @@ class OmsKind(PostgresKind):
 # ---------------------------------------------------------------------------------------------
 class LdapKind(Kind):
     id, source = "ldap", "LdapServer"
+    rounds = 0  # chains taken so far on the shared slapd: each one's changes touch other entries
 
     def start(self, servers, workdir):
+        self.round = LdapKind.rounds
+        LdapKind.rounds += 1
         self.servers = servers
         self.server = servers.slapd()
         self.base = self.server.suffix
@@ -265,11 +269,12 @@ class LdapKind(Kind):
 
         client = self._client()
         try:
-            client.modify_s(f"uid=user0000{n},ou=People,{self.base}", [(ldap.MOD_REPLACE, "mail", [f"changed{n}@x".encode()])])
-            client.add_s(f"uid=contract{n},ou=People,{self.base}", ldap.modlist.addModlist({
-                "objectClass": [b"inetOrgPerson"], "uid": [f"contract{n}".encode()], "cn": [b"Contract"],
+            r = self.round
+            client.modify_s(f"uid=user0000{n},ou=People,{self.base}", [(ldap.MOD_REPLACE, "mail", [f"changed{n}.{r}@x".encode()])])
+            client.add_s(f"uid=contract{n}r{r},ou=People,{self.base}", ldap.modlist.addModlist({
+                "objectClass": [b"inetOrgPerson"], "uid": [f"contract{n}r{r}".encode()], "cn": [b"Contract"],
                 "sn": [f"Change {n}".encode()]}))
-            client.delete_s(f"uid=user0000{n + 4},ou=People,{self.base}")
+            client.delete_s(f"uid=user0000{n + 4 + 2 * r},ou=People,{self.base}")  # the seed has user00000..09
         finally:
             client.unbind_s()
 
@@ -318,6 +323,7 @@ class NameNodeKind(Kind):
     def start(self, servers, workdir):
         self.cluster = servers.hdfs()
         self.fs = WebHdfs(self.cluster.webhdfs_url())
+        self.fs.delete(self.top)  # what a chain before this one left
         self.fs.mkdirs(f"{self.top}/apps/conf")
         self.fs.write(f"{self.top}/apps/conf/site.xml", b"<configuration/>\n")
         self.fs.write(f"{self.top}/apps/data.bin", b"x" * 3000, permission="600")
