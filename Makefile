@@ -61,6 +61,7 @@ bench: setup
 	PYTHONPATH=plugins:. $(PY) bench/postgres_backup.py
 	PYTHONPATH=plugins:. $(PY) bench/hdfs_upload.py
 	PYTHONPATH=plugins:. $(PY) bench/offsite_upload.py
+	PYTHONPATH=plugins:. $(PY) bench/encryption.py
 
 # Re-resolve the pins from the direct dependencies.
 lock:
