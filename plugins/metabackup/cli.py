@@ -282,7 +282,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         raise ValueError(f"{manifest_path}: set {manifest.set} is not encrypted; its archive is a plain .tar.gz")
     if source.name != manifest.archive.name:
         raise ValueError(f"{source} is not {manifest.archive.name}, the archive {manifest_path} describes")
-    reader = plain_reader(open(source, "rb"), manifest, KeyRing(), str(source))
+    reader = plain_reader(open(source, "rb"), manifest, KeyRing(), str(source), digest=True)
     with reader:
         if args.output == "-":
             drain(reader)

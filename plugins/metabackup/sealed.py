@@ -49,9 +49,10 @@ def sealing_info(keys: KeyRing, config: KeyConfig, key: bytes, stem: str, plaint
                           plaintext_sha256=plaintext[0], plaintext_size=plaintext[1])
 
 
-def plain_reader(raw: BinaryIO, manifest: Manifest, keys: KeyRing, origin: str) -> BinaryIO:
+def plain_reader(raw: BinaryIO, manifest: Manifest, keys: KeyRing, origin: str, digest: bool = False) -> BinaryIO:
     """``raw`` (the stored file, opened) as the set's ``.tar.gz``: decrypted and authenticated chunk by
-    chunk when the set is encrypted (closing the reader closes ``raw``)."""
+    chunk when the set is encrypted (closing the reader closes ``raw``); its size is checked against
+    the manifest, and with ``digest`` its SHA-256 too (the tags already prove every byte)."""
     if manifest.encryption is None:
         return raw
     try:
@@ -59,7 +60,8 @@ def plain_reader(raw: BinaryIO, manifest: Manifest, keys: KeyRing, origin: str) 
     except BaseException:
         raw.close()
         raise
-    return DecryptingReader(raw, key, manifest.set, origin, expect=manifest.plaintext)
+    sha, size = manifest.plaintext
+    return DecryptingReader(raw, key, manifest.set, origin, expect=(sha if digest else None, size))
 
 
 def open_plain(target, task_dir: str, manifest: Manifest, keys: KeyRing) -> BinaryIO:
