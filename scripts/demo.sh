@@ -53,6 +53,15 @@ harness hdfs start "$REMOTE_HDFS_DIR" --ha --nameservice haclusterX >/dev/null
 export AIRFLOW_CONN_WEBHDFS_HACLUSTERX=$(cat "$REMOTE_HDFS_DIR/airflow-connection.json")
 echo "demo standby HDFS (NameService haclusterX) serving WebHDFS at $("$PY" -c "import json; print(json.load(open('$REMOTE_HDFS_DIR/airflow-connection.json'))['host'])")"
 
+# The key the default task's off-cluster copy is encrypted with (kept between demo runs, so the
+# chains there stay readable), given to Airflow as the connection the spec names.
+KEY_FILE=$REPO/build/demo-backup-kek.key
+if [ ! -s "$KEY_FILE" ]; then (umask 077; "$PY" -m metabackup keys generate > "$KEY_FILE"); fi
+KEY_CONN=$REPO/build/demo-backup-kek.json
+(umask 077; "$PY" -c 'import json,sys; print(json.dumps({"conn_type": "generic", "password": open(sys.argv[1]).read().strip()}))' "$KEY_FILE" > "$KEY_CONN")
+export AIRFLOW_CONN_METABACKUP_BACKUP_KEK=$(cat "$KEY_CONN")
+echo "demo backup key in $KEY_FILE (0600), as Airflow connection metabackup_backup_kek"
+
 # 2. Airflow's database, then the spec folder check (any bad spec is an error here too).
 "$AIRFLOW" db migrate >>"$LOG" 2>&1
 "$PY" -m metabackup validate
@@ -94,7 +103,7 @@ echo "Files landed in: $(ls -d /srv/BigData/LocalBackup/default_*) (OMS, DBServi
 echo "  NameNode's off-site copy: hdfs://haclusterX$(ls -d /srv/BigData/LocalBackup/default_* | sed 's|/srv/BigData/LocalBackup|/backup/metadata|') (RemoteHDFS):"
 "$REMOTE_HDFS_DIR/bin/hdfs" dfs -ls -R /backup/metadata 2>/dev/null | sed 's/^/    /'
 echo "Restore the latest NameNode set into a new name directory: PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source NameNode --dest /tmp/nn-restore [--from-copy 1]"
-echo "  (with --from-copy 1 it reads the standby cluster: AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\")"
+echo "  (with --from-copy 1 it reads the standby cluster, where the sets are encrypted: AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\" ... --key-file $KEY_FILE)"
 echo "The demo HDFS clusters keep running; stop them with: PYTHONPATH=plugins:. .venv/bin/python -m harness.hdfs stop $HDFS_DIR (and $REMOTE_HDFS_DIR)"
 echo "Restore the latest OMS set (database + configuration): PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source OMS --dest /tmp/oms-restore"
 echo "  (for OMS and DBService, --dest must be a new folder the postgres user can enter; add --keep-running to use the recovered server)"
@@ -103,5 +112,5 @@ echo "  PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd start /tmp/ldap-r
 echo "  AIRFLOW_CONN_LDAP_RESTORE=\"\$(cat /tmp/ldap-restore/airflow-connection.json)\" PYTHONPATH=plugins .venv/bin/python -m metabackup restore --spec include/backup_tasks/default.yaml --source LdapServer --dest ldap_restore"
 echo "The demo slapd keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.slapd stop $SLAPD_DIR"
 echo "The demo PostgreSQL keeps running; stop it with: PYTHONPATH=plugins:. .venv/bin/python -m harness.postgres stop $PG_DIR"
-echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
+echo "Open the Airflow UI on it (Browse > Backups is the catalog page):   PATH=$HDFS_DIR/bin:\$PATH AIRFLOW_CONN_WEBHDFS_HACLUSTER=\"\$(cat $HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_WEBHDFS_HACLUSTERX=\"\$(cat $REMOTE_HDFS_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_LDAPSERVER=\"\$(cat $SLAPD_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_OMS_DB=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_DBSERVICE=\"\$(cat $PG_DIR/airflow-connection.json)\" AIRFLOW_CONN_METABACKUP_BACKUP_KEK=\"\$(cat $KEY_CONN)\" AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$REPO/dags AIRFLOW__CORE__PLUGINS_FOLDER=$REPO/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False PYTHONPATH=$REPO/plugins $AIRFLOW standalone"
 echo "                             then http://localhost:8080 (password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
