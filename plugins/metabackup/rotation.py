@@ -5,7 +5,7 @@ it names, so rotating means unwrapping with the old key and writing the manifest
 data key wrapped by the new one.  Each manifest is replaced atomically (the target's ``put_bytes``),
 so every set stays restorable throughout: before its manifest is replaced it needs the old key,
 after, the new one.  A killed rotation is resumed by running it again: sets already under the new
-key are skipped.  Each source is rotated under its lease, so no backup run commits a set under the
+key are skipped, and the lease it left is the rerun's own (every rotation holds it under one name).  Each source is rotated under its lease, so no backup run commits a set under the
 old key meanwhile; after the rotation, point the spec's ``encryption.key_id`` at the new key, then
 retire the old one.
 
@@ -18,7 +18,6 @@ retention expire the old chains.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from metabackup.catalog import Catalog
@@ -50,14 +49,18 @@ def rotate(spec: TaskSpec, new_key_id: str, old_key_id: str | None = None, keys:
     for source in spec.sources:
         if sources and source.name not in sources:
             continue
-        holder = f"key rotation of {spec.name} by pid {os.getpid()}"
-        with lock_for(spec, source.name).held(holder):
+        holder = f"key rotation of {spec.name}"  # the same for every rotation: a rerun resumes in a killed one's lease
+        lock = lock_for(spec, source.name)
+        lock.acquire(holder)
+        try:
             for label, config in source.locations():
                 if label == "mirror":
                     continue  # written with every manifest of the primary
                 counts = _rotate_location(spec, source.name, config.open(), new, new_fingerprint, old_key_id, keys,
                                           failed, label)
                 report["sources"].setdefault(source.name, {})[label] = counts
+        finally:
+            lock.release(holder)  # also the lease a killed rotation left
     if failed:
         raise RotationIncomplete(f"{len(failed)} set(s) of task {spec.name} could not be re-wrapped under key "
                                  f"{new_key_id!r} (they remain restorable with their old key, if it exists):\n  "

@@ -19,7 +19,7 @@ import yaml
 
 from metabackup import rotation
 from metabackup.keys import generate_key
-from metabackup.restore import restore_source
+from metabackup.restore import execute_plan, restore_source, verified_plan
 from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
 from metabackup.verification import VerificationFailed, read_record, verify_sets
@@ -145,30 +145,44 @@ def test_rotation_then_retiring_the_old_key_leaves_every_set_restorable(encrypte
     assert again["sources"]["OMS"]["primary"]["already"] == 4
 
 
+SLOW_MANIFESTS = '''
+import time
+from metabackup.targets.localdir import LocalDirTarget
+_put = LocalDirTarget.put_bytes
+def _slow(self, data, task_dir, name):
+    _put(self, data, task_dir, name)
+    if name.endswith(".manifest.json"):
+        time.sleep(1.5)  # room to kill the process between two manifests
+LocalDirTarget.put_bytes = _slow
+'''
+
+
 def test_a_rotation_killed_half_way_resumes_and_every_set_stays_restorable(encrypted_chain, monkeypatch, tmp_path):
-    from metabackup.targets.localdir import LocalDirTarget
-
+    """``keys rotate`` in a child process, SIGKILLed after it re-wrapped two of the four sets; the
+    sets stay restorable with their own key each, and a rerun finishes the job in the dead one's lease."""
     spec = encrypted_chain["spec"]
-    real_put = LocalDirTarget.put_bytes
-    written = []
-
-    def dies_after_two(self, data, task_dir, name):
-        if name.endswith(".manifest.json") and len(written) == 2:
-            raise KeyboardInterrupt("killed")  # the process dies between two manifests
-        real_put(self, data, task_dir, name)
-        written.append(name)
-
-    monkeypatch.setattr(LocalDirTarget, "put_bytes", dies_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        rotation.rotate(spec, "kek_new")
-    monkeypatch.setattr(LocalDirTarget, "put_bytes", real_put)
+    site = tmp_path / "slow"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_MANIFESTS)
+    env = {**os.environ, "PYTHONPATH": f"{site}:{REPO / 'plugins'}"}
+    child = subprocess.Popen([sys.executable, "-m", "metabackup", "keys", "rotate", "--spec", spec.path,
+                              "--new-key-id", "kek_new"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while key_ids(encrypted_chain).count("kek_new") < 2:
+            assert child.poll() is None and time.monotonic() < deadline, "the rotation ended before it was killed"
+            time.sleep(0.05)
+        child.kill()
+    finally:
+        child.wait()
     assert sorted(key_ids(encrypted_chain)) == ["kek_new", "kek_new", "kek_old", "kek_old"]
-    for n, (stem, tree) in enumerate(encrypted_chain["taken"]):  # mid-rotation: each set needs its own key
-        restores(spec, stem, tree, tmp_path / f"mid-{n}")
-    from metabackup.locks import lock_for
-
-    lock_for(spec, "OMS").release()  # the killed rotation's lease (a dead process's lease is broken by hand)
-    report = rotation.rotate(spec, "kek_new")
+    # mid-rotation every set restores with its own key (through the restore's verify and rebuild: its
+    # lease is still the killed rotation's, which a restore would wait for, or `unlock` frees)
+    for n, (stem, tree) in enumerate(encrypted_chain["taken"]):
+        plan = verified_plan(spec, "OMS", stem, location="primary")
+        execute_plan(plan, tmp_path / f"mid-{n}")
+        assert dict(iter_tree(tmp_path / f"mid-{n}" / spec.source("OMS").options.paths[0].lstrip("/"))) == tree
+    report = rotation.rotate(spec, "kek_new")  # resumes: no waiting for the killed process's lease
     assert report["sources"]["OMS"]["primary"] == {"rewrapped": 2, "already": 2, "unencrypted": 0, "other_key": 0}
     monkeypatch.delenv("AIRFLOW_CONN_KEK_OLD")
     for n, (stem, tree) in enumerate(encrypted_chain["taken"]):
