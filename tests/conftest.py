@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if __name__ != "conftest":  # e.g. `from tests.conftest import ...`: a second copy would move AIRFLOW_HOME
+    raise ImportError("import test helpers with `from conftest import ...` (pytest's own copy of this module)")
 _HOME = Path(tempfile.mkdtemp(prefix="metabackup-test-airflow-"))
 os.environ.update({
     "AIRFLOW_HOME": str(_HOME),

@@ -22,7 +22,7 @@ from metabackup.manifest import ArchiveInfo, Manifest
 from metabackup.restore import RestoreError, restore_source
 from metabackup.spec import load_spec
 
-from tests.conftest import backup_once
+from conftest import backup_once
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 SPAN = CHUNK_SIZE + TAG_SIZE

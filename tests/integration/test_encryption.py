@@ -24,7 +24,7 @@ from metabackup.sources.files import iter_tree
 from metabackup.spec import load_spec
 from metabackup.verification import VerificationFailed, read_record, verify_sets
 
-from tests.conftest import REPO, backup_once
+from conftest import REPO, backup_once
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 
