@@ -223,7 +223,10 @@ class DecryptingReader:
         self.header.check(data_key, stem, origin)
         self._aead = AESGCM(data_key)
         self._span = self.header.chunk_size + TAG_SIZE
-        self._next = _read_exactly(raw, self._span)
+        # Two ciphertext buffers, read into and swapped: no new 1 MiB object per chunk read (a file
+        # object without readinto, e.g. an object store's body, is read the plain way).
+        self._buffers = [bytearray(self._span), bytearray(self._span)] if hasattr(raw, "readinto") else None
+        self._next = self._read_chunk(0)
         self._counter = 0
         self._out = b""
         self._offset = 0
@@ -231,7 +234,7 @@ class DecryptingReader:
         self._failed: TamperedArchive | None = None  # once refused, every later read is refused too
         self.digest = hashlib.sha256() if expect is not None and expect[0] is not None else None
         self.size = 0
-        if not self._next:
+        if len(self._next) == 0:
             raise TamperedArchive(f"{origin}: the archive ends after its header (truncated)")
 
     def _advance(self) -> None:
@@ -243,10 +246,23 @@ class DecryptingReader:
             self._failed = exc
             raise
 
+    def _read_chunk(self, slot: int) -> bytes | memoryview:
+        """The next chunk's ciphertext (shorter at the end of the file, empty after it)."""
+        if self._buffers is None:
+            return _read_exactly(self.raw, self._span)
+        view = memoryview(self._buffers[slot])
+        filled = 0
+        while filled < self._span:
+            got = self.raw.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+        return view[:filled]
+
     def _decrypt_next(self) -> None:
         current = self._next
-        following = _read_exactly(self.raw, self._span) if len(current) == self._span else b""
-        last = not following
+        following = self._read_chunk((self._counter + 1) % 2) if len(current) == self._span else b""
+        last = not len(following)
         if len(current) < TAG_SIZE:
             raise TamperedArchive(f"{self.origin}: truncated inside chunk {self._counter}")
         try:
