@@ -5,10 +5,13 @@ Writing is parallel and memory stays bounded whatever the source size:
 
 * the kind's ``write_archive`` fills the tar stream in the calling thread (tar headers, and each
   member's bytes in fixed-size chunks, hashed as they are read);
-* gzip: ISA-L (``isal.igzip_threaded``) deflates 1 MiB blocks in one thread per core, each block
-  primed with the previous block's last 32 KiB (as pigz does), into ONE standard gzip member that
-  ``gzip -d``, ``tar -xzf`` and Python's ``gzip``/``tarfile`` read; its own writer thread hands the
-  compressed blocks, in order, to the sinks below;
+* gzip (:class:`ParallelGzipWriter`): 1 MiB blocks deflated in one thread per core, each block
+  primed with the previous block's last 32 KiB and ended on a sync flush (as pigz does), joined into
+  ONE standard gzip member that ``gzip -d``, ``tar -xzf`` and Python's ``gzip``/``tarfile`` read.
+  Each block goes through ISA-L (level 2: fast, and as good as zlib on data that hardly
+  compresses); a block ISA-L shrinks to less than half is deflated again by zlib at level 4 and the
+  smaller kept, which brings the output to within a few per cent of ``gzip -6``.  A writer thread
+  hands the blocks, in order, to the sinks below;
 * zstd: libzstd's worker threads compress one standard zstd frame (with its content checksum);
   a writer thread of ours takes the compressed bytes from the calling thread;
 * the sinks, in that writer thread: SHA-256 and size of the compressed stream, then (with a data
@@ -24,8 +27,10 @@ import hashlib
 import json
 import os
 import queue
+import struct
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +39,11 @@ from typing import Any, BinaryIO
 from metabackup.fsutil import atomic_writer
 from metabackup.naming import COMPRESSIONS, GZIP, ZSTD
 
-GZIP_LEVEL = 2  # ISA-L's level 2 (of 0-3): output within ~4 % of gzip -6, several times faster
+GZIP_LEVEL = 2  # ISA-L's level 2 (of 0-3), the first pass over every block
+ZLIB_LEVEL = 4  # zlib's level for blocks that compress well (see ParallelGzipWriter)
+RECOMPRESS_BELOW = 0.5  # ISA-L output below this share of the block (text, mostly): try zlib too
+DEFLATE_WINDOW = 1 << 15
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
 ZSTD_LEVEL = 3  # zstd's default level, as zstd -T0 and tar --zstd
 BLOCK_SIZE = 1 << 20  # what each compression thread takes at a time
 COPY_BUFSIZE = 1 << 20
@@ -111,6 +120,115 @@ class _BackgroundSink:
             raise self.error
 
 
+def _deflate(block: bytes, zdict: bytes) -> bytes:
+    """``block`` as raw deflate ending on a sync flush, primed with ``zdict`` (the 32 KiB before it)."""
+    from isal import isal_zlib
+
+    fast = isal_zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, zdict=zdict) if zdict else \
+        isal_zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+    out = fast.compress(block) + fast.flush(zlib.Z_SYNC_FLUSH)
+    if len(out) < RECOMPRESS_BELOW * len(block):
+        better = zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, -15, zdict=zdict) if zdict else \
+            zlib.compressobj(ZLIB_LEVEL, zlib.DEFLATED, -15)
+        again = better.compress(block) + better.flush(zlib.Z_SYNC_FLUSH)
+        if len(again) < len(out):
+            out = again
+    return out
+
+
+class ParallelGzipWriter:
+    """A write-only file object writing ONE standard gzip member to ``sink``, deflated on ``threads``
+    threads in :data:`BLOCK_SIZE` blocks (see the module's docstring).  Block ``i`` goes to thread
+    ``i % threads``; each thread's queues hold one block in and one out, and a writer thread takes
+    the results in order, writes them to ``sink`` and combines their CRC-32s.  An error of a thread
+    (or of ``sink``) is raised by the next :meth:`write` or by :meth:`close`; :meth:`abandon` stops
+    every thread without finishing the member."""
+
+    def __init__(self, sink: Any, threads: int):
+        from isal import isal_zlib
+
+        self.sink, self.threads = sink, max(1, threads)
+        self.error: BaseException | None = None
+        self._crc32, self._combine = isal_zlib.crc32, isal_zlib.crc32_combine
+        self._buffer = bytearray()
+        self._previous = b""
+        self._count = 0
+        self._crc = self._size = 0
+        self._closed = False
+        self._inputs: list[queue.Queue] = [queue.Queue(1) for _ in range(self.threads)]
+        self._outputs: list[queue.Queue] = [queue.Queue(1) for _ in range(self.threads)]
+        self._workers = [threading.Thread(target=self._compress, args=(i,), name=f"gzip-{i}", daemon=True)
+                         for i in range(self.threads)]
+        self._writer = threading.Thread(target=self._write, name="gzip-writer", daemon=True)
+        sink.write(GZIP_HEADER)
+        for thread in (*self._workers, self._writer):
+            thread.start()
+
+    def _compress(self, index: int) -> None:
+        inputs, outputs = self._inputs[index], self._outputs[index]
+        while (item := inputs.get()) is not None:
+            block, zdict = item
+            try:
+                result = (_deflate(block, zdict), self._crc32(block), len(block))
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                self.error = self.error or exc
+                result = (b"", 0, 0)
+            outputs.put(result)
+        outputs.put(None)  # after its last block: the writer stops when it reaches it
+
+    def _write(self) -> None:
+        n = 0
+        while (item := self._outputs[n % self.threads].get()) is not None:
+            compressed, crc, length = item
+            if self.error is None:
+                try:
+                    self.sink.write(compressed)
+                except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+                    self.error = exc
+            self._crc = self._combine(self._crc, crc, length)
+            self._size += length
+            n += 1
+
+    def _submit(self, block: bytes) -> None:
+        zdict = self._previous[-DEFLATE_WINDOW:]
+        self._previous = block
+        self._inputs[self._count % self.threads].put((block, zdict))
+        self._count += 1
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
+        self._buffer += data
+        while len(self._buffer) >= BLOCK_SIZE:
+            block = bytes(self._buffer[:BLOCK_SIZE])
+            del self._buffer[:BLOCK_SIZE]
+            self._submit(block)
+        return len(data)
+
+    def _stop(self) -> None:
+        self._closed = True
+        for inputs in self._inputs:
+            inputs.put(None)
+        for thread in (*self._workers, self._writer):
+            thread.join()
+
+    def close(self) -> None:
+        """Deflate what is left, wait for every block to reach ``sink``, then end the member."""
+        if self._closed:
+            return
+        if self._buffer and self.error is None:
+            self._submit(bytes(self._buffer))
+            self._buffer = bytearray()
+        self._stop()
+        if self.error is not None:
+            raise self.error
+        self.sink.write(zlib.compress(b"", wbits=-15) + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+
+    def abandon(self) -> None:
+        if not self._closed:
+            self._stop()
+
+
 class _TarOutput:
     """What tarfile writes to: forwards to the compressor, counts for ``tell`` and progress."""
 
@@ -136,11 +254,8 @@ class _Compressor:
     def __init__(self, sink: Any, compression: str, threads: int):
         self.compression = compression
         if compression == GZIP:
-            from isal import igzip_threaded
-
             self._background = None
-            self._writer = igzip_threaded.open(sink, "wb", compresslevel=GZIP_LEVEL, threads=threads,
-                                               block_size=BLOCK_SIZE)
+            self._writer = ParallelGzipWriter(sink, threads)
         elif compression == ZSTD:
             import zstandard
 
@@ -163,7 +278,7 @@ class _Compressor:
 
     def abandon(self) -> None:
         with contextlib.suppress(BaseException):
-            self._writer.close()
+            self._writer.abandon() if self.compression == GZIP else self._writer.close()
         if self._background is not None:
             with contextlib.suppress(BaseException):
                 self._background.close()
