@@ -54,7 +54,7 @@ demo: setup
 	./scripts/demo.sh
 
 bench: setup
-	@dpkg -s pgbackrest >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest
+	@for p in pgbackrest pigz zstd; do dpkg -s $$p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; done
 	PYTHONPATH=plugins:. $(PY) bench/archive_throughput.py
 	PYTHONPATH=plugins:. $(PY) bench/parse_time.py
 	PYTHONPATH=plugins:. $(PY) bench/ldap_export.py
@@ -69,7 +69,8 @@ lock:
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
 	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
-	  apache-airflow-providers-sftp boto3 pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter
+	  apache-airflow-providers-sftp boto3 pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter \
+	  isal zstandard
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 

@@ -268,18 +268,19 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     from metabackup.fsutil import atomic_writer
     from metabackup.keys import KeyRing
     from metabackup.manifest import Manifest
-    from metabackup.naming import ENCRYPTED_SUFFIX, MANIFEST_SUFFIX
+    from metabackup.naming import MANIFEST_SUFFIX, split_archive_name
     from metabackup.sealed import plain_reader
 
     source = Path(args.input)
+    split = split_archive_name(source.name)
     manifest_path = Path(args.manifest) if args.manifest else source.with_name(
-        source.name.removesuffix(ENCRYPTED_SUFFIX) + MANIFEST_SUFFIX)
+        (split[0] if split else source.name) + MANIFEST_SUFFIX)
     if not manifest_path.is_file():
         raise ValueError(f"{manifest_path} not found: the manifest beside the archive holds its wrapped data key; "
                          "give it with --manifest")
     manifest = Manifest.from_json(manifest_path.read_bytes(), origin=str(manifest_path))
     if manifest.encryption is None:
-        raise ValueError(f"{manifest_path}: set {manifest.set} is not encrypted; its archive is a plain .tar.gz")
+        raise ValueError(f"{manifest_path}: set {manifest.set} is not encrypted; its archive is not encrypted")
     if source.name != manifest.archive.name:
         raise ValueError(f"{source} is not {manifest.archive.name}, the archive {manifest_path} describes")
     reader = plain_reader(open(source, "rb"), manifest, KeyRing(), str(source), digest=True)
@@ -371,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     key_file_option(p)
     p.set_defaults(func=cmd_keys_rotate)
     p = sub.add_parser("decrypt", help="decrypt one archive with a key file (no Airflow needed)")
-    p.add_argument("input", metavar="IN", help="<set>.tar.gz.enc")
-    p.add_argument("output", metavar="OUT", help="the .tar.gz to write, or - to check every chunk and write nothing")
+    p.add_argument("input", metavar="IN", help="<set>.tar.gz.enc (or <set>.tar.zst.enc)")
+    p.add_argument("output", metavar="OUT", help="the .tar.gz (or .tar.zst) to write, or - to check every chunk and "
+                                                 "write nothing")
     p.add_argument("--manifest", help="the set's manifest (default: <set>.manifest.json beside IN)")
     key_file_option(p, required=True)
     p.set_defaults(func=cmd_decrypt)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -75,6 +77,33 @@ def atomic_writer(final: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def link_atomically(source: str | Path, final: str | Path) -> bool:
+    """Make ``final`` a hard link to ``source`` (an owner-only regular file of ours), atomically: a link
+    under a hidden temp name, renamed over ``final``, then the directory fsync'd.  False, with nothing
+    left behind, when it cannot be linked (another file system, or one without hard links, or
+    ``source`` is not 0600 and ours): the caller copies instead."""
+    source, final = Path(source), Path(final)
+    st = os.lstat(source)
+    if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != FILE_MODE or st.st_uid != os.geteuid():
+        return False
+    ensure_private_dir(final.parent)
+    tmp = final.parent / temp_name(final.name, secrets.token_hex(4))
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
+            return False
+        raise
+    try:
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
 
 
 def write_private(final: str | Path, data: bytes | str) -> None:

@@ -5,7 +5,7 @@ the target, so a set without a manifest is by definition incomplete and is never
 
 A manifest read back from a target is untrusted input: whoever can write to the target can write
 one.  :meth:`Manifest.from_json` therefore validates it by allow-list (field names and types, the
-set-name grammar, ``archive.name == set + .tar.gz``, hex digests, times, and per kind the
+set-name grammar, ``archive.name == set + .tar.gz`` or ``.tar.zst`` (``.enc`` added when encrypted), hex digests, times, and per kind the
 position fields a restore uses), and :func:`check_belongs` checks it against the spec (task,
 task directory, source).  What a restore does is decided by the spec (kind, live paths), never
 by a manifest.
@@ -25,7 +25,7 @@ import pendulum
 
 from metabackup import __version__
 from metabackup.errors import MetabackupError
-from metabackup.naming import ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, SetName
+from metabackup.naming import COMPRESSIONS, SetName, archive_suffix
 
 FORMAT_VERSION = 1
 FULL = "full"
@@ -216,8 +216,8 @@ def _validated(raw: Any) -> dict[str, Any]:
     archive = object_field(raw, "archive")
     need(set(archive) == {"name", "size", "sha256"}, "archive", sorted(archive), "exactly name, size and sha256")
     encryption = _encryption(raw)
-    suffix = ENCRYPTED_SUFFIX if encryption else ARCHIVE_SUFFIX
-    need(archive["name"] == stem + suffix, "archive.name", archive["name"], f"{stem + suffix!r}")
+    names = [stem + archive_suffix(compression, encryption is not None) for compression in COMPRESSIONS]
+    need(archive["name"] in names, "archive.name", archive["name"], " or ".join(map(repr, names)))
     int_field(archive, "archive.size")
     text_field(archive, "archive.sha256", HEX64, "a SHA-256 in hex")
     object_field(raw, "content")

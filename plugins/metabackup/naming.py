@@ -4,6 +4,8 @@
                                                   /<version>_<source>_<execution time>.tar.gz.enc  (encrypted)
                                                   /<version>_<source>_<execution time>.manifest.json
 
+A task with ``compression: zstd`` names its archives ``.tar.zst`` (``.tar.zst.enc`` encrypted) instead.
+
 Timestamps are ``YYYYMMDDHHmmss`` in the task spec's timezone.  The manifest beside each archive
 records the exact instant in UTC as well, so a name is for humans and sorting, never the only
 record of time.
@@ -19,6 +21,9 @@ import pendulum
 TIMESTAMP_FORMAT = "YYYYMMDDHHmmss"
 ARCHIVE_SUFFIX = ".tar.gz"
 ENCRYPTED_SUFFIX = ".tar.gz.enc"  # an encrypted set's archive (see README, "Encryption")
+GZIP, ZSTD = "gzip", "zstd"
+COMPRESSIONS = {GZIP: ARCHIVE_SUFFIX, ZSTD: ".tar.zst"}  # a task's ``compression``, and its archives' suffix
+ENCRYPTED_MARK = ".enc"
 MANIFEST_SUFFIX = ".manifest.json"
 TEMP_MARKER = ".partial-"
 
@@ -66,8 +71,8 @@ class SetName:
     def archive(self) -> str:
         return self.stem + ARCHIVE_SUFFIX
 
-    def archive_name(self, encrypted: bool) -> str:
-        return self.stem + (ENCRYPTED_SUFFIX if encrypted else ARCHIVE_SUFFIX)
+    def archive_name(self, encrypted: bool, compression: str = GZIP) -> str:
+        return self.stem + archive_suffix(compression, encrypted)
 
     @property
     def manifest(self) -> str:
@@ -75,6 +80,28 @@ class SetName:
 
     def __str__(self) -> str:
         return self.stem
+
+
+def archive_suffix(compression: str = GZIP, encrypted: bool = False) -> str:
+    """``.tar.gz``, ``.tar.zst``, and with ``encrypted`` the same with ``.enc``."""
+    return COMPRESSIONS[compression] + (ENCRYPTED_MARK if encrypted else "")
+
+
+def split_archive_name(name: str) -> tuple[str, str, bool] | None:
+    """``(stem, compression, encrypted)`` of an archive's file name, or None when it is not one
+    (the stem is not checked against the set grammar here)."""
+    encrypted = name.endswith(ENCRYPTED_MARK)
+    bare = name.removesuffix(ENCRYPTED_MARK) if encrypted else name
+    for compression, suffix in COMPRESSIONS.items():
+        if bare.endswith(suffix) and len(bare) > len(suffix):
+            return bare.removesuffix(suffix), compression, encrypted
+    return None
+
+
+def compression_of(archive_name: str) -> str:
+    """The compression of a set's archive, from its name (``gzip`` for anything not ``.tar.zst``)."""
+    split = split_archive_name(archive_name)
+    return split[1] if split else GZIP
 
 
 def temp_name(final_name: str, token: str) -> str:

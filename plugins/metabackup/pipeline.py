@@ -27,15 +27,16 @@ import pendulum
 from pydantic import ValidationError
 
 from metabackup import fsutil
-from metabackup.archive import write_tar_gz
+from metabackup.archive import write_tar
 from metabackup.catalog import Catalog
 from metabackup.encryption import new_data_key
 from metabackup.errors import BackupError
 from metabackup.keys import KeyConfig, KeyRing
 from metabackup.locks import SourceLock
 from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
-from metabackup.naming import ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX, SetName
+from metabackup.naming import SetName, split_archive_name
 from metabackup.policy import Decision, decide as decide_type
+from metabackup.progress import Progress
 from metabackup.retention import plan_retention
 from metabackup.sealed import open_plain, sealing_info
 from metabackup.sources import SourceEngine
@@ -149,7 +150,8 @@ class SetRun:
 
     @property
     def staged_archive(self) -> Path:
-        return self.workdir / self.name.archive_name(encrypted=self.encryption is not None)
+        return self.workdir / self.name.archive_name(encrypted=self.encryption is not None,
+                                                     compression=self.spec.compression)
 
 
 def backup_holder(spec: TaskSpec, executed: pendulum.DateTime) -> str:
@@ -324,10 +326,13 @@ def archive(run: SetRun) -> dict[str, Any]:
     data_key = new_data_key() if encryption is not None else None
     if encryption is not None:  # the key must be at hand before any work: fail early, naming it
         run.keys.key(encryption.key_id, needed_for=f"set {run.name.stem}")
-    for stale in run.workdir.glob(run.name.stem + ".tar.gz*"):  # a retry after the spec's encryption changed
+    for stale in run.workdir.glob(run.name.stem + ".tar.*"):  # a retry after the spec's encryption or compression changed
         stale.unlink()
+    summary = snap.get("summary") or {}
+    meter = Progress(log, f"{run.source.name}: archive", total=summary.get("bytes_to_archive"))
     try:
-        with write_tar_gz(run.staged_archive, seal=(data_key, run.name.stem) if data_key else None) as (tar, written):
+        with write_tar(run.staged_archive, seal=(data_key, run.name.stem) if data_key else None,
+                       compression=run.spec.compression, progress=meter) as (tar, written):
             result = kind.write_archive(run.workdir, tar, run.name.stem)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
@@ -354,8 +359,9 @@ def archive(run: SetRun) -> dict[str, Any]:
     )
     with fsutil.atomic_writer(run.workdir / "manifest.json") as handle:
         handle.write(manifest.to_json())
-    log.info("%s: archived %s (%d bytes, sha256 %s)%s", run.source.name, manifest.archive.name, written.size,
-             written.sha256, f", encrypted with key {encryption.key_id} (fingerprint "
+    meter.done()
+    log.info("%s: archived %s (%d bytes from a %d-byte tar, sha256 %s)%s", run.source.name, manifest.archive.name,
+             written.size, written.tar_bytes, written.sha256, f", encrypted with key {encryption.key_id} (fingerprint "
                              f"{manifest.encryption.key_fingerprint})" if encryption else "")
     return {"archive": manifest.archive.name, "size": written.size, "sha256": written.sha256}
 
@@ -379,8 +385,9 @@ def upload(run: SetRun) -> dict[str, Any]:
             return {"uploaded": False, "archive": name}
         except TargetError as exc:
             log.info("replacing an uncommitted copy of %s: %s", name, exc)
+    meter = Progress(log, f"{run.source.name}: upload", total=manifest.archive.size)
     try:
-        run.target.put_file(run.workdir / name, run.task_dir, name)
+        run.target.put_file_reporting(run.workdir / name, run.task_dir, name, meter.add)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
@@ -388,6 +395,7 @@ def upload(run: SetRun) -> dict[str, Any]:
         raise OutOfSpace(f"{run.source.name}: target {run.target.uri}/{run.task_dir} is full: no space left storing "
                          f"{name} ({manifest.archive.size} bytes needed, {run.target.free_bytes()} free now). Free space "
                          "there or lower max_backups; the partial file was removed") from None
+    meter.done()
     log.info("uploaded %s to %s/%s", name, run.target.uri, run.task_dir)
     return {"uploaded": True, "archive": name}
 
@@ -445,8 +453,8 @@ def prune(run: SetRun, target: BackupTarget, catalog: Catalog, max_backups: int)
     newest = catalog.sets[-1].executed_at if catalog.sets else None
     strays = []
     for name in target.list_names(run.task_dir):
-        stem = name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(ARCHIVE_SUFFIX)
-        parsed = SetName.parse(stem) if name.endswith((ARCHIVE_SUFFIX, ENCRYPTED_SUFFIX)) else None
+        split = split_archive_name(name)
+        parsed = SetName.parse(split[0]) if split else None
         if parsed and parsed.source == run.source.name and name not in committed and parsed.stamp < run.name.stamp:
             target.delete(run.task_dir, name)  # an archive whose run never committed it
             strays.append(name)

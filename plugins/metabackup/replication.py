@@ -20,7 +20,7 @@ from metabackup import fsutil, sealed
 from metabackup.catalog import Catalog
 from metabackup.errors import BackupError
 from metabackup.manifest import Manifest, sha256_of
-from metabackup.naming import SetName
+from metabackup.naming import SetName, compression_of
 from metabackup.pipeline import SetRun, prune, set_event
 from metabackup.targets import BackupTarget, TargetError
 from metabackup.targets.base import TargetConfig
@@ -72,7 +72,8 @@ def _copy_set(run: SetRun, manifest: Manifest, target: BackupTarget, config: Tar
         stored = sealed.rewrapped(manifest, run.keys, wanted)
     else:
         stored = None  # transcoded below, unless a retry finds it there already
-    name = stored.archive.name if stored else SetName.parse(manifest.set).archive_name(wanted is not None)
+    name = stored.archive.name if stored else SetName.parse(manifest.set).archive_name(
+        wanted is not None, compression_of(manifest.archive.name))
     if stored is not None and target.exists(run.task_dir, name):
         try:
             target.verify(run.task_dir, name, stored.archive.sha256, stored.archive.size)

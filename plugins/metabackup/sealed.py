@@ -31,7 +31,7 @@ from metabackup.encryption import (
 from metabackup.errors import BackupError
 from metabackup.keys import KeyConfig, KeyRing
 from metabackup.manifest import ArchiveInfo, EncryptionInfo, Manifest
-from metabackup.naming import SetName
+from metabackup.naming import SetName, compression_of
 
 
 def data_key(manifest: Manifest, keys: KeyRing) -> bytes:
@@ -111,7 +111,8 @@ def transcoded(manifest: Manifest, open_plain_stream: Callable[[], BinaryIO], ke
         local.unlink(missing_ok=True)
         raise BackupError(f"set {manifest.set}: its archive does not match its manifest (sha256 "
                          f"{plain_digest.hexdigest()}, {plain_size} bytes); not copying a corrupt archive")
-    name = SetName.parse(manifest.set).archive_name(encrypted=key is not None)
+    name = SetName.parse(manifest.set).archive_name(encrypted=key is not None,
+                                                    compression=compression_of(manifest.archive.name))
     info = sealing_info(keys, config, key, manifest.set, manifest.plaintext) if key is not None else None
     return dataclasses.replace(manifest, archive=ArchiveInfo(name=name, size=sink.size, sha256=sink.digest.hexdigest()),
                                encryption=info)

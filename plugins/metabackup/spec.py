@@ -169,6 +169,8 @@ class TaskSpec(SpecModel):
     queue: str | None = Field(None, description="the Celery queue of the workers that hold staging_dir")
     encryption: SpecEncryption | None = Field(
         None, description="the key that encrypts every off-cluster location's sets (and, with on_cluster, all)")
+    compression: Literal["gzip", "zstd"] = Field(
+        "gzip", description="how archives are compressed: gzip (<set>.tar.gz, the default) or zstd (<set>.tar.zst)")
     retries: between(0, 10) = 2
     retry_delay: between(1, 3600) = Field(60, description="seconds before the first retry; doubles up to 30 minutes")
     description: str = ""

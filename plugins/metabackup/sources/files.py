@@ -242,7 +242,8 @@ class FilesSource(SourceEngine):
         changed_meta = sum(1 for p, e in current.items() if e["type"] != "f" and _changed(parent_index.get(p), e))
         log.info("scanned %d entries under %s: %d files to archive, %d deleted, %d directory/link changes",
                  len(current), ", ".join(opts.paths), len(include), len(deleted), changed_meta)
-        return {"entries": len(current), "files_to_archive": len(include), "deleted": len(deleted)}
+        return {"entries": len(current), "files_to_archive": len(include), "deleted": len(deleted),
+                "bytes_to_archive": sum(current[p]["size"] for p in include)}
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
         plan = json.loads((workdir / "files-plan.json").read_text())

@@ -116,6 +116,12 @@ class BackupTarget(ABC):
     def put_file(self, local: Path, task_dir: str, name: str) -> None:
         """Store ``local`` as ``name`` atomically: afterwards the file is there whole, or not at all."""
 
+    def put_file_reporting(self, local: Path, task_dir: str, name: str, on_bytes: Callable[[int], None]) -> None:
+        """:meth:`put_file`, telling ``on_bytes`` how many bytes are stored as it goes (a target that
+        cannot tell reports the whole file once it is stored)."""
+        self.put_file(local, task_dir, name)
+        on_bytes(Path(local).stat().st_size)
+
     @abstractmethod
     def put_bytes(self, data: bytes, task_dir: str, name: str) -> None: ...
 

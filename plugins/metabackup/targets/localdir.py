@@ -3,7 +3,8 @@
 Writes are atomic (hidden temp name, fsync, rename, fsync of the directory), files are 0600 and
 directories 0700.  The standby mirror receives each file before the primary (so a name is listed only
 once every copy is whole), and each copy is verified by comparing SHA-256 before it is renamed into
-place.
+place.  A backup's upload from a staging area on the primary's file system stores the archive by a
+hard link (same atomic temp-name-and-rename), not by a second copy of its bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import os
 import stat
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -119,15 +121,38 @@ class LocalDirTarget(BackupTarget):
         fd = os.open(self._file(self.root, task_dir, name), os.O_RDONLY | os.O_NOFOLLOW)
         return os.fdopen(fd, "rb")
 
-    def put_file(self, local: Path, task_dir: str, name: str) -> None:
-        expected, _ = _file_sha256(local)
+    def put_file(self, local: Path, task_dir: str, name: str, may_link: bool = False,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
+        """Store ``local`` at the mirror, then at the primary, each a copy checked against ``local``'s
+        SHA-256; with ``may_link`` (the backup's own upload from its staging area) the primary gets a
+        hard link instead when it is on ``local``'s file system: the same bytes, not a second copy,
+        and ``local`` stays for the run's later steps.  The mirror and off-site copies are always
+        copies (a standby copy that shared the primary's inode would share its damage too).
+        ``on_bytes`` is told the bytes stored at the primary."""
+        expected = None
         for root in self._roots_primary_last():
             final = self._file(root, task_dir, name)
+            primary = root == self.root
+            if primary and may_link and fsutil.link_atomically(local, final):
+                if on_bytes is not None:
+                    on_bytes(os.path.getsize(final))
+                continue
+            if expected is None:
+                expected, _ = _file_sha256(local)
             digest = hashlib.sha256()
+
+            def chunk(block: bytes, report: bool = primary) -> None:
+                digest.update(block)
+                if report and on_bytes is not None:
+                    on_bytes(len(block))
+
             with open(local, "rb") as src, fsutil.atomic_writer(final) as dst:
-                fsutil.copy_stream(src, dst, digest.update)
+                fsutil.copy_stream(src, dst, chunk)
                 if digest.hexdigest() != expected:  # raising inside the writer discards the temp file
                     raise TargetError(f"copy to {final} does not match its source checksum")
+
+    def put_file_reporting(self, local: Path, task_dir: str, name: str, on_bytes: Callable[[int], None]) -> None:
+        self.put_file(local, task_dir, name, may_link=True, on_bytes=on_bytes)
 
     def put_bytes(self, data: bytes, task_dir: str, name: str) -> None:
         for root in self._roots_primary_last():
