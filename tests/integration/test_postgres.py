@@ -71,6 +71,52 @@ def test_lost_slot_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
     assert run_steps(spec, 2)["type"] == "incremental", "the new full recreated the slot"
 
 
+def wal_since(instance, lsn: str) -> int:
+    with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
+        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,)).fetchone()[0])
+
+
+def write_wal_beyond(instance, lsn: str, size: int) -> int:
+    """Insert rows until more than ``size`` bytes of WAL were written since ``lsn``; the WAL since."""
+    write(instance, "CREATE TABLE IF NOT EXISTS big (id bigint, v text)")
+    while (written := wal_since(instance, lsn)) <= size:
+        write(instance, "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 50000) g")
+    return written
+
+
+def test_a_large_update_after_a_small_full_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
+    """The size rule: the WAL since the parent (read before anything is copied) against
+    max_incremental_fraction (default 0.5) of the chain's full, both uncompressed."""
+    spec = make_spec(tmp_path)
+    first = run_steps(spec, 0)
+    full1 = manifests(tmp_path)[-1]
+    base = full1["content"]["base_bytes"]
+    assert 0 < base <= full1["content"]["bytes"]
+    written = write_wal_beyond(cluster, full1["position"]["end_lsn"], int(base * 0.6))
+
+    second = run_steps(spec, 1)
+    assert second["type"] == "full" and second["parent"] is None
+    assert f"cannot continue the chain of {first['stem']}: an incremental would outgrow a full" in second["reason"]
+    assert f"of the chain's full {first['stem']}" in second["reason"] and "max_incremental_fraction 0.5" in second["reason"]
+    full2 = manifests(tmp_path)[-1]
+    assert full2["set"] == second["stem"] and full2["reason"] == second["reason"]
+    # the full keeps no bridge of that WAL either (it would not be smaller than the full): a recorded gap
+    assert "bridge" not in full2["position"]
+    assert "max_incremental_fraction 0.5" in full2["position"]["bridge_gap"]["reason"]
+    assert full2["content"]["base_bytes"] == full2["content"]["bytes"]
+    assert full2["archive"]["size"] < written, "the full is smaller than the WAL the incremental would have held"
+
+    write(cluster, "UPDATE t SET v = 'small' WHERE id < 10")
+    third = run_steps(spec, 2)
+    assert third["type"] == "incremental" and third["parent"] == second["stem"], "the rule does not stick"
+
+    # on an incremental parent, the chain's full is read from the catalog
+    write_wal_beyond(cluster, manifests(tmp_path)[-1]["position"]["end_lsn"], int(full2["content"]["base_bytes"] * 0.6))
+    fourth = run_steps(spec, 3)
+    assert fourth["type"] == "full" and f"cannot continue the chain of {third['stem']}" in fourth["reason"]
+    assert f"of the chain's full {second['stem']}" in fourth["reason"]
+
+
 def test_a_rebuilt_server_makes_the_next_run_full(tmp_path, cluster, monkeypatch):
     spec = make_spec(tmp_path)
     run_steps(spec, 0)
