@@ -72,8 +72,12 @@ def test_lost_slot_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
 
 
 def wal_since(instance, lsn: str) -> int:
+    """WAL written since a set's end LSN, as the size rule counts it (not the padding of its last segment)."""
+    from metabackup.sources.postgres import parse_lsn, wal_written_since
+
     with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
-        return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,)).fetchone()[0])
+        current = str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+    return wal_written_since(parse_lsn(lsn), parse_lsn(current), 16 << 20)
 
 
 def write_wal_beyond(instance, lsn: str, size: int) -> int:
@@ -84,15 +88,23 @@ def write_wal_beyond(instance, lsn: str, size: int) -> int:
     return written
 
 
+def counted(manifest: dict) -> int:
+    """The chain's full as the size rule counts it: uncompressed, at most 4x its archive."""
+    from metabackup.sources.postgres import counted_full_bytes, full_database_bytes, full_stored_bytes
+
+    parsed = Manifest.from_json(json.dumps(manifest))
+    return counted_full_bytes(full_database_bytes(parsed), full_stored_bytes(parsed))
+
+
 def test_a_large_update_after_a_small_full_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
     """The size rule: the WAL since the parent (read before anything is copied) against
-    max_incremental_fraction (default 0.5) of the chain's full, both uncompressed."""
+    max_incremental_fraction (default 0.5) of the chain's full (uncompressed, at most 4x its archive)."""
     spec = make_spec(tmp_path)
     first = run_steps(spec, 0)
     full1 = manifests(tmp_path)[-1]
-    base = full1["content"]["base_bytes"]
-    assert 0 < base <= full1["content"]["bytes"]
-    written = write_wal_beyond(cluster, full1["position"]["end_lsn"], int(base * 0.6))
+    assert 0 < full1["content"]["base_bytes"] <= full1["content"]["bytes"]
+    assert counted(full1) <= full1["content"]["base_bytes"]
+    written = write_wal_beyond(cluster, full1["position"]["end_lsn"], int(counted(full1) * 0.6))
 
     second = run_steps(spec, 1)
     assert second["type"] == "full" and second["parent"] is None
@@ -111,7 +123,7 @@ def test_a_large_update_after_a_small_full_makes_the_next_run_full_with_the_reas
     assert third["type"] == "incremental" and third["parent"] == second["stem"], "the rule does not stick"
 
     # on an incremental parent, the chain's full is read from the catalog
-    write_wal_beyond(cluster, manifests(tmp_path)[-1]["position"]["end_lsn"], int(full2["content"]["base_bytes"] * 0.6))
+    write_wal_beyond(cluster, manifests(tmp_path)[-1]["position"]["end_lsn"], int(counted(full2) * 0.6))
     fourth = run_steps(spec, 3)
     assert fourth["type"] == "full" and f"cannot continue the chain of {third['stem']}" in fourth["reason"]
     assert f"of the chain's full {second['stem']}" in fourth["reason"]

@@ -1,6 +1,6 @@
 """PostgreSQL incrementals never outgrow a full: the size rule of the decision (a pure function of
-the WAL since the parent, the chain's full size and ``max_incremental_fraction``), the full's size
-read from its manifest, the option's validation, and the engine's blocker wiring (without a server)."""
+the WAL since the parent, the chain's full's sizes and ``max_incremental_fraction``), the full's
+sizes read from its manifest, the option's validation, and the engine's blocker wiring (no server)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from chains import catalog, full, inc, stem
 
 from metabackup.sources.oms import OmsSource, component_view
 from metabackup.sources.postgres import (
-    DEFAULT_MAX_INCREMENTAL_FRACTION, PostgresSource, full_database_bytes, wal_outgrows, wal_size_blocker,
+    DEFAULT_MAX_INCREMENTAL_FRACTION, WAL_COMPRESSION_BOUND, PostgresSource, counted_full_bytes, full_database_bytes,
+    full_stored_bytes, wal_outgrows, wal_size_blocker,
 )
 from metabackup.spec import SpecError, load_spec
 
@@ -22,28 +23,73 @@ MiB = 2**20
 # ---------------------------------------------------------------------------------------------
 # The decision table
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("wal", "full_bytes", "fraction", "blocked"), [
-    (0, 1000 * MiB, 0.5, False),  # nothing written since the parent
-    (10 * MiB, 1000 * MiB, 0.5, False),  # a clustered change: 1 % of the full
-    (500 * MiB, 1000 * MiB, 0.5, False),  # exactly the fraction: still an incremental
-    (500 * MiB + 1, 1000 * MiB, 0.5, True),  # just over it: a full
-    (600 * MiB, 1000 * MiB, 0.5, True),  # a scattered update: full-page images of most pages
-    (1200 * MiB, 1000 * MiB, 1.0, True),  # more WAL than the whole full, at the largest fraction
-    (1000 * MiB, 1000 * MiB, 1.0, False),
-    (20 * MiB, 1000 * MiB, 0.01, True),  # a strict task
-    (10**12, None, 0.5, False),  # the full's size is unknown: the rule does not apply
-    (10, 0, 0.5, False),  # nor with a nonsensical size
-], ids=["nothing", "clustered", "at-the-fraction", "just-over", "scattered", "over-at-1", "at-1", "strict",
-        "unknown-full", "zero-full"])
-def test_the_size_rule_takes_a_full_only_above_the_fraction(wal, full_bytes, fraction, blocked):
-    assert wal_outgrows(wal, full_bytes, fraction) is blocked
-    reason = wal_size_blocker(wal, full_bytes, fraction, stem(0, source="DBService"))
+# (WAL since the parent, the full uncompressed, the full compressed, fraction, a full?)
+TABLE = [
+    (0, 1000 * MiB, 600 * MiB, 0.5, False),  # nothing written since the parent
+    (10 * MiB, 1000 * MiB, 600 * MiB, 0.5, False),  # a clustered change: 1 % of the full
+    (500 * MiB, 1000 * MiB, 600 * MiB, 0.5, False),  # exactly the fraction: still an incremental
+    (500 * MiB + 1, 1000 * MiB, 600 * MiB, 0.5, True),  # just over it: a full
+    (600 * MiB, 1000 * MiB, 600 * MiB, 0.5, True),  # a scattered update: full-page images of most pages
+    (1200 * MiB, 1000 * MiB, 600 * MiB, 1.0, True),  # more WAL than the whole full, at the largest fraction
+    (1000 * MiB, 1000 * MiB, 600 * MiB, 1.0, False),
+    (20 * MiB, 1000 * MiB, 600 * MiB, 0.01, True),  # a strict task
+    # data that compresses far better than WAL (pgbench: 547 MiB in a 30.6 MiB archive): the full
+    # counts as 4x its archive, 122.4 MiB
+    (61 * MiB, 547 * MiB, 30.6 * MiB, 0.5, False),
+    (62 * MiB, 547 * MiB, 30.6 * MiB, 0.5, True),
+    (376 * MiB, 547 * MiB, 30.6 * MiB, 0.5, True),  # the benchmark's scattered 1 % update
+    (36 * MiB, 547 * MiB, 30.6 * MiB, 0.5, False),  # the same with wal_compression = lz4
+    (12 * MiB, 547 * MiB, 30.6 * MiB, 0.5, False),  # the benchmark's clustered 1 % update
+    (30 * MiB, None, 10 * MiB, 0.5, True),  # only the compressed size known: 4x it
+    (10**12, None, None, 0.5, False),  # the full's size is unknown: the rule does not apply
+    (10, 0, 0, 0.5, False),  # nor with nonsensical sizes
+]
+
+
+@pytest.mark.parametrize(("wal", "raw", "stored", "fraction", "blocked"), TABLE,
+                         ids=["nothing", "clustered", "at-the-fraction", "just-over", "scattered", "over-at-1", "at-1",
+                              "strict", "compressible-under", "compressible-over", "bench-scattered", "bench-lz4",
+                              "bench-clustered", "stored-only", "unknown-full", "zero-full"])
+def test_the_size_rule_takes_a_full_only_above_the_fraction(wal, raw, stored, fraction, blocked):
+    stored = int(stored) if stored is not None else None
+    counted = counted_full_bytes(raw, stored)
+    assert wal_outgrows(wal, counted, fraction) is blocked
+    reason = wal_size_blocker(wal, raw, stored, fraction, stem(0, source="DBService"))
     assert (reason is not None) is blocked
     if blocked:
         assert reason.startswith("an incremental would outgrow a full")
         assert f"max_incremental_fraction {fraction:g}" in reason and stem(0, source="DBService") in reason
-        assert f"{wal / MiB:.1f} MiB of WAL" in reason and f"{full_bytes / MiB:.1f} MiB" in reason
-        assert f"{wal / full_bytes:.2f} of the" in reason
+        assert f"{wal / MiB:.1f} MiB of WAL" in reason and f"({counted / MiB:.1f} MiB: " in reason
+        assert f"are {wal / counted:.2f} of the chain's full" in reason
+        if raw and counted == raw:
+            assert "MiB: uncompressed)" in reason
+        else:
+            assert f"counted as {WAL_COMPRESSION_BOUND}x its {stored / MiB:.1f} MiB compressed" in reason
+
+
+def test_a_full_counts_uncompressed_but_at_most_four_times_its_archive():
+    assert WAL_COMPRESSION_BOUND == 4
+    assert counted_full_bytes(100, 50) == 100  # compresses 2x: its uncompressed size
+    assert counted_full_bytes(1000, 50) == 200  # compresses 20x: 4x its archive
+    assert counted_full_bytes(None, 50) == 200 and counted_full_bytes(100, None) == 100
+    assert counted_full_bytes(None, None) is None and counted_full_bytes(0, 0) is None
+
+
+SEG = 16 * MiB
+
+
+@pytest.mark.parametrize(("end", "current", "written"), [
+    (3 * SEG + 0x100, 3 * SEG + 0x100, 0),  # nothing since the set
+    (3 * SEG + 0x100, 4 * SEG, 0),  # the set's switch: the rest of its segment is padding
+    (3 * SEG + 0x100, 4 * SEG + 5 * MiB, 5 * MiB),  # WAL after the switch
+    (3 * SEG + 0x100, 3 * SEG + 0x100 + 4096, 4096),  # no switch seen yet: what follows the end counts
+    (4 * SEG, 4 * SEG + 7 * MiB, 7 * MiB),  # a set ending on a segment boundary: no padding
+    (3 * SEG + 0x100, 3 * SEG, 0),  # never negative
+])
+def test_the_wal_since_a_set_does_not_count_the_padding_of_its_last_segment(end, current, written):
+    from metabackup.sources.postgres import wal_written_since
+
+    assert wal_written_since(end, current, SEG) == written
 
 
 def test_the_default_fraction_is_a_half():
@@ -70,8 +116,20 @@ def pg_full(t: int = 0, content: dict | None = None, bridge_segments: int = 0, k
 
 
 def test_a_full_counts_its_base_bytes():
-    assert full_database_bytes(pg_full(content={"members": 3, "bytes": 900 * MiB, "base_bytes": 500 * MiB},
-                                       bridge_segments=25)) == 500 * MiB
+    full_set = pg_full(content={"members": 3, "bytes": 900 * MiB, "base_bytes": 500 * MiB}, bridge_segments=25)
+    assert full_database_bytes(full_set) == 500 * MiB
+    # its archive in proportion: the bridge WAL counts out
+    assert full_stored_bytes(full_set) == full_set.archive.size * 500 // 900
+    assert full_stored_bytes(pg_full(content={"members": 3, "bytes": 900, "base_bytes": 900})) == full(0).archive.size
+
+
+def test_an_encrypted_full_counts_its_plaintext_archive():
+    from metabackup.manifest import EncryptionInfo
+
+    sealed = dataclasses.replace(pg_full(content={"bytes": 900, "base_bytes": 900}), encryption=EncryptionInfo(
+        algorithm="AES-256-GCM", chunk_size=1 << 20, key_id="k", key_fingerprint="f" * 64, wrapped_key="w",
+        plaintext_sha256="0" * 64, plaintext_size=777))
+    assert full_stored_bytes(sealed) == 777
 
 
 def test_an_older_full_counts_its_members_without_the_bridge_segments():
@@ -141,8 +199,12 @@ def fake_server(monkeypatch, wal_bytes: int, broken: str | None = None):
     monkeypatch.setattr(PostgresSource, "_continuity", lambda self, parent: (broken, wal_bytes))
 
 
+def sized(manifest, stored: int):
+    return dataclasses.replace(manifest, archive=dataclasses.replace(manifest.archive, size=stored))
+
+
 def test_the_blocker_applies_the_size_rule_to_a_full_parent(tmp_path, monkeypatch):
-    parent = pg_full(content={"members": 3, "bytes": 100 * MiB, "base_bytes": 100 * MiB})
+    parent = sized(pg_full(content={"members": 3, "bytes": 100 * MiB, "base_bytes": 100 * MiB}), 50 * MiB)
     fake_server(monkeypatch, 60 * MiB)
     assert "max_incremental_fraction 0.5" in engine(tmp_path).incremental_blocker(parent)
     assert engine(tmp_path, 0.75).incremental_blocker(parent) is None
@@ -155,10 +217,20 @@ def test_continuity_comes_before_size(tmp_path, monkeypatch):
     assert engine(tmp_path).incremental_blocker(pg_full(content={"base_bytes": MiB})) == "replication slot x no longer exists"
 
 
+def test_a_full_of_compressible_data_counts_four_times_its_archive(tmp_path, monkeypatch):
+    parent = sized(pg_full(content={"members": 3, "bytes": 547 * MiB, "base_bytes": 547 * MiB}), 30 * MiB)
+    fake_server(monkeypatch, 59 * MiB)  # more than half the archive, less than half of 4x it
+    assert engine(tmp_path).incremental_blocker(parent) is None
+    fake_server(monkeypatch, 61 * MiB)
+    reason = engine(tmp_path).incremental_blocker(parent)
+    assert "(120.0 MiB: 547.0 MiB uncompressed, counted as 4x its 30.0 MiB compressed)" in reason
+
+
 def test_an_incremental_parent_is_measured_against_its_chains_full_from_the_catalog(tmp_path, monkeypatch):
     from metabackup.catalog import Catalog
 
-    root = pg_full(0, content={"members": 3, "bytes": 300 * MiB, "base_bytes": 200 * MiB}, bridge_segments=6)
+    root = sized(pg_full(0, content={"members": 3, "bytes": 300 * MiB, "base_bytes": 200 * MiB}, bridge_segments=6),
+                 150 * MiB)
     first = dataclasses.replace(inc(1, 0, source="DBService"), kind="postgres", position=root.position)
     parent = dataclasses.replace(inc(2, 1, source="DBService", chain_root=root.set), kind="postgres",
                                  position=root.position)
@@ -171,7 +243,7 @@ def test_an_incremental_parent_is_measured_against_its_chains_full_from_the_cata
     monkeypatch.setattr(Catalog, "read", classmethod(read))
     fake_server(monkeypatch, 120 * MiB)
     reason = engine(tmp_path).incremental_blocker(parent)
-    assert reason and root.set in reason and "200.0 MiB" in reason and "0.60 of the" in reason
+    assert reason and root.set in reason and "(200.0 MiB: uncompressed)" in reason and "are 0.60 of the" in reason
     assert reads == [("pgfrac", parent.task_dir, "DBService")]
     fake_server(monkeypatch, 90 * MiB)
     assert engine(tmp_path).incremental_blocker(parent) is None
@@ -190,7 +262,7 @@ def test_an_unreadable_catalog_skips_the_size_rule(tmp_path, monkeypatch):
 
 
 def test_the_oms_kind_applies_its_databases_fraction_to_the_database_part(tmp_path, monkeypatch):
-    oms_full = dataclasses.replace(pg_full(content={"base_bytes": 100 * MiB}, kind="oms"),
+    oms_full = dataclasses.replace(sized(pg_full(content={"base_bytes": 100 * MiB}, kind="oms"), 60 * MiB),
                                    source="OMS", set=stem(0, source="OMS"), chain_root=stem(0, source="OMS"))
     fake_server(monkeypatch, 30 * MiB)
     source = engine(tmp_path, 0.2, kind="oms")

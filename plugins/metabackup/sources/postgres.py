@@ -14,8 +14,8 @@ must read every record of that range.  If the slot is gone or lost its WAL, or t
 system identifier changed (failover, rebuilt server), the decision falls back to a full backup.
 So it does when an incremental would outgrow a full: when the WAL written since the parent's end
 (``pg_current_wal_lsn()`` against the parent's end LSN, read before anything is copied) is more
-than ``max_incremental_fraction`` (default 0.5) of the chain's full, both uncompressed
-(:func:`wal_size_blocker`).  A full taken then keeps no bridge WAL larger than that either.
+than ``max_incremental_fraction`` (default 0.5) of the chain's full: its uncompressed size, counted
+as at most 4x its compressed size (:func:`wal_size_blocker`).  A full taken then keeps no bridge WAL larger than that either.
 
 Restore: check everything first (an allow-listed data directory path, as it reaches pg_ctl's
 shell), extract the full into a new data directory as untrusted input and check it against the
@@ -105,6 +105,14 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
+def wal_written_since(end_lsn: int, current_lsn: int, segment_size: int) -> int:
+    """The WAL bytes written from a set's end LSN up to ``current_lsn``.  Every set ends with a
+    segment switch (an incremental's ``pg_switch_wal()``, a full's end of backup), so the rest of
+    its last segment is padding, not WAL: counted only while the server has not passed it."""
+    boundary = -(-end_lsn // segment_size) * segment_size  # the end rounded up to a segment boundary
+    return max(0, current_lsn - (boundary if current_lsn >= boundary else end_lsn))
+
+
 def full_database_bytes(full: Manifest) -> int | None:
     """The uncompressed size of a full's database part (base backup, the WAL streamed with it and its
     backup manifest; not its bridge WAL), read from its manifest; None when the manifest does not say.
@@ -126,23 +134,57 @@ def full_database_bytes(full: Manifest) -> int | None:
     return total if total > 0 else None
 
 
-def wal_outgrows(wal_bytes: int, full_bytes: int | None, fraction: float) -> bool:
-    """More WAL than ``fraction`` of a full of ``full_bytes`` (both uncompressed); never when the
-    full's size is unknown."""
-    return full_bytes is not None and full_bytes > 0 and wal_bytes > fraction * full_bytes
+def full_stored_bytes(full: Manifest) -> int | None:
+    """The compressed size of a full's database part: its ``.tar.gz`` (decrypted size, when it is
+    encrypted) in the proportion of its database part to all its members (bridge WAL counts out)."""
+    stored = full.plaintext[1]
+    content = full.content if isinstance(full.content, dict) else {}
+    if isinstance(content.get("postgres"), dict):
+        content = content["postgres"]
+    total, base = content.get("bytes"), full_database_bytes(full)
+    if isinstance(total, int) and not isinstance(total, bool) and base and total > base:
+        stored = stored * base // total
+    return stored if stored > 0 else None
 
 
-def wal_size_blocker(wal_bytes: int, full_bytes: int | None, fraction: float, full_set: str) -> str | None:
+#: gzip compresses WAL to about a quarter (the benchmark: 5.1x for row updates, 3.8x for
+#: page images already compressed by wal_compression), while table data may compress far better
+#: (pgbench: 18x); so a full counts as at most this many times its compressed size.
+WAL_COMPRESSION_BOUND = 4
+
+
+def counted_full_bytes(raw: int | None, stored: int | None) -> int | None:
+    """What the size rule compares WAL with: the full's uncompressed database size, but at most
+    :data:`WAL_COMPRESSION_BOUND` times its compressed size (None: neither is known)."""
+    sizes = [size for size in (raw, stored * WAL_COMPRESSION_BOUND if stored else None) if size and size > 0]
+    return min(sizes) if sizes else None
+
+
+def wal_outgrows(wal_bytes: int, counted: int | None, fraction: float) -> bool:
+    """More WAL (uncompressed) than ``fraction`` of a full counted as ``counted`` bytes
+    (:func:`counted_full_bytes`); never when the full's size is unknown."""
+    return counted is not None and counted > 0 and wal_bytes > fraction * counted
+
+
+def wal_size_blocker(wal_bytes: int, raw: int | None, stored: int | None, fraction: float, full_set: str) -> str | None:
     """The decision's size rule: why an incremental carrying ``wal_bytes`` of WAL (written since its
-    parent's end) should be a full instead, the chain's full ``full_set`` being ``full_bytes``; or None.
+    parent's end, uncompressed) should be a full instead, the chain's full ``full_set`` being ``raw``
+    bytes uncompressed and ``stored`` compressed; or None.
 
-    Both sizes are uncompressed: WAL full-page images compress about as well as the pages of the
-    full, a little worse (see the README, DBService backups)."""
-    if not wal_outgrows(wal_bytes, full_bytes, fraction):
+    The WAL is compared with the full's uncompressed size, counted as at most
+    :data:`WAL_COMPRESSION_BOUND` times its compressed size: WAL compresses about that well, not better, so
+    the incremental's archive stays at about ``fraction`` of the full's or below."""
+    counted = counted_full_bytes(raw, stored)
+    if not wal_outgrows(wal_bytes, counted, fraction):
         return None
+    if raw is not None and counted == raw:
+        how = "uncompressed"
+    else:
+        how = (f"{_mib(raw)} uncompressed, " if raw else "") + \
+              f"counted as {WAL_COMPRESSION_BOUND}x its {_mib(stored)} compressed"
     return (f"an incremental would outgrow a full: the {_mib(wal_bytes)} of WAL written since the parent are "
-            f"{wal_bytes / full_bytes:.2f} of the {_mib(full_bytes)} of the chain's full {full_set} (both "
-            f"uncompressed), more than max_incremental_fraction {fraction:g}")
+            f"{wal_bytes / counted:.2f} of the chain's full {full_set} ({_mib(counted)}: {how}), more than "
+            f"max_incremental_fraction {fraction:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +294,7 @@ def _fraction(value: float) -> float:
 
 Fraction = Annotated[float, AfterValidator(_fraction), Field(
     description="take a full instead of an incremental when the WAL since the parent is more than this fraction "
-                "of the chain's full (both uncompressed); also caps a full's bridge WAL",
+                "of the chain's full (uncompressed, counted as at most 4x its archive); also caps a full's bridge WAL",
     json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})]
 
 
@@ -369,12 +411,13 @@ class PostgresSource(SourceEngine):
         blocker, wal_bytes = self._continuity(parent)
         if blocker:
             return blocker
-        full_set, full_bytes = self._chain_full(parent)
+        full_set, raw, stored = self._chain_full(parent)
         fraction = self.options.max_incremental_fraction
-        blocker = wal_size_blocker(wal_bytes, full_bytes, fraction, full_set)
-        log.info("%s: %s of WAL since %s; the chain's full %s is %s (an incremental takes up to %g of it)",
-                 self.source.name, _mib(wal_bytes), parent.set, full_set,
-                 _mib(full_bytes) if full_bytes else "of unknown size", fraction)
+        blocker = wal_size_blocker(wal_bytes, raw, stored, fraction, full_set)
+        counted = counted_full_bytes(raw, stored)
+        log.info("%s: %s of WAL since %s; the chain's full %s counts %s (an incremental takes up to %g of it)",
+                 self.source.name, _mib(wal_bytes), parent.set, full_set, _mib(counted) if counted else "nothing: "
+                 "its size is unknown", fraction)
         return blocker
 
     def _continuity(self, parent: Manifest) -> tuple[str | None, int]:
@@ -386,7 +429,7 @@ class PostgresSource(SourceEngine):
             slot = session.execute("SELECT restart_lsn, wal_status FROM pg_replication_slots WHERE slot_name = %s"
                                    " AND slot_type = 'physical'", (self.slot,)).fetchone()
             current = parse_lsn(str(session.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
-        wal_bytes = max(0, current - parse_lsn(pos["end_lsn"]))
+        wal_bytes = wal_written_since(parse_lsn(pos["end_lsn"]), current, server["segment_size"])
         if server["system_identifier"] != pos["system_identifier"]:
             return f"the server's system identifier changed ({pos['system_identifier']} -> {server['system_identifier']}): it was rebuilt", wal_bytes
         if server["timeline"] != pos["timeline"]:
@@ -399,21 +442,23 @@ class PostgresSource(SourceEngine):
             return f"replication slot {self.slot} no longer holds WAL from the parent's end LSN {pos['end_lsn']}", wal_bytes
         return None, wal_bytes
 
-    def _chain_full(self, parent: Manifest) -> tuple[str, int | None]:
-        """The full that starts ``parent``'s chain and its database's uncompressed size (None:
-        unknown).  An incremental parent names it (``chain_root``); its manifest is read from the
+    def _chain_full(self, parent: Manifest) -> tuple[str, int | None, int | None]:
+        """The full that starts ``parent``'s chain and its database's uncompressed and compressed
+        sizes (None: unknown).  An incremental parent names it (``chain_root``); its manifest is read from the
         target's catalog (the parent's task directory)."""
         from metabackup.catalog import Catalog
 
         if parent.is_full:
-            return parent.set, full_database_bytes(parent)
+            return parent.set, full_database_bytes(parent), full_stored_bytes(parent)
         try:
             root = Catalog.read(self.source.target.open(), self.task, parent.task_dir, self.source.name).get(parent.chain_root)
         except Exception as exc:  # noqa: BLE001 - the size rule is skipped, the chain itself is sound
             log.warning("%s: the size of the chain's full %s is unknown (the catalog could not be read: %s); "
                         "max_incremental_fraction is not applied", self.source.name, parent.chain_root, exc)
-            return parent.chain_root, None
-        return parent.chain_root, full_database_bytes(root) if root is not None else None
+            return parent.chain_root, None, None
+        if root is None:
+            return parent.chain_root, None, None
+        return parent.chain_root, full_database_bytes(root), full_stored_bytes(root)
 
     def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
@@ -435,8 +480,8 @@ class PostgresSource(SourceEngine):
         return {k: position[k] for k in ("start_lsn", "end_lsn", "timeline")}
 
     def _previous_set(self, workdir: Path, decision: Decision) -> tuple[str, dict[str, Any], int | None] | None | str:
-        """The newest committed set of this source before this run (name, postgres position, the
-        uncompressed database size of its chain's full or None), read from the target's catalog;
+        """The newest committed set of this source before this run (name, postgres position, its
+        chain's full as the size rule counts it or None), read from the target's catalog;
         None when there is none; a string saying why it is unknown.
 
         The pipeline stages a set in ``<staging>/<task dir>/<set stem>/`` (an ``oms`` source's
@@ -458,7 +503,8 @@ class PostgresSource(SourceEngine):
             position = manifest.position.get("postgres", manifest.position) if manifest.kind == "oms" else manifest.position
             if manifest.kind in ("postgres", "oms") and isinstance(position, dict) and position.get("end_lsn"):
                 root = catalog.get(manifest.chain_root)
-                return manifest.set, position, full_database_bytes(root) if root is not None else None
+                counted = counted_full_bytes(full_database_bytes(root), full_stored_bytes(root)) if root else None
+                return manifest.set, position, counted
             return None
         return None
 
@@ -480,7 +526,7 @@ class PostgresSource(SourceEngine):
             gap = {"from_set": None, "reason": f"the previous set is unknown ({previous})"}
         elif previous is not None:
             prev_set, prev, full_bytes = previous
-            wal_bytes = max(0, parse_lsn(str(current)) - parse_lsn(prev["end_lsn"]))
+            wal_bytes = wal_written_since(parse_lsn(prev["end_lsn"]), parse_lsn(str(current)), server["segment_size"])
             fraction = self.options.max_incremental_fraction
             if str(prev.get("system_identifier")) != server["system_identifier"]:
                 reason = "the server was rebuilt (its system identifier changed)"
@@ -494,8 +540,8 @@ class PostgresSource(SourceEngine):
                 reason = f"replication slot {self.slot} no longer held WAL from {prev['end_lsn']} (advanced by another client)"
             elif wal_outgrows(wal_bytes, full_bytes, fraction):
                 reason = (f"the {_mib(wal_bytes)} of WAL since {prev_set} are more than max_incremental_fraction "
-                          f"{fraction:g} of the previous chain's full ({_mib(full_bytes)} uncompressed): not kept as "
-                          "bridge WAL (it would not be smaller than this full)")
+                          f"{fraction:g} of the previous chain's full ({_mib(full_bytes)} as the size rule counts it): "
+                          "not kept as bridge WAL (it would not be smaller than this full)")
             else:
                 reason = None
                 bridge_from = (prev_set, prev["end_lsn"])
