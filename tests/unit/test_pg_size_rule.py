@@ -92,6 +92,18 @@ def test_the_wal_since_a_set_does_not_count_the_padding_of_its_last_segment(end,
     assert wal_written_since(end, current, SEG) == written
 
 
+@pytest.mark.parametrize(("at_end", "now", "written"), [
+    (1000, 1000 + 3 * MiB, 3 * MiB),  # segments switched by archive_timeout: their padding is no WAL
+    (1000, 1000 + 30 * MiB, 20 * MiB),  # never more than the LSNs say
+    (5000, 1000, 20 * MiB),  # the statistics were reset (or lost in a crash): the LSNs alone
+    (None, 1000, 20 * MiB), (1000, None, 20 * MiB),  # a set or a server without them
+])
+def test_the_servers_wal_statistics_leave_out_later_padding(at_end, now, written):
+    from metabackup.sources.postgres import wal_written_since
+
+    assert wal_written_since(3 * SEG + 0x100, 5 * SEG + 4 * MiB, SEG, at_end, now) == written
+
+
 def test_the_default_fraction_is_a_half():
     assert DEFAULT_MAX_INCREMENTAL_FRACTION == 0.5
 

@@ -105,12 +105,19 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-def wal_written_since(end_lsn: int, current_lsn: int, segment_size: int) -> int:
+def wal_written_since(end_lsn: int, current_lsn: int, segment_size: int, generated_at_end: int | None = None,
+                      generated_now: int | None = None) -> int:
     """The WAL bytes written from a set's end LSN up to ``current_lsn``.  Every set ends with a
     segment switch (an incremental's ``pg_switch_wal()``, a full's end of backup), so the rest of
-    its last segment is padding, not WAL: counted only while the server has not passed it."""
+    its last segment is padding, not WAL: counted only while the server has not passed it.  Later
+    switches (``archive_timeout``, another tool's backups) pad segments too, which only the
+    server's WAL statistics leave out: given ``pg_stat_wal.wal_bytes`` at the set's end and now
+    (PostgreSQL 14+; a reset or a crash sets it back), the smaller of the two counts."""
     boundary = -(-end_lsn // segment_size) * segment_size  # the end rounded up to a segment boundary
-    return max(0, current_lsn - (boundary if current_lsn >= boundary else end_lsn))
+    by_lsn = max(0, current_lsn - (boundary if current_lsn >= boundary else end_lsn))
+    if generated_at_end is not None and generated_now is not None and generated_now >= generated_at_end:
+        return min(by_lsn, generated_now - generated_at_end)
+    return by_lsn
 
 
 def full_database_bytes(full: Manifest) -> int | None:
@@ -332,6 +339,7 @@ class PostgresKind(SourceKind):
         text_field(pos, f"{at}.system_identifier", re.compile(r"^\d{1,20}$"), "a decimal system identifier")
         int_field(pos, f"{at}.server_version", low=90000)
         int_field(pos, f"{at}.segment_size", low=1)
+        int_field(pos, f"{at}.wal_generated", optional=True)
         names_field(pos, f"{at}.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
         for fld in ("consistent_at", "wal_end_time", "last_commit_time"):
             time_field(pos, f"{at}.{fld}", optional=True)
@@ -420,6 +428,15 @@ class PostgresSource(SourceEngine):
                  "its size is unknown", fraction)
         return blocker
 
+    @staticmethod
+    def _wal_generated(session) -> int | None:
+        """``pg_stat_wal.wal_bytes``: the WAL the server generated, records only (PostgreSQL 14+)."""
+        try:
+            row = session.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()
+        except Exception:  # noqa: BLE001 - an older server: the LSNs alone measure the WAL
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+
     def _continuity(self, parent: Manifest) -> tuple[str | None, int]:
         """Why the server cannot continue the chain of ``parent`` (rebuilt, a new timeline, the slot
         lost or advanced), or None; and the WAL bytes written since the parent's end LSN."""
@@ -429,7 +446,9 @@ class PostgresSource(SourceEngine):
             slot = session.execute("SELECT restart_lsn, wal_status FROM pg_replication_slots WHERE slot_name = %s"
                                    " AND slot_type = 'physical'", (self.slot,)).fetchone()
             current = parse_lsn(str(session.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
-        wal_bytes = wal_written_since(parse_lsn(pos["end_lsn"]), current, server["segment_size"])
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
+        wal_bytes = wal_written_since(parse_lsn(pos["end_lsn"]), current, server["segment_size"],
+                                      pos.get("wal_generated"), generated)
         if server["system_identifier"] != pos["system_identifier"]:
             return f"the server's system identifier changed ({pos['system_identifier']} -> {server['system_identifier']}): it was rebuilt", wal_bytes
         if server["timeline"] != pos["timeline"]:
@@ -521,12 +540,14 @@ class PostgresSource(SourceEngine):
                                    " AND slot_type = 'physical'", (self.slot,)).fetchone()
             exists = session.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
             covered_until, current = session.execute("SELECT clock_timestamp(), pg_current_wal_lsn()").fetchone()
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
         bridge_from, gap = None, None
         if isinstance(previous, str):
             gap = {"from_set": None, "reason": f"the previous set is unknown ({previous})"}
         elif previous is not None:
             prev_set, prev, full_bytes = previous
-            wal_bytes = wal_written_since(parse_lsn(prev["end_lsn"]), parse_lsn(str(current)), server["segment_size"])
+            wal_bytes = wal_written_since(parse_lsn(prev["end_lsn"]), parse_lsn(str(current)), server["segment_size"],
+                                          prev.get("wal_generated"), generated)
             fraction = self.options.max_incremental_fraction
             if str(prev.get("system_identifier")) != server["system_identifier"]:
                 reason = "the server was rebuilt (its system identifier changed)"
@@ -563,12 +584,15 @@ class PostgresSource(SourceEngine):
                            env, "pg_basebackup")
         with sql_session(conn) as session:
             consistent_at = session.execute("SELECT clock_timestamp()").fetchone()[0]
+            generated_at_end = self._wal_generated(session) if server["version_num"] >= 140000 else None
         manifest = json.loads((base / "backup_manifest").read_text())
         ranges = manifest["WAL-Ranges"]
         if len(ranges) != 1:
             raise PostgresSourceError(f"backup spans {len(ranges)} timelines; take the backup again")
         position = {"method": "pg_basebackup", "timeline": ranges[0]["Timeline"], "start_lsn": ranges[0]["Start-LSN"],
                     "end_lsn": ranges[0]["End-LSN"], "consistent_at": _iso(consistent_at)}
+        if generated_at_end is not None:  # the size rule's measure of the WAL after this set
+            position["wal_generated"] = generated_at_end
         if bridge_from:
             bridge = self._receive(conn, server, workdir / "bridge", bridge_from[1], parse_lsn(position["end_lsn"]),
                                    "bridge WAL")
@@ -614,9 +638,13 @@ class PostgresSource(SourceEngine):
             # end, which pg_switch_wal returns (or the current position when nothing was written).
             # The time read just before it bounds the commits this set holds.
             now, switched = session.execute("SELECT clock_timestamp(), pg_switch_wal()").fetchone()
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
         end = parse_lsn(str(switched))
         received = self._receive(conn, server, workdir / "wal", parent["end_lsn"], end, "incremental")
-        return {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
+        position = {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
+        if generated is not None:  # the size rule's measure of the WAL after this set
+            position["wal_generated"] = generated
+        return position
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
         position = json.loads((workdir / "pg-position.json").read_text())
