@@ -1,5 +1,7 @@
 """``metabackup_verify``: on a schedule, for every task spec and source, re-read every committed
-set at its target (checksum and size against the manifest), then test-restore the newest chain
+set at its target (checksum and size against the manifest; an encrypted set is decrypted to
+nowhere, every chunk's tag checked, and one whose key cannot be had fails as UNRESTORABLE), then
+test-restore the newest chain
 into a scratch instance.  A failure fails the task and alerts through
 :class:`~metabackup.airflow.notifier.MetabackupFailureNotifier`.
 

@@ -262,10 +262,14 @@ _WALDUMP_LSN = re.compile(r"lsn: ([0-9A-F]+/[0-9A-F]+),")
 _WALDUMP_COMMIT = re.compile(r"desc: COMMIT(?:_PREPARED)?(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC")
 
 
-def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int) -> dict[str, str | None]:
+def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int,
+                   segment_size: int | None = None) -> dict[str, str | None]:
     """Read every record in [start, end) with pg_waldump (CRCs, continuity); return the last
     record's LSN and the last commit's time (UTC ISO-8601, None without a commit).  Streams
-    the output: WAL of any size."""
+    the output: WAL of any size.  With ``segment_size``, a range that holds no record at all
+    because it is only the padding after a WAL switch (``start`` is where the switch record
+    ended and ``end`` the next segment's start: nothing was written since) reads as no records
+    (``last_record_lsn`` None) instead of failing."""
     proc = subprocess.Popen([waldump, "--path", str(wal), "--timeline", str(timeline), "--start", start,
                              "--end", format_lsn(end)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env({"TZ": "UTC"}))
@@ -278,7 +282,12 @@ def read_wal_range(waldump: str, wal: Path, timeline: int, start: str, end: int)
             if commit:
                 last_commit = commit.group(1).replace(" ", "T") + "+00:00"
     error = proc.stderr.read()
-    if proc.wait() != 0 or last is None:
+    code = proc.wait()
+    padding_only = (segment_size is not None and last is None and end == (parse_lsn(start) // segment_size + 1) * segment_size
+                    and f"could not find a valid record after {start}" in error)
+    if padding_only:
+        return {"last_record_lsn": None, "last_commit_time": None}
+    if code != 0 or last is None:
         raise PostgresSourceError(f"WAL between {start} and {format_lsn(end)} does not read back: {error.strip()[-500:]}")
     return {"last_record_lsn": last, "last_commit_time": last_commit}
 
@@ -629,7 +638,7 @@ class PostgresSource(SourceEngine):
                 path.unlink()
             else:
                 os.chmod(path, FILE_MODE)
-        read = read_wal_range(self._bin("pg_waldump", server["major"]), wal, timeline, start_lsn, end)
+        read = read_wal_range(self._bin("pg_waldump", server["major"]), wal, timeline, start_lsn, end, size)
         return {"start_lsn": start_lsn, "end_lsn": format_lsn(end), "segments": needed, **read}
 
     def _incremental(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path, parent: dict[str, Any]) -> dict[str, Any]:
@@ -641,6 +650,8 @@ class PostgresSource(SourceEngine):
             generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
         end = parse_lsn(str(switched))
         received = self._receive(conn, server, workdir / "wal", parent["end_lsn"], end, "incremental")
+        if received["last_record_lsn"] is None:  # nothing written since the parent: its last record is still the last
+            received.update(last_record_lsn=parent.get("last_record_lsn"), last_commit_time=parent.get("last_commit_time"))
         position = {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
         if generated is not None:  # the size rule's measure of the WAL after this set
             position["wal_generated"] = generated
