@@ -154,7 +154,7 @@ def full_stored_bytes(full: Manifest) -> int | None:
     return stored if stored > 0 else None
 
 
-#: gzip compresses WAL to about a quarter (the benchmark: 5.1x for row updates, 3.8x for
+#: gzip compresses WAL to about a quarter (the benchmark: about 5x for row updates, 3.8x for
 #: page images already compressed by wal_compression), while table data may compress far better
 #: (pgbench: 18x); so a full counts as at most this many times its compressed size.
 WAL_COMPRESSION_BOUND = 4
