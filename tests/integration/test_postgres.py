@@ -71,6 +71,75 @@ def test_lost_slot_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
     assert run_steps(spec, 2)["type"] == "incremental", "the new full recreated the slot"
 
 
+def wal_since(instance, lsn: str) -> int:
+    """WAL written since a set's end LSN, as the size rule counts it (not the padding of its last segment)."""
+    from metabackup.sources.postgres import parse_lsn, wal_written_since
+
+    with psycopg.connect(instance.superuser_dsn(), autocommit=True) as conn:
+        current = str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+    return wal_written_since(parse_lsn(lsn), parse_lsn(current), 16 << 20)
+
+
+def write_wal_beyond(instance, lsn: str, size: int) -> int:
+    """Insert rows until more than ``size`` bytes of WAL were written since ``lsn``; the WAL since."""
+    write(instance, "CREATE TABLE IF NOT EXISTS big (id bigint, v text)")
+    while (written := wal_since(instance, lsn)) <= size:
+        write(instance, "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 50000) g")
+    return written
+
+
+def counted(manifest: dict) -> int:
+    """The chain's full as the size rule counts it: uncompressed, at most 4x its archive."""
+    from metabackup.sources.postgres import counted_full_bytes, full_database_bytes, full_stored_bytes
+
+    parsed = Manifest.from_json(json.dumps(manifest))
+    return counted_full_bytes(full_database_bytes(parsed), full_stored_bytes(parsed))
+
+
+def test_a_large_update_after_a_small_full_makes_the_next_run_full_with_the_reason(tmp_path, cluster):
+    """The size rule: the WAL since the parent (read before anything is copied) against
+    max_incremental_fraction (default 0.5) of the chain's full (uncompressed, at most 4x its archive)."""
+    spec = make_spec(tmp_path)
+    first = run_steps(spec, 0)
+    full1 = manifests(tmp_path)[-1]
+    assert 0 < full1["content"]["base_bytes"] <= full1["content"]["bytes"]
+    assert counted(full1) <= full1["content"]["base_bytes"]
+    written = write_wal_beyond(cluster, full1["position"]["end_lsn"], int(counted(full1) * 0.6))
+
+    second = run_steps(spec, 1)
+    assert second["type"] == "full" and second["parent"] is None
+    assert f"cannot continue the chain of {first['stem']}: an incremental would outgrow a full" in second["reason"]
+    assert f"of the chain's full {first['stem']}" in second["reason"] and "max_incremental_fraction 0.5" in second["reason"]
+    full2 = manifests(tmp_path)[-1]
+    assert full2["set"] == second["stem"] and full2["reason"] == second["reason"]
+    # the full keeps no bridge of that WAL either (it would not be smaller than the full): a recorded gap
+    assert "bridge" not in full2["position"]
+    assert "max_incremental_fraction 0.5" in full2["position"]["bridge_gap"]["reason"]
+    assert full2["content"]["base_bytes"] == full2["content"]["bytes"]
+    assert full2["archive"]["size"] < written, "the full is smaller than the WAL the incremental would have held"
+
+    write(cluster, "UPDATE t SET v = 'small' WHERE id < 10")
+    third = run_steps(spec, 2)
+    assert third["type"] == "incremental" and third["parent"] == second["stem"], "the rule does not stick"
+    assert isinstance(manifests(tmp_path)[-1]["position"]["wal_generated"], int)
+
+    # segment switches (archive_timeout, another tool's backup) move the LSN by whole segments of
+    # padding: the server's WAL statistics leave it out
+    end = manifests(tmp_path)[-1]["position"]["end_lsn"]
+    for n in range(4):
+        write(cluster, f"INSERT INTO t VALUES ({20000 + n}, 'switch')")
+        write(cluster, "SELECT pg_switch_wal()")
+    assert wal_since(cluster, end) > 3 * (16 << 20) > counted(full2) * 0.5
+    padded = run_steps(spec, 3)
+    assert padded["type"] == "incremental", padded["reason"]
+
+    # on an incremental parent, the chain's full is read from the catalog
+    write_wal_beyond(cluster, manifests(tmp_path)[-1]["position"]["end_lsn"], int(counted(full2) * 0.6))
+    fourth = run_steps(spec, 4)
+    assert fourth["type"] == "full" and f"cannot continue the chain of {padded['stem']}" in fourth["reason"]
+    assert f"of the chain's full {second['stem']}" in fourth["reason"]
+
+
 def test_a_rebuilt_server_makes_the_next_run_full(tmp_path, cluster, monkeypatch):
     spec = make_spec(tmp_path)
     run_steps(spec, 0)

@@ -123,7 +123,8 @@ class SourceEngine(ABC):
 
     def incremental_blocker(self, parent: Manifest) -> str | None:
         """Why an incremental on ``parent`` is impossible now (the source lost what it needs,
-        e.g. a purged change log), or None.  The decision then falls back to a full backup."""
+        e.g. a purged change log) or not worth it (it would outgrow a full), or None.  The
+        decision then falls back to a full backup, with this as its reason."""
         return None
 
     @abstractmethod

@@ -97,6 +97,9 @@ class OmsSource(SourceEngine):
         self.files.check()
 
     def incremental_blocker(self, parent: Manifest) -> str | None:
+        """The database's rules (``PostgresSource.incremental_blocker``): continuity, and the size
+        rule with the database's own ``max_incremental_fraction``: its WAL since the parent against
+        the database part of the chain's full (the configuration files' part of a set is small)."""
         return self.database.incremental_blocker(component_view(parent, "postgres"))
 
     def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,

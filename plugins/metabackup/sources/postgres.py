@@ -12,6 +12,10 @@ Incremental: the WAL written since the parent: switch WAL, then ``pg_receivewal 
 slot; the segments must cover [parent end LSN, new end LSN] without a gap, and ``pg_waldump``
 must read every record of that range.  If the slot is gone or lost its WAL, or the timeline or
 system identifier changed (failover, rebuilt server), the decision falls back to a full backup.
+So it does when an incremental would outgrow a full: when the WAL written since the parent's end
+(``pg_current_wal_lsn()`` against the parent's end LSN, read before anything is copied) is more
+than ``max_incremental_fraction`` (default 0.5) of the chain's full: its uncompressed size, counted
+as at most 4x its compressed size (:func:`wal_size_blocker`).  A full taken then keeps no bridge WAL larger than that either.
 
 Restore: check everything first (an allow-listed data directory path, as it reaches pg_ctl's
 shell), extract the full into a new data directory as untrusted input and check it against the
@@ -41,9 +45,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
@@ -92,6 +96,102 @@ def segment_name(timeline: int, lsn: int, segment_size: int) -> str:
     number = lsn // segment_size
     per_xlogid = 0x100000000 // segment_size
     return f"{timeline:08X}{number // per_xlogid:08X}{number % per_xlogid:08X}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Size: an incremental never outgrows a full
+# ---------------------------------------------------------------------------------------------
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def wal_written_since(end_lsn: int, current_lsn: int, segment_size: int, generated_at_end: int | None = None,
+                      generated_now: int | None = None) -> int:
+    """The WAL bytes written from a set's end LSN up to ``current_lsn``.  Every set ends with a
+    segment switch (an incremental's ``pg_switch_wal()``, a full's end of backup), so the rest of
+    its last segment is padding, not WAL: counted only while the server has not passed it.  Later
+    switches (``archive_timeout``, another tool's backups) pad segments too, which only the
+    server's WAL statistics leave out: given ``pg_stat_wal.wal_bytes`` at the set's end and now
+    (PostgreSQL 14+; a reset or a crash sets it back), the smaller of the two counts."""
+    boundary = -(-end_lsn // segment_size) * segment_size  # the end rounded up to a segment boundary
+    by_lsn = max(0, current_lsn - (boundary if current_lsn >= boundary else end_lsn))
+    if generated_at_end is not None and generated_now is not None and generated_now >= generated_at_end:
+        return min(by_lsn, generated_now - generated_at_end)
+    return by_lsn
+
+
+def full_database_bytes(full: Manifest) -> int | None:
+    """The uncompressed size of a full's database part (base backup, the WAL streamed with it and its
+    backup manifest; not its bridge WAL), read from its manifest; None when the manifest does not say.
+    ``full`` may be a postgres set, an oms set or an oms set's postgres view."""
+    content = full.content if isinstance(full.content, dict) else {}
+    if isinstance(content.get("postgres"), dict):  # an oms set: its database part
+        content = content["postgres"]
+    base = content.get("base_bytes")
+    if isinstance(base, int) and not isinstance(base, bool) and base > 0:
+        return base
+    total = content.get("bytes")  # a set written before base_bytes: every member, bridge WAL included
+    if not isinstance(total, int) or isinstance(total, bool):
+        return None
+    position = _pg_position(full)
+    bridge = position.get("bridge") if isinstance(position.get("bridge"), dict) else {}
+    size = position.get("segment_size")
+    if isinstance(size, int) and isinstance(bridge.get("segments"), list):
+        total -= len(bridge["segments"]) * size  # each received segment is a whole segment file
+    return total if total > 0 else None
+
+
+def full_stored_bytes(full: Manifest) -> int | None:
+    """The compressed size of a full's database part: its ``.tar.gz`` (decrypted size, when it is
+    encrypted) in the proportion of its database part to all its members (bridge WAL counts out)."""
+    stored = full.plaintext[1]
+    content = full.content if isinstance(full.content, dict) else {}
+    if isinstance(content.get("postgres"), dict):
+        content = content["postgres"]
+    total, base = content.get("bytes"), full_database_bytes(full)
+    if isinstance(total, int) and not isinstance(total, bool) and base and total > base:
+        stored = stored * base // total
+    return stored if stored > 0 else None
+
+
+#: gzip compresses WAL to about a quarter (the benchmark: about 5x for row updates, 3.8x for
+#: page images already compressed by wal_compression), while table data may compress far better
+#: (pgbench: 18x); so a full counts as at most this many times its compressed size.
+WAL_COMPRESSION_BOUND = 4
+
+
+def counted_full_bytes(raw: int | None, stored: int | None) -> int | None:
+    """What the size rule compares WAL with: the full's uncompressed database size, but at most
+    :data:`WAL_COMPRESSION_BOUND` times its compressed size (None: neither is known)."""
+    sizes = [size for size in (raw, stored * WAL_COMPRESSION_BOUND if stored else None) if size and size > 0]
+    return min(sizes) if sizes else None
+
+
+def wal_outgrows(wal_bytes: int, counted: int | None, fraction: float) -> bool:
+    """More WAL (uncompressed) than ``fraction`` of a full counted as ``counted`` bytes
+    (:func:`counted_full_bytes`); never when the full's size is unknown."""
+    return counted is not None and counted > 0 and wal_bytes > fraction * counted
+
+
+def wal_size_blocker(wal_bytes: int, raw: int | None, stored: int | None, fraction: float, full_set: str) -> str | None:
+    """The decision's size rule: why an incremental carrying ``wal_bytes`` of WAL (written since its
+    parent's end, uncompressed) should be a full instead, the chain's full ``full_set`` being ``raw``
+    bytes uncompressed and ``stored`` compressed; or None.
+
+    The WAL is compared with the full's uncompressed size, counted as at most
+    :data:`WAL_COMPRESSION_BOUND` times its compressed size: WAL compresses about that well, not better, so
+    the incremental's archive stays at about ``fraction`` of the full's or below."""
+    counted = counted_full_bytes(raw, stored)
+    if not wal_outgrows(wal_bytes, counted, fraction):
+        return None
+    if raw is not None and counted == raw:
+        how = "uncompressed"
+    else:
+        how = (f"{_mib(raw)} uncompressed, " if raw else "") + \
+              f"counted as {WAL_COMPRESSION_BOUND}x its {_mib(stored)} compressed"
+    return (f"an incremental would outgrow a full: the {_mib(wal_bytes)} of WAL written since the parent are "
+            f"{wal_bytes / counted:.2f} of the chain's full {full_set} ({_mib(counted)}: {how}), more than "
+            f"max_incremental_fraction {fraction:g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +299,21 @@ _LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 _WAL_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 
 
+DEFAULT_MAX_INCREMENTAL_FRACTION = 0.5
+
+
+def _fraction(value: float) -> float:
+    if not 0 < value <= 1:  # NaN fails both comparisons
+        raise ValueError(f"must be more than 0 and at most 1, got {value}")
+    return value
+
+
+Fraction = Annotated[float, AfterValidator(_fraction), Field(
+    description="take a full instead of an incremental when the WAL since the parent is more than this fraction "
+                "of the chain's full (uncompressed, counted as at most 4x its archive); also caps a full's bridge WAL",
+    json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})]
+
+
 SlotName = matching(r"[a-z0-9_]{1,63}", "must be 1-63 lower-case letters, digits or '_' (a replication slot name)",
                     "the physical replication slot (default metabackup_<task>_<source>)")
 
@@ -210,6 +325,7 @@ class PostgresOptions(SpecModel):
     slot: SlotName | None = None
     bin_dir: AbsolutePath | None = Field(None, description="the PostgreSQL programs (default the server's major version's)")
     slot_warn_mb: between(1, 10**7) = 1024
+    max_incremental_fraction: Fraction = DEFAULT_MAX_INCREMENTAL_FRACTION
 
 
 class PostgresKind(SourceKind):
@@ -232,6 +348,7 @@ class PostgresKind(SourceKind):
         text_field(pos, f"{at}.system_identifier", re.compile(r"^\d{1,20}$"), "a decimal system identifier")
         int_field(pos, f"{at}.server_version", low=90000)
         int_field(pos, f"{at}.segment_size", low=1)
+        int_field(pos, f"{at}.wal_generated", optional=True)
         names_field(pos, f"{at}.segments", _WAL_SEGMENT, "WAL segment names", optional=True)
         for fld in ("consistent_at", "wal_end_time", "last_commit_time"):
             time_field(pos, f"{at}.{fld}", optional=True)
@@ -305,22 +422,71 @@ class PostgresSource(SourceEngine):
                             _where(conn), limit >> 20)
 
     def incremental_blocker(self, parent: Manifest) -> str | None:
+        """Why the run must be a full: the server cannot continue the chain of ``parent`` (see
+        :meth:`_continuity`), or the WAL since the parent's end would make an incremental outgrow
+        the chain's full (:func:`wal_size_blocker`); measured before anything is copied."""
+        blocker, wal_bytes = self._continuity(parent)
+        if blocker:
+            return blocker
+        full_set, raw, stored = self._chain_full(parent)
+        fraction = self.options.max_incremental_fraction
+        blocker = wal_size_blocker(wal_bytes, raw, stored, fraction, full_set)
+        counted = counted_full_bytes(raw, stored)
+        log.info("%s: %s of WAL since %s; the chain's full %s counts %s (an incremental takes up to %g of it)",
+                 self.source.name, _mib(wal_bytes), parent.set, full_set, _mib(counted) if counted else "nothing: "
+                 "its size is unknown", fraction)
+        return blocker
+
+    @staticmethod
+    def _wal_generated(session) -> int | None:
+        """``pg_stat_wal.wal_bytes``: the WAL the server generated, records only (PostgreSQL 14+)."""
+        try:
+            row = session.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()
+        except Exception:  # noqa: BLE001 - an older server: the LSNs alone measure the WAL
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _continuity(self, parent: Manifest) -> tuple[str | None, int]:
+        """Why the server cannot continue the chain of ``parent`` (rebuilt, a new timeline, the slot
+        lost or advanced), or None; and the WAL bytes written since the parent's end LSN."""
         pos = parent.position
         with sql_session(self.conn) as session:
             server = self._server(session)
             slot = session.execute("SELECT restart_lsn, wal_status FROM pg_replication_slots WHERE slot_name = %s"
                                    " AND slot_type = 'physical'", (self.slot,)).fetchone()
+            current = parse_lsn(str(session.execute("SELECT pg_current_wal_lsn()").fetchone()[0]))
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
+        wal_bytes = wal_written_since(parse_lsn(pos["end_lsn"]), current, server["segment_size"],
+                                      pos.get("wal_generated"), generated)
         if server["system_identifier"] != pos["system_identifier"]:
-            return f"the server's system identifier changed ({pos['system_identifier']} -> {server['system_identifier']}): it was rebuilt"
+            return f"the server's system identifier changed ({pos['system_identifier']} -> {server['system_identifier']}): it was rebuilt", wal_bytes
         if server["timeline"] != pos["timeline"]:
-            return f"the timeline changed from {pos['timeline']} to {server['timeline']} (a failover or a recovery)"
+            return f"the timeline changed from {pos['timeline']} to {server['timeline']} (a failover or a recovery)", wal_bytes
         if slot is None:
-            return f"replication slot {self.slot} no longer exists"
+            return f"replication slot {self.slot} no longer exists", wal_bytes
         if slot[1] == "lost" or slot[0] is None:
-            return f"replication slot {self.slot} lost the WAL it held (max_slot_wal_keep_size)"
+            return f"replication slot {self.slot} lost the WAL it held (max_slot_wal_keep_size)", wal_bytes
         if parse_lsn(str(slot[0])) > parse_lsn(pos["end_lsn"]):
-            return f"replication slot {self.slot} no longer holds WAL from the parent's end LSN {pos['end_lsn']}"
-        return None
+            return f"replication slot {self.slot} no longer holds WAL from the parent's end LSN {pos['end_lsn']}", wal_bytes
+        return None, wal_bytes
+
+    def _chain_full(self, parent: Manifest) -> tuple[str, int | None, int | None]:
+        """The full that starts ``parent``'s chain and its database's uncompressed and compressed
+        sizes (None: unknown).  An incremental parent names it (``chain_root``); its manifest is read from the
+        target's catalog (the parent's task directory)."""
+        from metabackup.catalog import Catalog
+
+        if parent.is_full:
+            return parent.set, full_database_bytes(parent), full_stored_bytes(parent)
+        try:
+            root = Catalog.read(self.source.target.open(), self.task, parent.task_dir, self.source.name).get(parent.chain_root)
+        except Exception as exc:  # noqa: BLE001 - the size rule is skipped, the chain itself is sound
+            log.warning("%s: the size of the chain's full %s is unknown (the catalog could not be read: %s); "
+                        "max_incremental_fraction is not applied", self.source.name, parent.chain_root, exc)
+            return parent.chain_root, None, None
+        if root is None:
+            return parent.chain_root, None, None
+        return parent.chain_root, full_database_bytes(root), full_stored_bytes(root)
 
     def snapshot(self, workdir: Path, decision: Decision, parent: Manifest | None,
                  open_parent: Callable[[], BinaryIO] | None) -> dict[str, Any]:
@@ -330,7 +496,7 @@ class PostgresSource(SourceEngine):
         if decision.type == FULL:
             position = self._full(conn, server, workdir, self._previous_set(workdir, decision))
         else:
-            blocker = self.incremental_blocker(parent)
+            blocker, _ = self._continuity(parent)  # the size rule was the decision's; a retry keeps it
             if blocker:
                 raise PostgresSourceError(f"cannot take an incremental on {parent.set}: {blocker}; the next run will be full")
             position = self._incremental(conn, server, workdir, parent.position)
@@ -341,9 +507,10 @@ class PostgresSource(SourceEngine):
                  position["start_lsn"], position["end_lsn"], position["timeline"])
         return {k: position[k] for k in ("start_lsn", "end_lsn", "timeline")}
 
-    def _previous_set(self, workdir: Path, decision: Decision) -> tuple[str, dict[str, Any]] | None | str:
-        """The newest committed set of this source before this run (name, postgres position), read
-        from the target's catalog; None when there is none; a string saying why it is unknown.
+    def _previous_set(self, workdir: Path, decision: Decision) -> tuple[str, dict[str, Any], int | None] | None | str:
+        """The newest committed set of this source before this run (name, postgres position, its
+        chain's full as the size rule counts it or None), read from the target's catalog;
+        None when there is none; a string saying why it is unknown.
 
         The pipeline stages a set in ``<staging>/<task dir>/<set stem>/`` (an ``oms`` source's
         database part one level below), which names the task directory."""
@@ -363,25 +530,34 @@ class PostgresSource(SourceEngine):
                 continue
             position = manifest.position.get("postgres", manifest.position) if manifest.kind == "oms" else manifest.position
             if manifest.kind in ("postgres", "oms") and isinstance(position, dict) and position.get("end_lsn"):
-                return manifest.set, position
+                root = catalog.get(manifest.chain_root)
+                counted = counted_full_bytes(full_database_bytes(root), full_stored_bytes(root)) if root else None
+                return manifest.set, position, counted
             return None
         return None
 
     def _full(self, conn: ConnectionInfo, server: dict[str, Any], workdir: Path,
-              previous: tuple[str, dict[str, Any]] | None | str) -> dict[str, Any]:
+              previous: tuple[str, dict[str, Any], int | None] | None | str) -> dict[str, Any]:
         """A base backup.  When the slot still holds the WAL from the previous set's end, the WAL
         from there up to this backup's end is kept as *bridge* WAL, so every moment between the
-        previous set and this full stays restorable; only then does the slot move on."""
+        previous set and this full stays restorable; only then does the slot move on.  A bridge
+        would not be smaller than the full it rides with when its WAL is more than
+        ``max_incremental_fraction`` of the previous chain's full (the size rule that made this run
+        a full, perhaps): it is not kept, and the position records the gap and why."""
         with sql_session(conn) as session:
             slot = session.execute("SELECT restart_lsn, wal_status FROM pg_replication_slots WHERE slot_name = %s"
                                    " AND slot_type = 'physical'", (self.slot,)).fetchone()
             exists = session.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
-            covered_until = session.execute("SELECT clock_timestamp()").fetchone()[0]
+            covered_until, current = session.execute("SELECT clock_timestamp(), pg_current_wal_lsn()").fetchone()
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
         bridge_from, gap = None, None
         if isinstance(previous, str):
             gap = {"from_set": None, "reason": f"the previous set is unknown ({previous})"}
         elif previous is not None:
-            prev_set, prev = previous
+            prev_set, prev, full_bytes = previous
+            wal_bytes = wal_written_since(parse_lsn(prev["end_lsn"]), parse_lsn(str(current)), server["segment_size"],
+                                          prev.get("wal_generated"), generated)
+            fraction = self.options.max_incremental_fraction
             if str(prev.get("system_identifier")) != server["system_identifier"]:
                 reason = "the server was rebuilt (its system identifier changed)"
             elif prev.get("timeline") != server["timeline"]:
@@ -392,6 +568,10 @@ class PostgresSource(SourceEngine):
                 reason = f"replication slot {self.slot} lost the WAL it held (max_slot_wal_keep_size): the slot was lost"
             elif parse_lsn(str(slot[0])) > parse_lsn(prev["end_lsn"]):
                 reason = f"replication slot {self.slot} no longer held WAL from {prev['end_lsn']} (advanced by another client)"
+            elif wal_outgrows(wal_bytes, full_bytes, fraction):
+                reason = (f"the {_mib(wal_bytes)} of WAL since {prev_set} are more than max_incremental_fraction "
+                          f"{fraction:g} of the previous chain's full ({_mib(full_bytes)} as the size rule counts it): "
+                          "not kept as bridge WAL (it would not be smaller than this full)")
             else:
                 reason = None
                 bridge_from = (prev_set, prev["end_lsn"])
@@ -413,12 +593,15 @@ class PostgresSource(SourceEngine):
                            env, "pg_basebackup")
         with sql_session(conn) as session:
             consistent_at = session.execute("SELECT clock_timestamp()").fetchone()[0]
+            generated_at_end = self._wal_generated(session) if server["version_num"] >= 140000 else None
         manifest = json.loads((base / "backup_manifest").read_text())
         ranges = manifest["WAL-Ranges"]
         if len(ranges) != 1:
             raise PostgresSourceError(f"backup spans {len(ranges)} timelines; take the backup again")
         position = {"method": "pg_basebackup", "timeline": ranges[0]["Timeline"], "start_lsn": ranges[0]["Start-LSN"],
                     "end_lsn": ranges[0]["End-LSN"], "consistent_at": _iso(consistent_at)}
+        if generated_at_end is not None:  # the size rule's measure of the WAL after this set
+            position["wal_generated"] = generated_at_end
         if bridge_from:
             bridge = self._receive(conn, server, workdir / "bridge", bridge_from[1], parse_lsn(position["end_lsn"]),
                                    "bridge WAL")
@@ -464,11 +647,15 @@ class PostgresSource(SourceEngine):
             # end, which pg_switch_wal returns (or the current position when nothing was written).
             # The time read just before it bounds the commits this set holds.
             now, switched = session.execute("SELECT clock_timestamp(), pg_switch_wal()").fetchone()
+            generated = self._wal_generated(session) if server["version_num"] >= 140000 else None
         end = parse_lsn(str(switched))
         received = self._receive(conn, server, workdir / "wal", parent["end_lsn"], end, "incremental")
         if received["last_record_lsn"] is None:  # nothing written since the parent: its last record is still the last
             received.update(last_record_lsn=parent.get("last_record_lsn"), last_commit_time=parent.get("last_commit_time"))
-        return {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
+        position = {"method": "wal", "timeline": server["timeline"], "wal_end_time": _iso(now), **received}
+        if generated is not None:  # the size rule's measure of the WAL after this set
+            position["wal_generated"] = generated
+        return position
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
         position = json.loads((workdir / "pg-position.json").read_text())
@@ -479,14 +666,18 @@ class PostgresSource(SourceEngine):
             members += [(p, f"{WAL_DIR}/{p.name}") for p in sorted((workdir / "wal").iterdir())]
         if (workdir / "bridge").exists():
             members += [(p, f"{BRIDGE_DIR}/{p.name}") for p in sorted((workdir / "bridge").iterdir())]
-        total = 0
+        total = bridge = 0
         for path, name in members:
             info = tar.gettarinfo(str(path), arcname=name)
             info.mode, info.uid, info.gid, info.uname, info.gname = FILE_MODE, 0, 0, "", ""
             with open(path, "rb") as handle:
                 tar.addfile(info, handle)
             total += info.size
-        return ArchiveResult(content={"members": len(members), "bytes": total}, position=position)
+            bridge += info.size if name.startswith(f"{BRIDGE_DIR}/") else 0
+        content = {"members": len(members), "bytes": total}
+        if (workdir / "base").exists():  # a full: its size without the bridge WAL, for the size rule
+            content["base_bytes"] = total - bridge
+        return ArchiveResult(content=content, position=position)
 
     @classmethod
     def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Any) -> dict[str, Any]:
