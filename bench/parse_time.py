@@ -108,6 +108,10 @@ def spec_doc(i: int, rng: random.Random) -> dict:
         body["target"] = target
         sources[src] = body
     doc["sources"] = sources
+    policy = doc["policy"]
+    if isinstance(policy, dict):  # full_every_n: a chain of n sets must fit in every target's retention
+        for body in sources.values():
+            body["target"]["max_backups"] = max(body["target"]["max_backups"], policy["n"])
     return doc
 
 
