@@ -1,25 +1,32 @@
-"""DAG parse time: 200 spec-compiled DAG files against 200 equivalent hand-written DAG files.
+"""DAG parse time: our spec-compiled DAG files against equivalent hand-written DAG files.
 
 Generates, under a temp directory (fixed seed):
 
-* ours: ``include/backup_tasks/<name>.yaml`` — 200 valid, varied task specs (periodic/manual,
-  timezones, policies, 1-4 sources among OMS, LdapServer, DBService, NameNode, all of kind
-  ``files``, each with a LocalDir target, some with a mirror) — and ``dags/backup_<name>.py``,
+* ours: ``include/backup_tasks/<name>.yaml`` — ``--count`` (200) valid, varied task specs
+  (periodic/manual, timezones, policies, 1-4 sources among OMS, LdapServer, DBService, NameNode, all
+  of kind ``files``, each with a LocalDir target, some with a mirror) — and ``dags/backup_<name>.py``,
   a copy of the shipped ``dags/backup_default.py`` for each (it builds two DAGs: ``backup_<name>``
   and ``restore_<name>``);
-* baseline: 200 plain Python DAG files written the way one would by hand (``airflow.sdk`` DAG,
+* baseline: as many plain Python DAG files written the way one would by hand (``airflow.sdk`` DAG,
   TaskGroup, ``EmptyOperator``), each with the same two DAGs: for every DAG the same task ids,
   the same number of tasks and the same dependency edges as ours (checked after loading).  The
-  hand-written DAGs declare no Params, so building our Param schemas counts against us.
+  hand-written DAGs declare no Params, so building our Params counts against us.
 
-Then loads each folder with Airflow's ``DagBag`` in a fresh interpreter per measurement (so
-imports cached by one load do not favour the next), alternating ours/baseline for ``--repeat``
-rounds after one untimed warm-up load of each (AIRFLOW_HOME set-up, bytecode caches).  Both
-bags must hold 400 DAGs (2 per file) and no import errors, else the script fails.  It prints the medians:
-seconds per folder, ms per DAG file, and the ratio ours/baseline (1.0 = as cheap as
-hand-written DAGs; 2.0 = twice the parse time).
+Measures, each sample in a fresh interpreter in which ``airflow.sdk`` and ``DagBag`` are imported
+before the clock starts (the state of Airflow's DAG processor before it parses a file; everything
+else a file imports, our package or the standard provider, is inside the timing):
 
-    PYTHONPATH=plugins:. .venv/bin/python bench/parse_time.py [--repeat 3] [--count 200] [--dir DIR] [--keep]
+(a) one DAG file: ``DagBag`` over a single file, for ``--single`` (5) files of different sizes;
+(b) a folder: ``DagBag`` over all ``--count`` files.
+
+Ours is measured twice: **cold** (``METABACKUP_PARSE_CACHE=off``: every spec is read and validated,
+as at the first parse after a spec or our code changed) and **warm** (the plan of each spec cached
+by an earlier parse, as at every later parse).  Samples alternate between the three for
+``--repeat`` rounds, after one untimed warm-up of each (AIRFLOW_HOME, bytecode caches, the plan
+cache).  The children write bytecode under the temp directory (``PYTHONPYCACHEPREFIX``), as a
+deployment would have it.  Prints medians and a table ``metric | ours | baseline | ratio | goal | met``.
+
+    PYTHONPATH=plugins:. .venv/bin/python bench/parse_time.py [--repeat 3] [--count 200] [--single 5] [--dir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 MARK = "@@PARSE-RESULT@@"
 CHILD_FLAG = "--_child-bag"
 IMPORT_FLAG = "--_child-import"
+GOAL = 1.5  # ours/baseline, at most
 OUR_MODULE = "metabackup.airflow.dag_factory"
 BASELINE_MODULE = "airflow.providers.standard.operators.empty"
 SOURCE_NAMES = ("OMS", "LdapServer", "DBService", "NameNode")
@@ -100,6 +108,10 @@ def spec_doc(i: int, rng: random.Random) -> dict:
         body["target"] = target
         sources[src] = body
     doc["sources"] = sources
+    policy = doc["policy"]
+    if isinstance(policy, dict):  # full_every_n: a chain of n sets must fit in every target's retention
+        for body in sources.values():
+            body["target"]["max_backups"] = max(body["target"]["max_backups"], policy["n"])
     return doc
 
 
@@ -195,7 +207,7 @@ def generate(base: Path, count: int, seed: int) -> tuple[Path, Path, Path]:
 # Measurement
 # ---------------------------------------------------------------------------------------------
 def child_bag(folder: str) -> None:
-    """Fresh interpreter: load one folder with DagBag; print timings and what it found."""
+    """Fresh interpreter: load one folder (or one file) with DagBag; print timings and what it found."""
     import inspect
 
     import airflow.sdk  # noqa: F401 - both kinds of DAG file use it; imported before timing
@@ -212,12 +224,24 @@ def child_bag(folder: str) -> None:
         edges = sorted((t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids)
         shapes[dag_id] = [len(dag.tasks), hashlib.sha1(json.dumps(edges).encode()).hexdigest()]
     per_file = sorted(s.duration.total_seconds() for s in bag.dagbag_stats)
+    serialize_s = None
+    if os.path.isfile(folder) and bag.dags:
+        # what the DAG processor does next with each DAG (plug-ins loaded first, outside the timing)
+        from airflow import plugins_manager
+        from airflow.serialization.serialized_objects import DagSerialization
+
+        plugins_manager.get_timetables_plugins()
+        t1 = time.perf_counter()
+        for dag in bag.dags.values():
+            DagSerialization.to_dict(dag)
+        serialize_s = time.perf_counter() - t1
     print(MARK + json.dumps({
         "seconds": seconds, "dags": len(bag.dags), "files": len(per_file),
         "import_errors": {k: v[-1500:] for k, v in list(bag.import_errors.items())[:3]},
         "n_import_errors": len(bag.import_errors), "shapes": shapes,
         "file_median_s": statistics.median(per_file) if per_file else 0.0,
         "file_max_s": per_file[-1] if per_file else 0.0,
+        "serialize_s": serialize_s,
     }))
 
 
@@ -243,15 +267,21 @@ def import_cost(module: str, env: dict) -> float:
 
 
 def measure(folder: Path, env: dict) -> dict:
+    """One fresh child over ``folder`` (a folder or a single DAG file); ``process_s`` is its whole life,
+    interpreter start-up and Airflow's import included."""
+    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, CHILD_FLAG, str(folder)], env=env,
                           capture_output=True, text=True, timeout=600)
+    process_s = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"loading {folder} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len(MARK):])
+    return {**json.loads(lines[-1][len(MARK):]), "process_s": process_s}
 
 
 DAGS_PER_FILE = 2  # backup_<name> and restore_<name>
+SIDES = ("cold", "warm", "baseline")
+LABELS = {"cold": "ours, cold (validates)", "warm": "ours, warm (cached plan)", "baseline": "hand-written"}
 
 
 def check(result: dict, label: str, count: int) -> None:
@@ -262,10 +292,27 @@ def check(result: dict, label: str, count: int) -> None:
                          f"{result['n_import_errors']} import errors (want 0)\n{detail}")
 
 
+def pick_single(shapes: dict, n: int) -> list[str]:
+    """``n`` task names spread over the backup DAG sizes (smallest to largest)."""
+    by_size = sorted((size, dag_id.removeprefix("backup_")) for dag_id, (size, _) in shapes.items()
+                     if dag_id.startswith("backup_"))
+    if n <= 1:
+        return [by_size[len(by_size) // 2][1]]
+    return list(dict.fromkeys(by_size[round(i * (len(by_size) - 1) / (n - 1))][1] for i in range(n)))
+
+
+def row(metric: str, ours: float, base: float, unit: str, goal: float | None = GOAL) -> str:
+    ratio = ours / base if base else float("inf")
+    met = "-" if goal is None else ("yes" if ratio <= goal else "NO")
+    goal_text = "-" if goal is None else f"<= {goal:.1f}x"
+    return f"{metric:<46} | {ours:9.1f} {unit:<2} | {base:9.1f} {unit:<2} | {ratio:6.2f}x | {goal_text:<7} | {met}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--count", type=int, default=200, help="DAG files per folder (default 200)")
+    parser.add_argument("--single", type=int, default=5, help="files measured one by one (default 5)")
     parser.add_argument("--dir", help="work here instead of a new temp directory")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     parser.add_argument("--seed", type=int, default=20261124)
@@ -273,7 +320,8 @@ def main() -> None:
 
     base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="metabackup-bench-parse-"))
     base.mkdir(parents=True, exist_ok=True)
-    for sub in ("ours", "baseline", "airflow_home"):
+    subdirs = ("ours", "baseline", "airflow_home", "parse-cache", "pycache")
+    for sub in subdirs:
         shutil.rmtree(base / sub, ignore_errors=True)
     try:
         ours_dags, spec_dir, base_dags = generate(base, args.count, args.seed)
@@ -282,53 +330,105 @@ def main() -> None:
         plugins = str(REPO / "plugins")
         env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"), "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-               "METABACKUP_SPEC_DIR": str(spec_dir),
+               "AIRFLOW__CORE__PLUGINS_FOLDER": plugins,
+               "METABACKUP_SPEC_DIR": str(spec_dir), "PYTHONPYCACHEPREFIX": str(base / "pycache"),
                "PYTHONPATH": plugins + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
-        folders = {"ours": ours_dags, "baseline": base_dags}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        envs = {"cold": {**env, "METABACKUP_PARSE_CACHE": "off"},
+                "warm": {**env, "METABACKUP_PARSE_CACHE": str(base / "parse-cache")},
+                "baseline": env}
+        folders = {"cold": ours_dags, "warm": ours_dags, "baseline": base_dags}
 
         t0 = time.perf_counter()
-        warm = {k: measure(f, env) for k, f in folders.items()}  # untimed: config, bytecode caches
+        warm = {k: measure(folders[k], envs[k]) for k in ("warm", "baseline", "cold")}  # untimed; fills the caches
         for k, r in warm.items():
             check(r, k, args.count)
-        if warm["ours"]["shapes"] != warm["baseline"]["shapes"]:
-            diff = sorted(d for d in warm["ours"]["shapes"] if warm["ours"]["shapes"][d] != warm["baseline"]["shapes"].get(d))
-            raise SystemExit(f"baseline DAGs differ from ours in task count or edges: {diff[:5]}")
-        tasks = sum(n for n, _ in warm["ours"]["shapes"].values())
-        sizes = sorted(n for n, _ in warm["ours"]["shapes"].values())
+        for k in ("cold", "warm"):
+            if warm[k]["shapes"] != warm["baseline"]["shapes"]:
+                diff = sorted(d for d in warm[k]["shapes"] if warm[k]["shapes"][d] != warm["baseline"]["shapes"].get(d))
+                raise SystemExit(f"baseline DAGs differ from ours ({k}) in task count or edges: {diff[:5]}")
+        shapes = warm["cold"]["shapes"]
+        tasks = sum(n for n, _ in shapes.values())
+        sizes = sorted(n for n, _ in shapes.values())
         print(f"{args.count} DAG files per folder ({args.count * DAGS_PER_FILE} DAGs), {tasks} tasks in all "
-              f"({sizes[0]}-{sizes[-1]} per DAG: restore 6, backup 9 + 7 per extra source), same task ids and edges in both; warm-up {time.perf_counter() - t0:.1f} s")
+              f"({sizes[0]}-{sizes[-1]} per DAG: restore 6, backup 9 + 7 per extra source), same task ids and edges "
+              f"in both; warm-up {time.perf_counter() - t0:.1f} s", flush=True)
 
-        rows: dict[str, list[dict]] = {"ours": [], "baseline": []}
+        # (a) single files
+        names = pick_single(shapes, args.single)
+        files = {"cold": {n: ours_dags / f"backup_{n}.py" for n in names},
+                 "warm": {n: ours_dags / f"backup_{n}.py" for n in names},
+                 "baseline": {n: base_dags / f"backup_{n}.py" for n in names}}
+        for n in names:  # untimed: bytecode of the single-file path
+            for k in SIDES:
+                check(measure(files[k][n], envs[k]), f"{k} {n}", 1)
+        single: dict[str, list[dict]] = {k: [] for k in SIDES}
         for i in range(args.repeat):
-            order = ("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")
-            for which in order:
-                r = measure(folders[which], env)
-                check(r, which, args.count)
-                rows[which].append(r)
-                print(f"  round {i + 1} {which:<8}: {r['seconds']:.2f} s", flush=True)
+            for n in names:
+                order = SIDES[i % 3:] + SIDES[:i % 3]
+                for k in order:
+                    r = measure(files[k][n], envs[k])
+                    check(r, f"{k} {n}", 1)
+                    single[k].append(r)
+            print(f"  single files, round {i + 1}: " + ", ".join(
+                f"{k} {statistics.median(r['seconds'] for r in single[k][-len(names):]) * 1000:.1f} ms" for k in SIDES),
+                flush=True)
 
-        def med(which: str, key: str) -> float:
-            return statistics.median(r[key] for r in rows[which])
+        # (b) folders
+        rows: dict[str, list[dict]] = {k: [] for k in SIDES}
+        for i in range(args.repeat):
+            order = SIDES[i % 3:] + SIDES[:i % 3]
+            for k in order:
+                r = measure(folders[k], envs[k])
+                check(r, k, args.count)
+                rows[k].append(r)
+            print(f"  folder, round {i + 1}: " + ", ".join(f"{k} {rows[k][-1]['seconds']:.2f} s" for k in SIDES),
+                  flush=True)
+
+        def med(samples: list[dict], key: str) -> float:
+            return statistics.median(r[key] for r in samples)
 
         print()
-        print(f"DagBag load, {args.count} files per folder, median of {args.repeat} alternating rounds, fresh process each")
-        print(f"{'':<22}{'s/folder':>10}{'ms/file':>9}{'median file ms':>16}{'slowest file ms':>17}")
-        for which, label in (("ours", "ours (YAML+factory)"), ("baseline", "hand-written")):
-            print(f"{label:<22}{med(which, 'seconds'):10.2f}{med(which, 'seconds') / args.count * 1000:9.1f}"
-                  f"{med(which, 'file_median_s') * 1000:16.1f}{med(which, 'file_max_s') * 1000:17.1f}")
-        print(f"ratio ours/baseline  {med('ours', 'seconds') / med('baseline', 'seconds'):.2f}x  "
-              f"(per-file median {med('ours', 'file_median_s') / med('baseline', 'file_median_s'):.2f}x)")
+        print(f"(a) one DAG file, DagBag in a fresh interpreter (airflow.sdk and DagBag imported first): "
+              f"{len(names)} files ({', '.join(str(shapes['backup_' + n][0]) for n in names)} backup tasks) x "
+              f"{args.repeat} rounds, median")
+        print(f"{'':<26}{'parse ms':>10}{'serialize ms':>14}{'whole process ms':>18}")
+        for k in SIDES:
+            print(f"{LABELS[k]:<26}{med(single[k], 'seconds') * 1000:10.1f}{med(single[k], 'serialize_s') * 1000:14.1f}"
+                  f"{med(single[k], 'process_s') * 1000:18.0f}")
+        print()
+        print(f"(b) DagBag over the folder, {args.count} files, median of {args.repeat} rounds, fresh process each")
+        print(f"{'':<26}{'s/folder':>10}{'ms/file':>9}{'median file ms':>16}{'slowest file ms':>17}")
+        for k in SIDES:
+            print(f"{LABELS[k]:<26}{med(rows[k], 'seconds'):10.2f}{med(rows[k], 'seconds') / args.count * 1000:9.1f}"
+                  f"{med(rows[k], 'file_median_s') * 1000:16.1f}{med(rows[k], 'file_max_s') * 1000:17.1f}")
         print("(slowest file = usually the first, which pays the one-time imports: metabackup/yaml vs the provider)")
-        ours_imp, base_imp = import_cost(OUR_MODULE, env), import_cost(BASELINE_MODULE, env)
-        print(f"one-time import after airflow.sdk (1 sample each, not in the ratio): {OUR_MODULE} {ours_imp * 1000:.1f} ms, "
+        ours_imp, base_imp = import_cost(OUR_MODULE, envs["warm"]), import_cost(BASELINE_MODULE, env)
+        print(f"one-time import after airflow.sdk and DagBag (1 sample each): {OUR_MODULE} {ours_imp * 1000:.1f} ms, "
               f"{BASELINE_MODULE} {base_imp * 1000:.1f} ms")
-        print("  (Airflow's DAG processor parses each file in a fresh child and pre-imports only airflow.* modules,")
-        print("   so there the first number is paid on every parse of one of our files; a DagBag pays it once)")
+
+        print()
+        print(f"{'metric':<46} | {'ours':>12} | {'baseline':>12} | {'ratio':>7} | {'goal':<7} | met")
+        b = single["baseline"]
+        for k in ("warm", "cold"):
+            print(row(f"(a) one file, parse, {k}", med(single[k], "seconds") * 1000, med(b, "seconds") * 1000, "ms"))
+        for k in ("warm", "cold"):
+            print(row(f"(a) one file, parse + serialize, {k}",
+                      (med(single[k], "seconds") + med(single[k], "serialize_s")) * 1000,
+                      (med(b, "seconds") + med(b, "serialize_s")) * 1000, "ms", None))
+        for k in ("warm", "cold"):
+            print(row(f"(a) one file, whole process, {k}", med(single[k], "process_s") * 1000,
+                      med(b, "process_s") * 1000, "ms", None))
+        for k in ("warm", "cold"):
+            print(row(f"(b) DagBag {args.count} files, {k}", med(rows[k], "seconds"), med(rows["baseline"], "seconds"), "s"))
+        for k in ("warm", "cold"):
+            print(row(f"(b) DagBag per-file median, {k}", med(rows[k], "file_median_s") * 1000,
+                      med(rows["baseline"], "file_median_s") * 1000, "ms", None))
     finally:
         if args.keep:
             print(f"kept {base}")
         elif args.dir:
-            for sub in ("ours", "baseline", "airflow_home"):
+            for sub in subdirs:
                 shutil.rmtree(base / sub, ignore_errors=True)
         else:
             shutil.rmtree(base, ignore_errors=True)

@@ -4,10 +4,13 @@ The URIs come from the plug-ins: a source kind's ``asset_uris`` and a target's `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import Asset
 
-from metabackup.spec import Source, TaskSpec
-from metabackup.targets import TargetConfig
+if TYPE_CHECKING:
+    from metabackup.spec import Source, TaskSpec
+    from metabackup.targets import TargetConfig
 
 
 def source_assets(source: Source) -> list[Asset]:

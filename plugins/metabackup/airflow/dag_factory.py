@@ -1,4 +1,5 @@
-"""Compile a validated task spec into its Airflow DAG: parse (spec.py) -> graph (here) -> operators.
+"""Compile a validated task spec into its Airflow DAG: parse (spec.py) -> plan (here) -> graph (here)
+-> operators.
 
 Graph of ``backup_<name>``::
 
@@ -9,19 +10,24 @@ Graph of ``backup_<name>``::
 
 The decision is taken per source because each source has its own chain in the catalog.
 
-DAG files stay cheap to parse: this module imports only the spec model and the operator
-classes; nothing touches the network, a subprocess or a target at import or build time.
+DAG files stay cheap to parse: nothing touches the network, a subprocess or a target at import or
+build time.  A validated spec is first reduced to its *plan* (:func:`dag_plan`: plain JSON values,
+everything the two DAGs are built from), and the DAGs are built from the plan alone.  The plan of a
+spec that validated is kept (:mod:`metabackup.airflow.parse_cache`), so the next parse of the same
+spec by the same code imports neither the spec models nor the source kinds and target types, and
+reads no YAML; the operators import the core only when they run.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pendulum
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule
 
-from metabackup.airflow.assets import location_asset, source_assets
+from metabackup.airflow import parse_cache
 from metabackup.airflow.operators import (
     BackupPreflightOperator,
     BackupRecordOperator,
@@ -39,12 +45,67 @@ from metabackup.airflow.restore_operators import (
     RestoreVerifyOperator,
 )
 from metabackup.airflow.timetable import PeriodicFromStartTimetable
-from metabackup.naming import TIMESTAMP_FORMAT
-from metabackup.spec import TaskSpec, load_spec
+
+if TYPE_CHECKING:
+    from metabackup.spec import TaskSpec
 
 SPEC_DIR_ENV = "METABACKUP_SPEC_DIR"
 DAG_FILE_PREFIX = "backup_"
 MAX_RETRY_DELAY = pendulum.duration(minutes=30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Params with shared schemas
+# ---------------------------------------------------------------------------------------------
+# Airflow deep-copies a DAG's params into every operator it builds; with a plain dict as schema that
+# copies every schema once per task, the most expensive step of building our DAGs.  A schema here
+# is built once per shape (same keywords, same values) and shared: read-only, it is its own copy.
+# It is still a dict (list) to Airflow, jsonschema and the serializer, so the serialized DAG and
+# the validation of run params are the same as with plain ones.
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> None:
+    raise TypeError("a Param schema of a metabackup DAG is shared between its tasks and read-only")
+
+
+class _SharedList(list):
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only
+
+    def __copy__(self) -> _SharedList:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _SharedList:
+        return self
+
+
+class _SharedSchema(dict):
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
+
+    def __copy__(self) -> _SharedSchema:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _SharedSchema:
+        return self
+
+
+def _shared(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _SharedSchema({k: _shared(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _SharedList(_shared(v) for v in value)
+    return value
+
+
+_SCHEMAS: dict[str, _SharedSchema] = {}
+
+
+def _param(default: Any, description: str | None = None, **schema: Any) -> Param:
+    """``Param(default, description, **schema)`` with the schema shared by every Param of its shape."""
+    key = repr(schema)
+    shared = _SCHEMAS.get(key)
+    if shared is None:
+        shared = _SCHEMAS[key] = _shared(schema)
+    return Param(default, description, schema=shared)
 
 
 def spec_dir_for(dags_dir: str | Path) -> Path:
@@ -61,7 +122,7 @@ def spec_path_for_dag_file(dag_file: str | Path) -> Path:
 
 
 def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
-    from metabackup.spec import check_no_name_clash
+    from metabackup.spec import check_no_name_clash, load_spec
 
     spec_path = spec_path_for_dag_file(dag_file)
     if not spec_path.exists():
@@ -72,10 +133,27 @@ def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
     return load_spec(spec_path)
 
 
+def plan_for_dag_file(dag_file: str | Path) -> dict[str, Any]:
+    """The plan of the spec of one DAG file: cached if its bytes and our code are unchanged since it
+    last validated, else validated now (raising what :func:`metabackup.spec.load_spec` raises)."""
+    spec_path = spec_path_for_dag_file(dag_file)
+    if not spec_path.exists():
+        raise FileNotFoundError(f"{Path(dag_file).name} expects the task spec {spec_path}, which does not exist")
+    cached, key = parse_cache.lookup(spec_path)
+    if cached is not None:
+        return _decode_plan(cached)
+    plan = dag_plan(_spec_for_dag_file(dag_file))
+    if key is not None:
+        encoded = _encode_plan(plan)
+        if _same_plan(_decode_plan(_json_copy(encoded)), plan):  # stored only if it reads back equal
+            parse_cache.store(spec_path, key, encoded)
+    return plan
+
+
 def dags_for_dag_file(dag_file: str | Path) -> tuple[DAG, DAG]:
     """The backup DAG ``backup_<name>`` and the restore DAG ``restore_<name>`` of one spec."""
-    spec = _spec_for_dag_file(dag_file)
-    dags = build_dag(spec), build_restore_dag(spec)
+    plan = plan_for_dag_file(dag_file)
+    dags = build_dag_from_plan(plan), build_restore_dag_from_plan(plan)
     for dag in dags:
         dag.fileloc = str(Path(dag_file).resolve())
     return dags
@@ -88,7 +166,89 @@ def timetable_for(spec: TaskSpec) -> PeriodicFromStartTimetable | None:
     return PeriodicFromStartTimetable(sched.start, sched.period, sched.every, spec.timezone)
 
 
+# ---------------------------------------------------------------------------------------------
+# The plan: what the DAGs are built from
+# ---------------------------------------------------------------------------------------------
+def dag_plan(spec: TaskSpec) -> dict[str, Any]:
+    """Everything :func:`build_dag_from_plan` and :func:`build_restore_dag_from_plan` need from a
+    validated spec, as plain values (the two times as pendulum DateTimes; :func:`_encode_plan` makes
+    them JSON)."""
+    task_dir = spec.task_dir
+    return {
+        "path": spec.path,
+        "name": spec.name,
+        "dag_id": spec.dag_id,
+        "restore_dag_id": restore_dag_id(spec),
+        "description": spec.description or f"Metadata backup task {spec.name}",
+        "doc_md": _doc_md(spec),
+        "restore_doc_md": _restore_doc_md(spec),
+        "schedule": None if spec.schedule is None else {
+            "start": spec.schedule.start, "period": spec.schedule.period, "every": spec.schedule.every},
+        "timezone": spec.timezone,
+        "created": spec.created,
+        "type": spec.type,
+        "retries": spec.retries,
+        "retry_delay": spec.retry_delay,
+        "queue": spec.queue,
+        "tags": list(spec.tags),
+        "sources": [{
+            "name": s.name,
+            "tooltip": f"{s.name} ({s.kind}) -> {s.target.type}",
+            "inlets": list(s.plugin.asset_uris(s.options)),
+            "location": s.target.uri(task_dir),
+            "copies": [copy.uri(task_dir) for copy in s.copies],
+        } for s in spec.sources],
+        "locations": list(dict.fromkeys(label for s in spec.sources for label, _ in s.locations())),
+    }
+
+
+def _encode_time(moment: Any) -> dict[str, Any]:
+    tz = moment.tzinfo
+    return {"iso": moment.isoformat(), "tz": tz.name, "fixed": isinstance(tz, pendulum.FixedTimezone)}
+
+
+def _decode_time(data: dict[str, Any]) -> Any:
+    moment = pendulum.parse(data["iso"], exact=True)
+    if not data["fixed"] or moment.tzinfo.name != data["tz"]:
+        moment = moment.in_timezone(pendulum.timezone(data["tz"]))
+    return moment
+
+
+def _encode_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    encoded = {**plan, "created": _encode_time(plan["created"])}
+    if plan["schedule"] is not None:
+        encoded["schedule"] = {**plan["schedule"], "start": _encode_time(plan["schedule"]["start"])}
+    return encoded
+
+
+def _decode_plan(encoded: dict[str, Any]) -> dict[str, Any]:
+    plan = {**encoded, "created": _decode_time(encoded["created"])}
+    if encoded["schedule"] is not None:
+        plan["schedule"] = {**encoded["schedule"], "start": _decode_time(encoded["schedule"]["start"])}
+    return plan
+
+
+def _json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal values, and the times equal down to their time zone objects."""
+    times = [("created",)] + ([("schedule", "start")] if b["schedule"] is not None else [])
+    for path in times:
+        x, y = a, b
+        for part in path:
+            x, y = x[part], y[part]
+        if x != y or repr(x.tzinfo) != repr(y.tzinfo) or type(x.tzinfo) is not type(y.tzinfo):
+            return False
+    return a == b
+
+
 def _doc_md(spec: TaskSpec) -> str:
+    from metabackup.naming import TIMESTAMP_FORMAT
+
     task_dir = spec.task_dir
     if spec.schedule:
         when = f"periodic: every {spec.schedule.every} {spec.schedule.period}(s) from {spec.schedule.start.isoformat()}"
@@ -116,88 +276,9 @@ Trigger with **force_full** to take a full backup now, or pick a subset of **sou
 """
 
 
-def build_dag(spec: TaskSpec) -> DAG:
+def _restore_doc_md(spec: TaskSpec) -> str:
     source_names = [s.name for s in spec.sources]
-    default_args = {
-        "owner": "metabackup",
-        "retries": spec.retries,
-        "retry_delay": pendulum.duration(seconds=spec.retry_delay),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": MAX_RETRY_DELAY,
-    }
-    if spec.queue:
-        default_args["queue"] = spec.queue
-    with DAG(
-        dag_id=spec.dag_id,
-        description=spec.description or f"Metadata backup task {spec.name}",
-        doc_md=_doc_md(spec),
-        schedule=timetable_for(spec),
-        # The creation time, so a manual run works at any time; the timetable holds scheduled
-        # runs back until the spec's start time.
-        start_date=spec.created,
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args,
-        tags=["metabackup", spec.type, *source_names, *spec.tags],
-        params={
-            "force_full": Param(False, type="boolean", title="Force a full backup",
-                                description="Take a full backup of every selected source, whatever the policy says."),
-            "sources": Param(source_names, type="array", title="Sources",
-                             items={"type": "string", "enum": source_names}, uniqueItems=True, minItems=1,
-                             description="Back up only these sources in this run."),
-        },
-    ) as dag:
-        preflight = BackupPreflightOperator(task_id="preflight", spec_path=spec.path)
-        # record runs whatever happened: it frees the run's staging space and leases, then fails the
-        # run if a selected source committed no set
-        record = BackupRecordOperator(task_id="record", spec_path=spec.path, trigger_rule=TriggerRule.ALL_DONE)
-        for source in spec.sources:
-            common = {"spec_path": spec.path, "source": source.name}
-            with TaskGroup(group_id=source.name, tooltip=f"{source.name} ({source.kind}) -> {source.target.type}") as group:
-                decide = BackupTypeBranchOperator(
-                    task_id="decide", full_task_id=f"{group.group_id}.full",
-                    incremental_task_id=f"{group.group_id}.incremental", **common,
-                )
-                inlets = source_assets(source)
-                full = BackupStepOperator(task_id="full", step="snapshot", inlets=inlets, **common)
-                incremental = BackupStepOperator(task_id="incremental", step="snapshot", inlets=inlets, **common)
-                archive = BackupStepOperator(task_id="archive", step="archive",
-                                             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common)
-                upload = BackupStepOperator(task_id="upload", step="upload", **common)
-                verify = BackupVerifyOperator(task_id="verify", inlets=inlets, outlets=[location_asset(spec, source)], **common)
-                retention = BackupStepOperator(task_id="retention", step="retention", **common)
-                replicas = [BackupReplicateOperator(task_id=f"replicate_{number}", copy=number,
-                                                    outlets=[location_asset(spec, source, copy)], **common)
-                            for number, copy in enumerate(source.copies, 1)]
-                decide >> [full, incremental] >> archive >> upload >> verify
-                if replicas:
-                    verify >> replicas >> retention
-                else:
-                    verify >> retention
-            preflight >> group >> record
-    return dag
-
-
-def restore_dag_id(spec: TaskSpec) -> str:
-    return spec.restore_dag_id
-
-
-def build_restore_dag(spec: TaskSpec) -> DAG:
-    """``restore_<name>``: resolve -> verify -> safety_backup -> restore -> validate -> report.
-
-    One restore DAG per task, so its form offers exactly that task's sources and its runs sit
-    beside the backups they read.  ``dry_run`` is on by default: a run does everything but the
-    safety backup, the restore and the validation, and reports what it would do.
-    """
-    source_names = [s.name for s in spec.sources]
-    locations = list(dict.fromkeys(label for s in spec.sources for label, _ in s.locations()))
-    default_args: dict = {"owner": "metabackup", "retries": 0}
-    if spec.queue:
-        default_args["queue"] = spec.queue
-    with DAG(
-        dag_id=restore_dag_id(spec),
-        description=f"Restore from backup task {spec.name}",
-        doc_md=f"""### Restore from backup task `{spec.name}`
+    return f"""### Restore from backup task `{spec.name}`
 
 Pick a **source**, a **backup_set** (`latest` or a set name such as
 `{spec.cluster_version}_{source_names[0]}_<time>`) or, for PostgreSQL, a **point_in_time**
@@ -207,33 +288,137 @@ over the source's own directories after a safety backup, keeping the old ones as
 `<dir>.pre-restore-<time>`. **dry_run** (on by default) resolves and verifies the chain and
 reports what would happen. A set taken at another cluster version is refused unless
 **allow_version_mismatch** is set.
-""",
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The graphs
+# ---------------------------------------------------------------------------------------------
+def build_dag(spec: TaskSpec) -> DAG:
+    return build_dag_from_plan(dag_plan(spec))
+
+
+def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
+    source_names = [s["name"] for s in plan["sources"]]
+    default_args = {
+        "owner": "metabackup",
+        "retries": plan["retries"],
+        "retry_delay": pendulum.duration(seconds=plan["retry_delay"]),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": MAX_RETRY_DELAY,
+    }
+    if plan["queue"]:
+        default_args["queue"] = plan["queue"]
+    sched = plan["schedule"]
+    with DAG(
+        dag_id=plan["dag_id"],
+        description=plan["description"],
+        doc_md=plan["doc_md"],
+        schedule=None if sched is None else PeriodicFromStartTimetable(sched["start"], sched["period"], sched["every"],
+                                                                       plan["timezone"]),
+        # The creation time, so a manual run works at any time; the timetable holds scheduled
+        # runs back until the spec's start time.
+        start_date=plan["created"],
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args,
+        tags=["metabackup", plan["type"], *source_names, *plan["tags"]],
+        params={
+            "force_full": _param(False, type="boolean", title="Force a full backup",
+                                 description="Take a full backup of every selected source, whatever the policy says."),
+            "sources": _param(source_names, type="array", title="Sources",
+                              items={"type": "string", "enum": source_names}, uniqueItems=True, minItems=1,
+                              description="Back up only these sources in this run."),
+        },
+    ) as dag:
+        spec_path = plan["path"]
+        preflight = BackupPreflightOperator(task_id="preflight", spec_path=spec_path)
+        # record runs whatever happened: it frees the run's staging space and leases, then fails the
+        # run if a selected source committed no set
+        record = BackupRecordOperator(task_id="record", spec_path=spec_path, trigger_rule=TriggerRule.ALL_DONE)
+        for source in plan["sources"]:
+            common = {"spec_path": spec_path, "source": source["name"]}
+            with TaskGroup(group_id=source["name"], tooltip=source["tooltip"]) as group:
+                decide = BackupTypeBranchOperator(
+                    task_id="decide", full_task_id=f"{group.group_id}.full",
+                    incremental_task_id=f"{group.group_id}.incremental", **common,
+                )
+                inlets = [Asset(uri=uri, group="metabackup-source") for uri in source["inlets"]]
+                full = BackupStepOperator(task_id="full", step="snapshot", inlets=inlets, **common)
+                incremental = BackupStepOperator(task_id="incremental", step="snapshot", inlets=inlets, **common)
+                archive = BackupStepOperator(task_id="archive", step="archive",
+                                             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common)
+                upload = BackupStepOperator(task_id="upload", step="upload", **common)
+                verify = BackupVerifyOperator(task_id="verify", inlets=inlets,
+                                              outlets=[_location_asset(source["location"])], **common)
+                retention = BackupStepOperator(task_id="retention", step="retention", **common)
+                replicas = [BackupReplicateOperator(task_id=f"replicate_{number}", copy=number,
+                                                    outlets=[_location_asset(uri)], **common)
+                            for number, uri in enumerate(source["copies"], 1)]
+                decide >> [full, incremental] >> archive >> upload >> verify
+                if replicas:
+                    verify >> replicas >> retention
+                else:
+                    verify >> retention
+            preflight >> group >> record
+    return dag
+
+
+def _location_asset(uri: str) -> Asset:
+    """As :func:`metabackup.airflow.assets.location_asset`, from the location's URI."""
+    return Asset(uri=uri, group="metabackup-location")
+
+
+def restore_dag_id(spec: TaskSpec) -> str:
+    return spec.restore_dag_id
+
+
+def build_restore_dag(spec: TaskSpec) -> DAG:
+    return build_restore_dag_from_plan(dag_plan(spec))
+
+
+def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
+    """``restore_<name>``: resolve -> verify -> safety_backup -> restore -> validate -> report.
+
+    One restore DAG per task, so its form offers exactly that task's sources and its runs sit
+    beside the backups they read.  ``dry_run`` is on by default: a run does everything but the
+    safety backup, the restore and the validation, and reports what it would do.
+    """
+    source_names = [s["name"] for s in plan["sources"]]
+    locations = plan["locations"]
+    default_args: dict = {"owner": "metabackup", "retries": 0}
+    if plan["queue"]:
+        default_args["queue"] = plan["queue"]
+    with DAG(
+        dag_id=plan["restore_dag_id"],
+        description=f"Restore from backup task {plan['name']}",
+        doc_md=plan["restore_doc_md"],
         schedule=None,
-        start_date=spec.created,
+        start_date=plan["created"],
         catchup=False,
         max_active_runs=1,
         default_args=default_args,
         tags=["metabackup", "restore", *source_names],
         params={
-            "source": Param(source_names[0], type="string", enum=source_names, title="Source"),
-            "backup_set": Param("latest", type="string", minLength=1, title="Backup set",
-                                description="A set name from the Backups page, or latest."),
-            "point_in_time": Param(None, type=["null", "string"], title="Point in time (PostgreSQL)",
-                                   description="ISO-8601 with offset, e.g. 2026-11-24T10:30:00+08:00; empty for a set."),
-            "destination": Param("", type="string", title="Destination",
-                                 description="A new absolute directory, or (ldap) an Airflow connection id."),
-            "in_place": Param(False, type="boolean", title="Restore in place (files)",
-                              description="Over the source's own directories, after a safety backup."),
-            "dry_run": Param(True, type="boolean", title="Dry run",
-                             description="Resolve and verify only; report what would happen."),
-            "allow_version_mismatch": Param(False, type="boolean", title="Allow a cluster version mismatch"),
-            "keep_running": Param(False, type="boolean", title="Keep a restored PostgreSQL server running"),
-            "target": Param("auto", type="string", enum=["auto", *locations], title="Read from",
-                            description="auto: the first location where the chain is intact (primary, mirror, "
-                                        "then each off-site copy); or one of them."),
+            "source": _param(source_names[0], type="string", enum=source_names, title="Source"),
+            "backup_set": _param("latest", type="string", minLength=1, title="Backup set",
+                                 description="A set name from the Backups page, or latest."),
+            "point_in_time": _param(None, type=["null", "string"], title="Point in time (PostgreSQL)",
+                                    description="ISO-8601 with offset, e.g. 2026-11-24T10:30:00+08:00; empty for a set."),
+            "destination": _param("", type="string", title="Destination",
+                                  description="A new absolute directory, or (ldap) an Airflow connection id."),
+            "in_place": _param(False, type="boolean", title="Restore in place (files)",
+                               description="Over the source's own directories, after a safety backup."),
+            "dry_run": _param(True, type="boolean", title="Dry run",
+                              description="Resolve and verify only; report what would happen."),
+            "allow_version_mismatch": _param(False, type="boolean", title="Allow a cluster version mismatch"),
+            "keep_running": _param(False, type="boolean", title="Keep a restored PostgreSQL server running"),
+            "target": _param("auto", type="string", enum=["auto", *locations], title="Read from",
+                             description="auto: the first location where the chain is intact (primary, mirror, "
+                                         "then each off-site copy); or one of them."),
         },
     ) as dag:
-        common = {"spec_path": spec.path}
+        common = {"spec_path": plan["path"]}
         resolve = RestoreResolveOperator(task_id="resolve", **common)
         verify = RestoreVerifyOperator(task_id="verify", **common)
         safety = RestoreSafetyBackupOperator(task_id="safety_backup", **common)

@@ -1,18 +1,23 @@
 """Operators for one backup task's DAG.  Each loads the spec by path at run time and calls one
 pipeline step; none holds state of its own, so any worker that can read the spec, the sources,
-the target and the staging directory can run any of them."""
+the target and the staging directory can run any of them.
+
+Parsing a DAG file builds these operators but runs none of them, so this module imports only
+Airflow's base classes: the pipeline (and through it the archive, catalog, encryption and the
+sources' and targets' clients) and the spec loader are imported by ``execute``, in the worker.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseBranchOperator, BaseOperator, Context
 
-from metabackup import pipeline
 from metabackup.airflow.faults import kill_point
-from metabackup.manifest import FULL
-from metabackup.spec import TaskSpec, load_spec
+
+if TYPE_CHECKING:
+    from metabackup.spec import TaskSpec
 
 
 def selected_sources(spec: TaskSpec, context: Context) -> list[str]:
@@ -38,6 +43,8 @@ class _SpecMixin:
     spec_path: str
 
     def load(self) -> TaskSpec:
+        from metabackup.spec import load_spec
+
         return load_spec(self.spec_path)
 
 
@@ -51,6 +58,8 @@ class BackupPreflightOperator(_SpecMixin, BaseOperator):
         self.spec_path = spec_path
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
         spec = self.load()
         return pipeline.preflight(spec, selected_sources(spec, context), execution_time(context))
 
@@ -66,6 +75,9 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
         self.full_task_id, self.incremental_task_id = full_task_id, incremental_task_id
 
     def choose_branch(self, context: Context) -> str | Sequence[str] | None:
+        from metabackup import pipeline
+        from metabackup.manifest import FULL
+
         spec = self.load()
         if self.source not in selected_sources(spec, context):
             self.log.info("%s is not among this run's sources; skipping it", self.source)
@@ -81,8 +93,8 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
 class BackupStepOperator(_SpecMixin, BaseOperator):
     """Runs one pipeline step (snapshot, archive, upload, retention) for one source."""
 
-    STEPS = {"snapshot": pipeline.snapshot, "archive": pipeline.archive, "upload": pipeline.upload,
-             "retention": pipeline.retention}
+    #: the step names, each a function of :mod:`metabackup.pipeline` taking the :class:`SetRun`
+    STEPS = ("snapshot", "archive", "upload", "retention")
 
     def __init__(self, *, spec_path: str, source: str, step: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -91,9 +103,11 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
         self.spec_path, self.source, self.step = spec_path, source, step
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.{self.step}.before")
-        result = self.STEPS[self.step](run)
+        result = getattr(pipeline, self.step)(run)
         kill_point(f"{self.source}.{self.step}.after")
         return result
 
@@ -108,6 +122,8 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
         self.spec_path, self.source = spec_path, source
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.verify.before")
         event = pipeline.verify(run)
@@ -128,6 +144,7 @@ class BackupReplicateOperator(_SpecMixin, BaseOperator):
         self.spec_path, self.source, self.copy = spec_path, source, copy
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
         from metabackup.replication import replicate
 
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
@@ -147,6 +164,8 @@ class BackupRecordOperator(_SpecMixin, BaseOperator):
         self.spec_path = spec_path
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
         spec = self.load()
         kill_point("record.before")
         result = pipeline.record(spec, selected_sources(spec, context), execution_time(context),

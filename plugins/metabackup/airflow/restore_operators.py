@@ -1,18 +1,21 @@
 """Operators of a task's restore DAG.  Each reads the run's params and calls the core
 (``metabackup.restore``); the chain resolved first is handed on through XCom (set names only) and
-re-checked by every later step, so a retention run in between cannot swap the chain."""
+re-checked by every later step, so a retention run in between cannot swap the chain.
+
+Parsing a DAG file builds these operators but runs none of them: the core they call (restore,
+pipeline, locks, the spec loader) is imported by ``execute``, in the worker."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from metabackup import pipeline, restore
-from metabackup.locks import lock_for
-from metabackup.spec import TaskSpec, load_spec
+if TYPE_CHECKING:
+    from metabackup import restore
+    from metabackup.spec import TaskSpec
 
 RESOLVE_TASK = "resolve"
 VERIFY_TASK = "verify"
@@ -41,6 +44,8 @@ class _RestoreStep(BaseOperator):
         self.spec_path = spec_path
 
     def load(self) -> TaskSpec:
+        from metabackup.spec import load_spec
+
         return load_spec(self.spec_path)
 
     def holder(self, context: Context) -> str:
@@ -48,6 +53,8 @@ class _RestoreStep(BaseOperator):
         return f"restore {context['dag_run'].dag_id} run {context['run_id']}"
 
     def hold(self, context: Context) -> None:
+        from metabackup.locks import lock_for
+
         p = restore_params(context)
         spec = self.load()
         if p["source"] in [s.name for s in spec.sources]:
@@ -55,6 +62,8 @@ class _RestoreStep(BaseOperator):
 
     def plan(self, context: Context) -> restore.RestorePlan:
         """The plan for this run's params, checked against the chain the resolve step chose."""
+        from metabackup import restore
+
         p = restore_params(context)
         spec = self.load()
         if p["source"] not in [s.name for s in spec.sources]:
@@ -93,6 +102,8 @@ class RestoreResolveOperator(_RestoreStep):
     """Resolve the chain from the catalog (set, latest, or the set reaching a point in time)."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import restore
+
         p = restore_params(context)
         self.hold(context)
         plan = self.plan(context)
@@ -113,6 +124,8 @@ class RestoreVerifyOperator(_RestoreStep):
     """Re-read every archive of the chain against its SHA-256 and check the cluster version."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import restore
+
         p = restore_params(context)
         self.hold(context)
         resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
@@ -132,6 +145,8 @@ class RestoreSafetyBackupOperator(_RestoreStep):
     """Before an in-place restore, take a full backup of what is there now."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
         p = restore_params(context)
         if not p["in_place"]:
             raise AirflowSkipException("not an in-place restore: the current state is left untouched")
@@ -145,6 +160,8 @@ class RestoreRunOperator(_RestoreStep):
     """Restore the chain into the destination (or in place)."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import restore
+
         p = restore_params(context)
         self.hold(context)
         self.skip_if_dry_run(context, f"restore into {p['destination'] or 'place'}")
@@ -161,6 +178,8 @@ class RestoreValidateOperator(_RestoreStep):
     """Compare the restored state with what the set recorded (entries, identifiers, txids)."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import restore
+
         p = restore_params(context)
         self.hold(context)
         self.skip_if_dry_run(context, "validate the restored state")
@@ -172,6 +191,9 @@ class RestoreReportOperator(_RestoreStep):
     happened (it runs when all else is done) and fail the run if the restore did not complete."""
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import restore
+        from metabackup.locks import lock_for
+
         p = restore_params(context)
         spec = self.load()
         if p["source"] in [s.name for s in spec.sources] and lock_for(spec, p["source"]).release(self.holder(context)):
