@@ -148,8 +148,8 @@ def test_work_directory_files_are_private_whatever_the_umask(tmp_path, server):
     spec = make_spec(tmp_path, change_method="digest")
     previous = os.umask(0o022)
     try:
-        for hour, expected in ((0, {"ldap-position.json", "index.json", "base-0.ldif", "config.ldif"}),
-                               (1, {"ldap-position.json", "index.json", "changes.ldif"})):
+        for hour, expected in ((0, {"ldap-position.json", "index.jsonl", "base-0.ldif", "config.ldif"}),
+                               (1, {"ldap-position.json", "index.jsonl", "changes.ldif"})):
             if hour:
                 ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: u3@x\n")
             run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
@@ -207,7 +207,7 @@ def test_backup_files_are_private_and_hold_hashes_only_inside(tmp_path, server):
         names = tar.getnames()
         ldif_text = tar.extractfile("ldap/base-0.ldif").read().decode()
         assert all(m.mode == 0o600 for m in tar.getmembers())
-    assert names[-1] == "ldap/index.json" and "ldap/config.ldif" in names
+    assert names[-1] == "ldap/index.jsonl" and "ldap/config.ldif" in names
     assert "userPassword::" in ldif_text or "userPassword:" in ldif_text
 
 
@@ -314,3 +314,88 @@ def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
         assert not (tmp_path / "bad").exists()
     finally:
         slapd.stop(directory)
+
+
+def index_member(archive: Path) -> list[dict | list]:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return [json.loads(line) for line in tar.extractfile("ldap/index.jsonl").read().splitlines()]
+
+
+def index_lines(lines: list, *tags: str) -> list:
+    """The lines of an index (after its header) whose tag is one of ``tags``."""
+    return [line for line in lines[1:] if line[0] in tags]
+
+
+def test_digest_incrementals_store_only_the_changed_index_and_restore_as_a_chain(tmp_path, server, monkeypatch):
+    """A digest incremental's index is the changed part and a reference to its parent's whole
+    index (kept in the staging area); the next incremental finds the changes from it; the chain
+    restores to the source's state; a missing or altered staging copy is refused, naming force_full."""
+    from metabackup.sources.ldap.index import cache_dir
+
+    spec = make_spec(tmp_path, change_method="digest")
+    full = backup(spec, 0)
+    ldapmodify(server, f"dn: uid=user00001,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: one@x\n")
+    first = backup(spec, 1)
+    ldapmodify(server, f"dn: uid=user00002,ou=People,{BASE}\nchangetype: delete\n\n"
+                       f"dn: uid=new1,ou=People,{BASE}\nchangetype: add\nobjectClass: account\nuid: new1\n")
+    second = backup(spec, 2)
+    assert [full["type"], first["type"], second["type"]] == ["full", "incremental", "incremental"]
+    folder = task_dir(tmp_path)
+    whole = index_member(folder / f"{full['stem']}.tar.gz")
+    assert whole[0] == {"format": "metabackup-ldap-index", "version": 2, "type": "whole"}
+    assert len(index_lines(whole, "e")) == 15 + 3 + 4 + 1 + 1 + 3  # users, groups, ous, policy, suffix, services
+    delta = index_member(folder / f"{first['stem']}.tar.gz")
+    assert delta[0]["type"] == "delta" and delta[0]["base"]["set"] == full["stem"]
+    assert delta[0]["whole"]["entries"] == 27
+    assert [line[1] for line in index_lines(delta, "e")] == [f"uid=user00001,ou=People,{BASE}"]
+    delta = index_member(folder / f"{second['stem']}.tar.gz")
+    assert delta[0]["base"]["set"] == first["stem"]
+    assert sorted((line[0], line[1]) for line in index_lines(delta, "e", "d")) == [
+        ("d", f"uid=user00002,ou=People,{BASE}"), ("e", f"uid=new1,ou=People,{BASE}")]
+    manifest = json.loads((folder / f"{second['stem']}.manifest.json").read_text())
+    assert manifest["position"]["method"] == "digest" and manifest["position"]["index_form"] == "delta"
+    assert manifest["content"]["members"]["ldap/index.jsonl"] < 1000
+
+    expected = dump_state(get_connection("ldap_src"), [BASE])
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    try:
+        result = restore_source(spec, "LdapServer", LdapDestination(conn=get_connection_for(target)), second["stem"])
+        assert result["changes_applied"] == 3
+        assert dump_state(get_connection_for(target), [BASE]) == expected
+    finally:
+        target.stop()
+
+    # the staging copy of the last whole index: altered, then missing
+    staged = sorted(cache_dir(Path(spec.staging_dir) / spec.task_dir / "x", "LdapServer").glob("*.jsonl"))
+    assert [p.stem for p in staged] == [first["stem"], second["stem"]]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in staged)
+    copy = staged[-1]
+    ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: three@x\n")
+    good = copy.read_bytes()
+    copy.write_bytes(good.replace(b"user00004", b"user00044", 1))
+    with pytest.raises(Exception, match="is not the whole index .* run with force_full"):
+        backup(spec, 3)
+    copy.unlink()
+    with pytest.raises(Exception, match="whole index is kept in the staging area .* force_full"):
+        backup(spec, 3)
+    copy.write_bytes(good)
+    third = backup(spec, 3)
+    assert third["type"] == "incremental"
+    delta = index_member(folder / f"{third['stem']}.tar.gz")
+    assert [line[1] for line in index_lines(delta, "e")] == [f"uid=user00003,ou=People,{BASE}"]
+
+
+def test_digest_index_whole_needs_no_staging_copy(tmp_path, server):
+    from metabackup.sources.ldap.index import cache_dir
+
+    spec = make_spec(tmp_path, change_method="digest", digest_index="whole")
+    backup(spec, 0)
+    for hour in (1, 2):
+        ldapmodify(server, f"dn: uid=user0000{hour},ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: {hour}@x\n")
+        made = backup(spec, hour)
+        assert made["type"] == "incremental"
+        assert not cache_dir(Path(spec.staging_dir) / spec.task_dir / "x", "LdapServer").exists()
+        lines = index_member(task_dir(tmp_path) / f"{made['stem']}.tar.gz")
+        assert lines[0]["type"] == "whole" and len(index_lines(lines, "e")) == 27

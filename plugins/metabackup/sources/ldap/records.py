@@ -7,6 +7,8 @@ Named ``records`` because python-ldap has a top-level module ``ldif``.
 from __future__ import annotations
 
 import hashlib
+import io
+from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,7 +21,8 @@ import ldif
 # What an ldap set's archive holds
 # ---------------------------------------------------------------------------------------------
 MEMBER_DIR = "ldap"
-INDEX_MEMBER = f"{MEMBER_DIR}/index.json"
+INDEX_MEMBER = f"{MEMBER_DIR}/index.jsonl"  # the per-entry digest index (:mod:`.index`)
+LEGACY_INDEX_MEMBER = f"{MEMBER_DIR}/index.json"  # sets written before index version 2
 CHANGES_MEMBER = f"{MEMBER_DIR}/changes.ldif"
 CONFIG_MEMBER = f"{MEMBER_DIR}/config.ldif"
 
@@ -70,6 +73,27 @@ def attribute_digests(entry: dict[str, list[bytes]]) -> str:
     return ";".join(parts)
 
 
+DIGEST_BYTES = 6  # per attribute: the first 48 bits of its SHA-256 (as attribute_digests' 12 hex digits)
+
+
+def entry_digests(entry: dict[str, list[bytes]]) -> tuple[tuple[str, ...], bytes]:
+    """The compared attributes of ``entry`` (sorted as :func:`attribute_digests` sorts them) and
+    their digests, :data:`DIGEST_BYTES` each, concatenated: the same digests as
+    :func:`attribute_digests`, in binary."""
+    attrs = [a for a in entry if a.lower() not in NOT_COMPARED]
+    attrs.sort(key=str.lower)
+    sha256 = hashlib.sha256
+    parts = []
+    for attr in attrs:
+        values = entry[attr]
+        if len(values) == 1:
+            value = values[0]
+            parts.append(sha256(len(value).to_bytes(4, "big") + value).digest()[:DIGEST_BYTES])
+        else:
+            parts.append(sha256(b"".join(len(v).to_bytes(4, "big") + v for v in sorted(values))).digest()[:DIGEST_BYTES])
+    return tuple(attrs), b"".join(parts)
+
+
 def parse_digests(text: str) -> dict[str, tuple[str, str]]:
     """{attr lower: (attr, digest)} from :func:`attribute_digests`."""
     out = {}
@@ -81,6 +105,47 @@ def parse_digests(text: str) -> dict[str, tuple[str, str]]:
 
 def stored_attrs(entry: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
     return {a: v for a, v in entry.items() if a.lower() not in DYNAMIC_ATTRS}
+
+
+# ---------------------------------------------------------------------------------------------
+# LDIF entry records, fast: byte for byte what ``ldif.LDIFWriter(out, cols=76).unparse(dn, entry)``
+# writes (same base64 rule, attributes in the same order, same folding), built as one bytes
+# object per entry instead of a file write per line.
+# ---------------------------------------------------------------------------------------------
+_NEEDS_BASE64 = ldif.safe_string_re.search
+COLS = 76
+
+
+def _fold(line: bytes) -> bytes:
+    parts = [line[:COLS]]
+    for pos in range(COLS, len(line), COLS - 1):
+        parts.append(b" " + line[pos:pos + COLS - 1])
+    return b"\n".join(parts) + b"\n"
+
+
+def _ldif_line(attr: bytes, value: bytes) -> bytes:
+    if _NEEDS_BASE64(value) is None:
+        line = attr + b": " + value
+    else:
+        line = attr + b":: " + b64encode(value)
+    return line + b"\n" if len(line) <= COLS else _fold(line)
+
+
+def entry_ldif(dn: str, entry: dict[str, list[bytes]]) -> bytes:
+    """One LDIF entry record (with its blank line), as ``LDIFWriter(cols=76)`` writes it."""
+    if not all(attr.isascii() for attr in entry):  # never from a server; written as python-ldap would
+        text = io.StringIO()
+        ldif.LDIFWriter(text, cols=COLS).unparse(dn, entry)
+        return text.getvalue().encode("utf-8")
+    out = [_ldif_line(b"dn", dn.encode("utf-8"))]
+    append, needs, fold = out.append, _NEEDS_BASE64, _fold
+    for attr, values in sorted(entry.items()):
+        name = attr.encode("ascii")
+        for value in values:
+            line = name + b": " + value if needs(value) is None else name + b":: " + b64encode(value)
+            append(line + b"\n" if len(line) <= COLS else fold(line))
+    append(b"\n")
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
