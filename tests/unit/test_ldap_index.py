@@ -21,7 +21,7 @@ VALUE_PARTS = [b"a", b" ", b":", b"<", b"\x00", b"\n", b"\r", "é".encode(), b"x
 def random_entry(r: random.Random) -> tuple[str, dict[str, list[bytes]]]:
     entry = {}
     for _ in range(r.randint(0, 6)):
-        name = r.choice(["cn", "objectClass", "userPassword", "jpegPhoto", "description;lang-en", "Cn",
+        name = r.choice(["cn", "objectClass", "userPassword", "jpegPhoto", "description;lang-en", "Cn", "cnä",
                          "x-Long-Attribute-Name-" + "q" * r.randint(0, 80), "entryCSN", "createTimestamp"])
         entry[name] = [b"".join(r.choice(VALUE_PARTS) for _ in range(r.randint(0, 12))) for _ in range(r.randint(1, 3))]
     dn = r.choice(["uid=a,dc=x", " lead", "cn=café,dc=x", "cn=" + "y" * r.randint(60, 200), "", "cn=a:b"])

@@ -22,7 +22,7 @@ def test_valid_ldap_source_and_its_defaults(tmp_path):
     spec = load_spec(write(tmp_path, {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"]}))
     options = spec.source("LdapServer").options.model_dump(mode="json")
     assert options == {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"], "change_method": "auto",
-                       "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog"}
+                       "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog", "digest_index": "delta"}
 
 
 @pytest.mark.parametrize(("options", "field", "reason"), [
@@ -33,6 +33,7 @@ def test_valid_ldap_source_and_its_defaults(tmp_path):
     ({"conn_id": "c", "base_dns": ["hadoop.com"]}, "sources.LdapServer.base_dns[0]", "is not a DN"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "change_method": "syncrepl"}, "sources.LdapServer.change_method", "must be one of auto, accesslog, digest"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "page_size": 0}, "sources.LdapServer.page_size", "between 1 and 10000"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "digest_index": "some"}, "sources.LdapServer.digest_index", "must be one of delta, whole"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "include_config": "yes"}, "sources.LdapServer.include_config", "must be true or false"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "password": "s3cret"}, "sources.LdapServer.password", "unknown field"),
 ])

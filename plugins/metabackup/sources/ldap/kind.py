@@ -26,7 +26,7 @@ from metabackup.sources.ldap.index import (
     Index, IndexRefused, IndexWriter, cached_path, delta_header, keep_cached, read_index, read_legacy, whole_header,
 )
 from metabackup.sources.ldap.records import (
-    CHANGES_MEMBER, CONFIG_MEMBER, DYNAMIC_ATTRS, INDEX_MEMBER, LEGACY_INDEX_MEMBER, base_member, entry_digests,
+    CHANGES_MEMBER, CONFIG_MEMBER, INDEX_MEMBER, LEGACY_INDEX_MEMBER, base_member, entry_digests,
     entry_ldif, stored_attrs,
 )
 from metabackup.sources.ldap.restore import LdapDestination, restore_chain
@@ -155,7 +155,7 @@ class LdapSource(SourceEngine):
                                                  page_size):
                             chunk = []
                             for dn, entry in page:
-                                entry = {a: v for a, v in entry.items() if a.lower() not in DYNAMIC_ATTRS}
+                                entry = stored_attrs(entry)
                                 attrs, digests = entry_digests(entry)
                                 index.entry(dn, attrs, digests)
                                 if compare is None:
