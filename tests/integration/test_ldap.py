@@ -399,3 +399,53 @@ def test_digest_index_whole_needs_no_staging_copy(tmp_path, server):
         assert not cache_dir(Path(spec.staging_dir) / spec.task_dir / "x", "LdapServer").exists()
         lines = index_member(task_dir(tmp_path) / f"{made['stem']}.tar.gz")
         assert lines[0]["type"] == "whole" and len(index_lines(lines, "e")) == 27
+
+
+def test_slapcat_full_of_a_running_server_restores_with_its_accesslog_incrementals(tmp_path, server):
+    """method: slapcat reads the running server's back-mdb files; the set restores (online) to
+    the source's state, and accesslog incrementals chain on it."""
+    spec = make_spec(tmp_path, method="slapcat", slapd_conf=str(server.conf))
+    full = backup(spec, 0)
+    ldapmodify(server, f"dn: uid=user00005,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: five@x\n")
+    inc = backup(spec, 1)
+    assert (full["type"], inc["type"]) == ("full", "incremental")
+    folder = task_dir(tmp_path)
+    position = json.loads((folder / f"{full['stem']}.manifest.json").read_text())["position"]
+    assert position["reader"] == "slapcat" and position["entries"] == 27 and position["index"] is False
+    assert json.loads((folder / f"{inc['stem']}.manifest.json").read_text())["position"]["method"] == "accesslog"
+    expected = dump_state(get_connection("ldap_src"), [BASE])
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    try:
+        result = restore_source(spec, "LdapServer", LdapDestination(conn=get_connection_for(target)), inc["stem"])
+        assert result["full_entries"] == 27 and result["changes_applied"] == 1
+        assert dump_state(get_connection_for(target), [BASE]) == expected
+    finally:
+        target.stop()
+
+
+def test_slapcat_runs_as_an_argument_list_and_refuses_what_it_cannot_read_safely(tmp_path, server, monkeypatch):
+    from metabackup.sources.ldap.client import LdapSourceError
+    from metabackup.sources.ldap.slapcat import check_mdb, count_entries, slapcat_call
+
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db:5432/x")
+    argv, env = slapcat_call("/etc/ldap/slapd.conf", None, BASE)
+    assert argv == ["slapcat", "-f", "/etc/ldap/slapd.conf", "-b", BASE]
+    assert slapcat_call("/etc/ldap/slapd.conf", None, f"ou=People,{BASE}", BASE)[0][3:] == [
+        "-b", BASE, "-a", f"(entryDN:dnSubtreeMatch:=ou=People,{BASE})"]
+    assert slapcat_call(None, "/etc/ldap/slapd.d", BASE)[0][1:3] == ["-F", "/etc/ldap/slapd.d"]
+    assert not [k for k in env if k.startswith("AIRFLOW")] and env["PATH"]
+    other = tmp_path / "other.conf"
+    other.write_text(f'database ldif\nsuffix "{BASE}"\ndirectory {tmp_path}\n')
+    with pytest.raises(LdapSourceError, match="served by a ldif database .* only for back-mdb"):
+        check_mdb(str(other), None, BASE)
+    with pytest.raises(LdapSourceError, match="no database of .* serves dc=nowhere"):
+        check_mdb(str(server.conf), None, "dc=nowhere")
+    assert check_mdb(str(server.conf), None, f"ou=People,{BASE}") == BASE  # below the mdb suffix
+    from metabackup.sources.ldap.slapcat import export
+    assert export(str(server.conf), None, f"ou=People,{BASE}", tmp_path / "people.ldif") == 16  # the ou and 15 users
+    spec = make_spec(tmp_path, method="slapcat", slapd_conf=str(other))
+    with pytest.raises(pipeline.PreflightError, match="only for back-mdb"):
+        pipeline.preflight(spec, ["LdapServer"])
+    sample = tmp_path / "s.ldif"
+    sample.write_bytes(b"dn: dc=x\ndc: x\n\ndn: cn=a,dc=x\ndescription: a folded\n line with dn: inside\ncn: a\n\n")
+    assert count_entries(sample) == 2

@@ -21,6 +21,7 @@ from metabackup.manifest import FULL, Manifest
 from metabackup.progress import Progress
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceEngine
 from metabackup.sources.ldap.capture import DigestComparison, accesslog_incremental, accesslog_readable, watermark
+from metabackup.sources.ldap import slapcat
 from metabackup.sources.ldap.client import LdapSourceError, connect, search_pages
 from metabackup.sources.ldap.index import (
     Index, IndexRefused, IndexWriter, cached_path, delta_header, keep_cached, read_index, read_legacy, whole_header,
@@ -81,6 +82,9 @@ class LdapSource(SourceEngine):
         return None, "the accesslog cannot be used and the parent has no per-entry index"
 
     def check(self) -> None:
+        if self.options.method == "slapcat":
+            for base in self.bases:
+                slapcat.check_mdb(self.options.slapd_conf, self.options.slapd_config_dir, base)
         client = connect(self.conn)
         try:
             for base in self.bases:
@@ -119,8 +123,11 @@ class LdapSource(SourceEngine):
                 # The watermark is taken before the export: changes made during it are replayed
                 # again by the next incremental, which is harmless (replay is idempotent).
                 position["watermark"] = watermark(client, self._accesslog_base) if accesslog else None
-                parent_index = self._parent_index(workdir, parent, open_parent) if method == "digest" else None
-                summary = self._export(client, workdir, position, parent, parent_index)
+                if method == "export" and self.options.method == "slapcat":
+                    summary = self._slapcat(client, workdir, position)
+                else:
+                    parent_index = self._parent_index(workdir, parent, open_parent) if method == "digest" else None
+                    summary = self._export(client, workdir, position, parent, parent_index)
             position["context_csn"] = self._context_csns(client)
             write_private(workdir / "ldap-position.json", json.dumps(position))
             log.info("%s: %s backup by %s: %s", self.source.name, decision.type, why, summary)
@@ -196,6 +203,18 @@ class LdapSource(SourceEngine):
         else:
             position["index_form"] = "whole"
         return summary
+
+    def _slapcat(self, client, workdir: Path, position: dict[str, Any]) -> dict[str, Any]:
+        """A full by ``slapcat`` from the local server's database files: the LDIF as slapcat writes
+        it, and no per-entry index (incrementals on it use the accesslog)."""
+        entries = 0
+        for i, base in enumerate(self.bases):
+            entries += slapcat.export(self.options.slapd_conf, self.options.slapd_config_dir, base, workdir / f"base-{i}.ldif")
+        log.info("%s: export by slapcat: %d entries", self.source.name, entries)
+        position.update(entries=entries, index=False, reader="slapcat")
+        config = self._export_config(client, workdir)
+        position["config_saved"] = config
+        return {"entries": entries, "config_saved": config}
 
     def _parent_index(self, workdir: Path, parent: Manifest, open_parent: Callable[[], BinaryIO]) -> Index:
         """The parent's whole index: from its archive, or (a delta there) from the staging area,
