@@ -449,3 +449,48 @@ def test_slapcat_runs_as_an_argument_list_and_refuses_what_it_cannot_read_safely
     sample = tmp_path / "s.ldif"
     sample.write_bytes(b"dn: dc=x\ndc: x\n\ndn: cn=a,dc=x\ndescription: a folded\n line with dn: inside\ncn: a\n\n")
     assert count_entries(sample) == 2
+
+
+def test_ldapsearch_reader_yields_what_python_ldap_reads_and_keeps_the_password_out_of_argv(tmp_path, server, monkeypatch):
+    """The export reads through ldapsearch (python-ldap's result parsing is its slowest part): the
+    same entries, values byte for byte (binary, UTF-8, leading and trailing spaces, multi-valued),
+    and the same archive members as the python-ldap reader; the password only in a 0600 file."""
+    import tarfile
+
+    import ldap
+
+    from metabackup.sources.ldap import ldapsearch
+    from metabackup.sources.ldap.client import connect, paged_search
+
+    ldapmodify(server, f"dn: cn=Odd Ünïcode,ou=People,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\n"
+                       f"cn: Odd Ünïcode\nsn:: IGxlYWRpbmcgYW5kIHRyYWlsaW5nIA==\ndescription: one\ndescription: two\n"
+                       f"description:: bGluZQpicmVhaw==\njpegPhoto:: AAECAwQFBgcICQ==\n")
+    conn = get_connection("ldap_src")
+    pages = list(ldapsearch.search_pages(conn, BASE, 7, tmp_path))
+    assert all(len(page) >= 7 for page in pages[:-1]) and not (tmp_path / ".ldapsearch-bind").exists()
+    client = connect(conn)
+    try:
+        expected = {dn: entry for dn, entry in paged_search(client, BASE, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"])}
+    finally:
+        client.unbind_s()
+    got = {dn: entry for page in pages for dn, entry in page}
+    assert got == expected and len(got) == 28
+    assert got[f"cn=Odd Ünïcode,ou=People,{BASE}"]["sn"] == [b" leading and trailing "]
+
+    argv, env = ldapsearch.ldapsearch_call(conn, BASE, 500, tmp_path / "pw")
+    assert server.password not in " ".join(argv) and argv[argv.index("-y") + 1] == str(tmp_path / "pw")
+    assert not [k for k in env if k.startswith("AIRFLOW")]
+    with pytest.raises(Exception, match="does not exist on the server"):
+        list(ldapsearch.search_pages(conn, f"ou=Nowhere,{BASE}", 500, tmp_path))
+
+    def members(hour: int) -> dict[str, bytes]:
+        spec = make_spec(tmp_path / str(hour))
+        made = backup(spec, hour)
+        with tarfile.open(tmp_path / str(hour) / "data" / "LocalBackup" / "lt_20261124000000" / f"{made['stem']}.tar.gz") as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar if m.name in ("ldap/base-0.ldif", "ldap/index.jsonl")}
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    by_ldapsearch = members(0)
+    monkeypatch.setattr(ldapsearch, "available", lambda: False)
+    assert members(1) == by_ldapsearch

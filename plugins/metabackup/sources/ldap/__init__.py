@@ -115,7 +115,8 @@ class LdapKind(SourceKind):
         text_field(pos, f"{at}.method", re.compile(r"^(full|accesslog|digest|export)$"), "full, accesslog, digest or export",
              optional=True)
         text_field(pos, f"{at}.watermark", optional=True)
-        text_field(pos, f"{at}.reader", re.compile(r"^slapcat$"), "slapcat", optional=True)
+        text_field(pos, f"{at}.reader", re.compile(r"^(slapcat|ldapsearch|python-ldap)$"), "slapcat, ldapsearch or python-ldap",
+                   optional=True)
         text_field(pos, f"{at}.index_form", re.compile(r"^(whole|delta)$"), "whole or delta", optional=True)
         text_field(pos, f"{at}.index_sha256", re.compile(r"^[0-9a-f]{64}$"), "a SHA-256 in hex", optional=True)
 

@@ -21,7 +21,7 @@ from metabackup.manifest import FULL, Manifest
 from metabackup.progress import Progress
 from metabackup.sources.base import ArchiveResult, RestoreError, SourceEngine
 from metabackup.sources.ldap.capture import DigestComparison, accesslog_incremental, accesslog_readable, watermark
-from metabackup.sources.ldap import slapcat
+from metabackup.sources.ldap import ldapsearch, slapcat
 from metabackup.sources.ldap.client import LdapSourceError, connect, search_pages
 from metabackup.sources.ldap.index import (
     Index, IndexRefused, IndexWriter, cached_path, delta_header, keep_cached, read_index, read_legacy, whole_header,
@@ -152,14 +152,18 @@ class LdapSource(SourceEngine):
         meter = Progress(log, f"{self.source.name}: export", unit="entries")
         page_size = self.options.page_size
         whole = workdir / ("index-whole.jsonl" if compare is not None else INDEX_FILE)
+        reader = "ldapsearch" if ldapsearch.available() else "python-ldap"
+        position["reader"] = reader
         with private_open(whole, "wb") as raw:
             index = IndexWriter(raw, whole_header())
             for i, base in enumerate(self.bases):
                 ldif_out = private_open(workdir / f"base-{i}.ldif", "wb") if compare is None else contextlib.nullcontext()
                 with ldif_out as out:
                     try:
-                        for page in search_pages(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"],
-                                                 page_size):
+                        pages = (ldapsearch.search_pages(self.conn, base, page_size, workdir) if reader == "ldapsearch"
+                                 else search_pages(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"],
+                                                   page_size))
+                        for page in pages:
                             chunk = []
                             for dn, entry in page:
                                 entry = stored_attrs(entry)
