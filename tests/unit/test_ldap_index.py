@@ -145,3 +145,20 @@ def test_legacy_index_is_read_and_checked():
             read_legacy(json.dumps(document).encode(), "old")
     with pytest.raises(IndexRefused, match="not JSON"):
         read_legacy(b"{", "old")
+
+
+def test_ldapsearch_output_is_read_back_exactly():
+    from metabackup.sources.ldap.ldapsearch import _entries
+
+    text = (b"dn: uid=a,dc=x\nobjectClass: top\nobjectClass: person\nsn:: IGxlYWQ=\nentryDN: uid=a,dc=x\n"
+            b"description:\ncn: a b\nhasSubordinates: FALSE\n\n# refldap://elsewhere/dc=y\n\n\ndn:: Y249w6k=\ncn: x\n")
+    assert _entries(text) == [
+        ("uid=a,dc=x", {"objectClass": [b"top", b"person"], "sn": [b" lead"], "description": [b""], "cn": [b"a b"]},
+         b"dn: uid=a,dc=x\nobjectClass: top\nobjectClass: person\nsn:: IGxlYWQ=\ndescription:\ncn: a b\n\n"),
+        ("cn=é", {"cn": [b"x"]}, b"dn:: Y249w6k=\ncn: x\n\n"),
+    ]
+    from metabackup.sources.ldap.client import LdapSourceError
+
+    for bad in (b"cn: no dn first\n", b"dn: cn=x\ncn:< file:///etc/passwd\n", b"dn: cn=x\ncn:: !!!*\n"):
+        with pytest.raises(LdapSourceError):
+            _entries(bad)

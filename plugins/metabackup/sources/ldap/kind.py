@@ -161,16 +161,15 @@ class LdapSource(SourceEngine):
                 with ldif_out as out:
                     try:
                         pages = (ldapsearch.search_pages(self.conn, base, page_size, workdir) if reader == "ldapsearch"
-                                 else search_pages(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"],
-                                                   page_size))
+                                 else _with_ldif(search_pages(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)",
+                                                              ["*", "+"], page_size)))
                         for page in pages:
                             chunk = []
-                            for dn, entry in page:
-                                entry = stored_attrs(entry)
+                            for dn, entry, record in page:
                                 attrs, digests = entry_digests(entry)
                                 index.entry(dn, attrs, digests)
                                 if compare is None:
-                                    chunk.append(entry_ldif(dn, entry))
+                                    chunk.append(record)
                                 else:
                                     compare.see(dn, entry, attrs, digests)
                             if out is not None:
@@ -284,6 +283,16 @@ class LdapSource(SourceEngine):
     def restore(cls, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], dest: Any) -> dict[str, Any]:
         dest = dest if isinstance(dest, LdapDestination) else LdapDestination(conn=get_connection(str(dest)))
         return restore_chain(chain, open_archive, dest)
+
+
+def _with_ldif(pages):
+    """python-ldap's pages as the export takes them: (dn, stored attributes, LDIF record)."""
+    for page in pages:
+        out = []
+        for dn, entry in page:
+            entry = stored_attrs(entry)
+            out.append((dn, entry, entry_ldif(dn, entry)))
+        yield out
 
 
 def read_set_index(stream: BinaryIO, set_name: str) -> Index:

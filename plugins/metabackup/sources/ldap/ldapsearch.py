@@ -25,6 +25,7 @@ from pathlib import Path
 from metabackup.connections import ConnectionInfo
 from metabackup.fsutil import child_env, write_private
 from metabackup.sources.ldap.client import LdapSourceError, server_url
+from metabackup.sources.ldap.records import DYNAMIC_ATTRS
 
 # ldapsearch's exit status is the LDAP result code
 NO_SUCH_OBJECT = 32
@@ -53,8 +54,11 @@ def ldapsearch_call(conn: ConnectionInfo, base: str, page_size: int, password_fi
 
 
 def search_pages(conn: ConnectionInfo, base: str, page_size: int, scratch: Path
-                 ) -> Iterator[list[tuple[str, dict[str, list[bytes]]]]]:
-    """The entries under ``base`` (subtree, ``*`` and ``+``), ``page_size`` at a time."""
+                 ) -> Iterator[list[tuple[str, dict[str, list[bytes]], bytes]]]:
+    """The entries under ``base`` (subtree, ``*`` and ``+``), about ``page_size`` at a time, each as
+    ``(dn, {attr: [values]} without the attributes a server generates on read, its LDIF record)``:
+    the record as ldapsearch wrote it (unfolded, in the server's attribute order) less those
+    attributes' lines."""
     password_file = scratch / ".ldapsearch-bind"
     write_private(password_file, conn.password or "")
     argv, env = ldapsearch_call(conn, base, page_size, password_file)
@@ -66,24 +70,21 @@ def search_pages(conn: ConnectionInfo, base: str, page_size: int, scratch: Path
         raise LdapSourceError(f"cannot run ldapsearch: {exc.strerror}") from None
     finished = False
     try:
-        page: list[tuple[str, dict[str, list[bytes]]]] = []
         rest = b""
-        names: dict[bytes, str] = {}
         while block := proc.stdout.read(1 << 20):
-            records = (rest + block).split(b"\n\n")
-            rest = records.pop()
-            for record in records:
-                if record:
-                    parsed = _entry(record, names)
-                    if parsed is not None:
-                        page.append(parsed)
-            if len(page) >= page_size:
+            data = rest + block
+            cut = data.rfind(b"\n\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 2:]
+            page = _entries(data[:cut + 1])
+            if page:
                 yield page
-                page = []
         if rest.strip():
-            parsed = _entry(rest.rstrip(b"\n"), names)
-            if parsed is not None:
-                page.append(parsed)
+            page = _entries(rest.rstrip(b"\n") + b"\n")
+            if page:
+                yield page
         error = proc.stderr.read().decode("utf-8", "replace").strip()
         code = proc.wait()
         finished = True
@@ -92,8 +93,6 @@ def search_pages(conn: ConnectionInfo, base: str, page_size: int, scratch: Path
         if code != 0:
             raise LdapSourceError(f"LDAP connection {conn.conn_id!r} ({server_url(conn)}): ldapsearch of {base} failed "
                                   f"(result {code}): {error[-1500:]}")
-        if page:
-            yield page
     finally:
         password_file.unlink(missing_ok=True)
         if not finished:
@@ -103,43 +102,55 @@ def search_pages(conn: ConnectionInfo, base: str, page_size: int, scratch: Path
         proc.stderr.close()
 
 
-def _entry(record: bytes, names: dict[bytes, str]) -> tuple[str, dict[str, list[bytes]]] | None:
-    """One LDIF record of ldapsearch (unfolded) as ``(dn, {attr: [values]})``; None for a comment
-    (a search reference)."""
-    lines = record.split(b"\n")
-    if lines[0].startswith(b"#"):
-        lines = [line for line in lines if not line.startswith(b"#")]
-        if not lines:
-            return None
-    head, _, value = lines[0].partition(b":")
-    if head != b"dn":
-        raise LdapSourceError(f"ldapsearch wrote a record that does not start with dn: {lines[0][:100]!r}")
-    dn = _value(value).decode("utf-8")
-    entry: dict[str, list[bytes]] = {}
-    for line in lines[1:]:
-        attr, _, value = line.partition(b":")
-        if value[:1] == b":":
-            try:
-                value = b64decode(value[1:])
-            except binascii.Error:
-                raise LdapSourceError(f"ldapsearch wrote a malformed base64 value for {dn}") from None
-        elif value[:1] == b" ":
-            value = value[1:]
-        elif value:
-            raise LdapSourceError(f"ldapsearch wrote a line this reader does not know for {dn}: {line[:100]!r}")
-        name = names.get(attr)
-        if name is None:
-            name = names[attr] = attr.decode("ascii")
-        values = entry.get(name)
-        if values is None:
-            entry[name] = [value]
-        else:
-            values.append(value)
-    return dn, entry
+_NAMES: dict[bytes, tuple[str, bool]] = {}  # attribute name -> (as text, generated on read: not kept)
 
 
-def _value(raw: bytes) -> bytes:
+def _entries(text: bytes) -> list[tuple[str, dict[str, list[bytes]], bytes]]:
+    """The entry records of a run of whole ldapsearch LDIF records (unfolded)."""
+    out = []
+    names = _NAMES
+    for record in text.split(b"\n\n"):
+        record = record.strip(b"\n")
+        lines = [line for line in record.split(b"\n") if line and line[:1] != b"#"] if b"\n#" in b"\n" + record \
+            else record.split(b"\n")
+        if not lines or not lines[0]:
+            continue
+        head, _, raw = lines[0].partition(b":")
+        if head != b"dn":
+            raise LdapSourceError(f"ldapsearch wrote a record that does not start with dn: {lines[0][:100]!r}")
+        dn = _value(raw, "dn").decode("utf-8")
+        kept = [lines[0]]
+        entry: dict[str, list[bytes]] = {}
+        for line in lines[1:]:
+            attr, _, value = line.partition(b":")
+            info = names.get(attr)
+            if info is None:
+                name = attr.decode("ascii")
+                info = names[attr] = (name, name.lower() in DYNAMIC_ATTRS)
+            if info[1]:
+                continue
+            kept.append(line)
+            first = value[:1]
+            if first == b" ":
+                value = value[1:]
+            elif first:
+                value = _value(value, dn)
+            values = entry.get(info[0])
+            if values is None:
+                entry[info[0]] = [value]
+            else:
+                values.append(value)
+        out.append((dn, entry, b"\n".join(kept) + b"\n\n"))
+    return out
+
+
+def _value(raw: bytes, where: str) -> bytes:
+    """The value of an LDIF line after its name's colon."""
     if raw[:1] == b":":
-        return b64decode(raw[1:])
-    return raw[1:] if raw[:1] == b" " else raw
-
+        try:
+            return b64decode(raw[1:].lstrip(b" "), validate=True)
+        except binascii.Error:
+            raise LdapSourceError(f"ldapsearch wrote a malformed base64 value for {where}") from None
+    if raw[:1] == b" " or not raw:
+        return raw[1:]
+    raise LdapSourceError(f"ldapsearch wrote a line this reader does not know for {where}: {raw[:100]!r}")
