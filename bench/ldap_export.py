@@ -60,7 +60,7 @@ print(json.dumps({"seconds": elapsed, "type": decision.type, "maxrss_kb": resour
 """
 
 
-def ours(spec_path: Path, hour: int, steps: str = "snapshot,archive,upload,verify", profile: str | None = None) -> dict:
+def ours(spec_path: Path, hour: int, steps: str = "snapshot,archive,upload,verify,retention", profile: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "plugins")}
     if profile:
         env["BENCH_PROFILE"] = profile
