@@ -148,8 +148,8 @@ def test_work_directory_files_are_private_whatever_the_umask(tmp_path, server):
     spec = make_spec(tmp_path, change_method="digest")
     previous = os.umask(0o022)
     try:
-        for hour, expected in ((0, {"ldap-position.json", "index.json", "base-0.ldif", "config.ldif"}),
-                               (1, {"ldap-position.json", "index.json", "changes.ldif"})):
+        for hour, expected in ((0, {"ldap-position.json", "index.jsonl", "base-0.ldif", "config.ldif"}),
+                               (1, {"ldap-position.json", "index.jsonl", "changes.ldif"})):
             if hour:
                 ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: u3@x\n")
             run = pipeline.SetRun.of(spec, "LdapServer", T0.add(hours=hour))
@@ -207,7 +207,7 @@ def test_backup_files_are_private_and_hold_hashes_only_inside(tmp_path, server):
         names = tar.getnames()
         ldif_text = tar.extractfile("ldap/base-0.ldif").read().decode()
         assert all(m.mode == 0o600 for m in tar.getmembers())
-    assert names[-1] == "ldap/index.json" and "ldap/config.ldif" in names
+    assert names[-1] == "ldap/index.jsonl" and "ldap/config.ldif" in names
     assert "userPassword::" in ldif_text or "userPassword:" in ldif_text
 
 
@@ -314,3 +314,196 @@ def test_harness_starts_a_throwaway_server_with_the_asked_suffix(tmp_path):
         assert not (tmp_path / "bad").exists()
     finally:
         slapd.stop(directory)
+
+
+def index_member(archive: Path) -> list[dict | list]:
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        return [json.loads(line) for line in tar.extractfile("ldap/index.jsonl").read().splitlines()]
+
+
+def index_lines(lines: list, *tags: str) -> list:
+    """The lines of an index (after its header) whose tag is one of ``tags``."""
+    return [line for line in lines[1:] if line[0] in tags]
+
+
+def test_digest_incrementals_store_only_the_changed_index_and_restore_as_a_chain(tmp_path, server, monkeypatch):
+    """A digest incremental's index is the changed part and a reference to its parent's whole
+    index (kept in the staging area); the next incremental finds the changes from it; the chain
+    restores to the source's state; a missing or altered staging copy is refused, naming force_full."""
+    from metabackup.sources.ldap.index import cache_dir
+
+    spec = make_spec(tmp_path, change_method="digest")
+    full = backup(spec, 0)
+    ldapmodify(server, f"dn: uid=user00001,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: one@x\n")
+    first = backup(spec, 1)
+    ldapmodify(server, f"dn: uid=user00002,ou=People,{BASE}\nchangetype: delete\n\n"
+                       f"dn: uid=new1,ou=People,{BASE}\nchangetype: add\nobjectClass: account\nuid: new1\n")
+    second = backup(spec, 2)
+    assert [full["type"], first["type"], second["type"]] == ["full", "incremental", "incremental"]
+    folder = task_dir(tmp_path)
+    whole = index_member(folder / f"{full['stem']}.tar.gz")
+    assert whole[0] == {"format": "metabackup-ldap-index", "version": 2, "type": "whole"}
+    assert len(index_lines(whole, "e")) == 15 + 3 + 4 + 1 + 1 + 3  # users, groups, ous, policy, suffix, services
+    delta = index_member(folder / f"{first['stem']}.tar.gz")
+    assert delta[0]["type"] == "delta" and delta[0]["base"]["set"] == full["stem"]
+    assert delta[0]["whole"]["entries"] == 27
+    assert [line[1] for line in index_lines(delta, "e")] == [f"uid=user00001,ou=People,{BASE}"]
+    delta = index_member(folder / f"{second['stem']}.tar.gz")
+    assert delta[0]["base"]["set"] == first["stem"]
+    assert sorted((line[0], line[1]) for line in index_lines(delta, "e", "d")) == [
+        ("d", f"uid=user00002,ou=People,{BASE}"), ("e", f"uid=new1,ou=People,{BASE}")]
+    manifest = json.loads((folder / f"{second['stem']}.manifest.json").read_text())
+    assert manifest["position"]["method"] == "digest" and manifest["position"]["index_form"] == "delta"
+    assert manifest["content"]["members"]["ldap/index.jsonl"] < 1000
+
+    expected = dump_state(get_connection("ldap_src"), [BASE])
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    try:
+        result = restore_source(spec, "LdapServer", LdapDestination(conn=get_connection_for(target)), second["stem"])
+        assert result["changes_applied"] == 3
+        assert dump_state(get_connection_for(target), [BASE]) == expected
+    finally:
+        target.stop()
+
+    # the staging copy of the last whole index: altered, then missing
+    staged = sorted(cache_dir(Path(spec.staging_dir) / spec.task_dir / "x", "LdapServer").glob("*.jsonl"))
+    assert [p.stem for p in staged] == [first["stem"], second["stem"]]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in staged)
+    copy = staged[-1]
+    ldapmodify(server, f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: three@x\n")
+    good = copy.read_bytes()
+    copy.write_bytes(good.replace(b"user00004", b"user00044", 1))
+    with pytest.raises(Exception, match="is not the whole index .* run with force_full"):
+        backup(spec, 3)
+    copy.unlink()
+    with pytest.raises(Exception, match="whole index is kept in the staging area .* force_full"):
+        backup(spec, 3)
+    copy.write_bytes(good)
+    third = backup(spec, 3)
+    assert third["type"] == "incremental"
+    delta = index_member(folder / f"{third['stem']}.tar.gz")
+    assert [line[1] for line in index_lines(delta, "e")] == [f"uid=user00003,ou=People,{BASE}"]
+
+
+def test_digest_index_whole_needs_no_staging_copy(tmp_path, server):
+    from metabackup.sources.ldap.index import cache_dir
+
+    spec = make_spec(tmp_path, change_method="digest", digest_index="whole")
+    backup(spec, 0)
+    for hour in (1, 2):
+        ldapmodify(server, f"dn: uid=user0000{hour},ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: {hour}@x\n")
+        made = backup(spec, hour)
+        assert made["type"] == "incremental"
+        assert not cache_dir(Path(spec.staging_dir) / spec.task_dir / "x", "LdapServer").exists()
+        lines = index_member(task_dir(tmp_path) / f"{made['stem']}.tar.gz")
+        assert lines[0]["type"] == "whole" and len(index_lines(lines, "e")) == 27
+
+
+def test_slapcat_full_of_a_running_server_restores_with_its_accesslog_incrementals(tmp_path, server):
+    """method: slapcat reads the running server's back-mdb files; the set restores (online) to
+    the source's state, and accesslog incrementals chain on it."""
+    spec = make_spec(tmp_path, method="slapcat", slapd_conf=str(server.conf))
+    full = backup(spec, 0)
+    ldapmodify(server, f"dn: uid=user00005,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: five@x\n")
+    inc = backup(spec, 1)
+    assert (full["type"], inc["type"]) == ("full", "incremental")
+    folder = task_dir(tmp_path)
+    position = json.loads((folder / f"{full['stem']}.manifest.json").read_text())["position"]
+    assert position["reader"] == "slapcat" and position["entries"] == 27 and position["index"] is False
+    assert json.loads((folder / f"{inc['stem']}.manifest.json").read_text())["position"]["method"] == "accesslog"
+    expected = dump_state(get_connection("ldap_src"), [BASE])
+    target = slapd.start(slapd.prepare(tmp_path / "dst", accesslog=False))
+    try:
+        result = restore_source(spec, "LdapServer", LdapDestination(conn=get_connection_for(target)), inc["stem"])
+        assert result["full_entries"] == 27 and result["changes_applied"] == 1
+        assert dump_state(get_connection_for(target), [BASE]) == expected
+    finally:
+        target.stop()
+
+
+def test_slapcat_runs_as_an_argument_list_and_refuses_what_it_cannot_read_safely(tmp_path, server, monkeypatch):
+    from metabackup.sources.ldap.client import LdapSourceError
+    from metabackup.sources.ldap.slapcat import check_mdb, count_entries, slapcat_call
+
+    monkeypatch.setenv("AIRFLOW_CONN_SECRET", "postgres://user:conn-secret-value@db:5432/x")
+    argv, env = slapcat_call("/etc/ldap/slapd.conf", None, BASE)
+    assert argv == ["slapcat", "-f", "/etc/ldap/slapd.conf", "-b", BASE]
+    assert slapcat_call("/etc/ldap/slapd.conf", None, f"ou=People,{BASE}", BASE)[0][3:] == [
+        "-b", BASE, "-a", f"(entryDN:dnSubtreeMatch:=ou=People,{BASE})"]
+    assert slapcat_call(None, "/etc/ldap/slapd.d", BASE)[0][1:3] == ["-F", "/etc/ldap/slapd.d"]
+    assert not [k for k in env if k.startswith("AIRFLOW")] and env["PATH"]
+    other = tmp_path / "other.conf"
+    other.write_text(f'database ldif\nsuffix "{BASE}"\ndirectory {tmp_path}\n')
+    with pytest.raises(LdapSourceError, match="served by a ldif database .* only for back-mdb"):
+        check_mdb(str(other), None, BASE)
+    with pytest.raises(LdapSourceError, match="no database of .* serves dc=nowhere"):
+        check_mdb(str(server.conf), None, "dc=nowhere")
+    assert check_mdb(str(server.conf), None, f"ou=People,{BASE}") == BASE  # below the mdb suffix
+    from metabackup.sources.ldap.slapcat import export
+    assert export(str(server.conf), None, f"ou=People,{BASE}", tmp_path / "people.ldif") == 16  # the ou and 15 users
+    spec = make_spec(tmp_path, method="slapcat", slapd_conf=str(other))
+    with pytest.raises(pipeline.PreflightError, match="only for back-mdb"):
+        pipeline.preflight(spec, ["LdapServer"])
+    sample = tmp_path / "s.ldif"
+    sample.write_bytes(b"dn: dc=x\ndc: x\n\ndn: cn=a,dc=x\ndescription: a folded\n line with dn: inside\ncn: a\n\n")
+    assert count_entries(sample) == 2
+
+
+def test_ldapsearch_reader_yields_what_python_ldap_reads_and_keeps_the_password_out_of_argv(tmp_path, server, monkeypatch):
+    """The export reads through ldapsearch (python-ldap's result parsing is its slowest part): the
+    same entries, values byte for byte (binary, UTF-8, leading and trailing spaces, multi-valued),
+    the same index and LDIF of the same entries as the python-ldap reader; the password only in a
+    0600 file."""
+    import io
+    import tarfile
+
+    import ldap
+
+    from metabackup.sources.ldap.records import iter_entries, stored_attrs
+
+    from metabackup.sources.ldap import ldapsearch
+    from metabackup.sources.ldap.client import connect, paged_search
+
+    ldapmodify(server, f"dn: cn=Odd Ünïcode,ou=People,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\n"
+                       f"cn: Odd Ünïcode\nsn:: IGxlYWRpbmcgYW5kIHRyYWlsaW5nIA==\ndescription: one\ndescription: two\n"
+                       f"description:: bGluZQpicmVhaw==\njpegPhoto:: AAECAwQFBgcICQ==\n")
+    conn = get_connection("ldap_src")
+    pages = list(ldapsearch.search_pages(conn, BASE, 7, tmp_path))
+    assert not (tmp_path / ".ldapsearch-bind").exists()
+    client = connect(conn)
+    try:
+        expected = {dn: stored_attrs(entry)
+                    for dn, entry in paged_search(client, BASE, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["*", "+"])}
+    finally:
+        client.unbind_s()
+    got = {dn: entry for page in pages for dn, entry, _ in page}
+    assert got == expected and len(got) == 28
+    records = b"".join(record for page in pages for _, _, record in page)
+    assert {dn: entry for dn, entry in iter_entries(io.BytesIO(records))} == expected
+    assert got[f"cn=Odd Ünïcode,ou=People,{BASE}"]["sn"] == [b" leading and trailing "]
+
+    argv, env = ldapsearch.ldapsearch_call(conn, BASE, 500, tmp_path / "pw")
+    assert server.password not in " ".join(argv) and argv[argv.index("-y") + 1] == str(tmp_path / "pw")
+    assert not [k for k in env if k.startswith("AIRFLOW")]
+    with pytest.raises(Exception, match="does not exist on the server"):
+        list(ldapsearch.search_pages(conn, f"ou=Nowhere,{BASE}", 500, tmp_path))
+
+    def members(hour: int) -> dict[str, bytes]:
+        spec = make_spec(tmp_path / str(hour))
+        made = backup(spec, hour)
+        with tarfile.open(tmp_path / str(hour) / "data" / "LocalBackup" / "lt_20261124000000" / f"{made['stem']}.tar.gz") as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar if m.name in ("ldap/base-0.ldif", "ldap/index.jsonl")}
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    by_ldapsearch = members(0)
+    monkeypatch.setattr(ldapsearch, "available", lambda: False)
+    by_python_ldap = members(1)
+    assert by_python_ldap["ldap/index.jsonl"] == by_ldapsearch["ldap/index.jsonl"]
+    # the same entries, attributes and values; python-ldap's LDIF writer sorts and folds, ldapsearch's does not
+    ldif_of = {name: {dn: {a: sorted(v) for a, v in entry.items()}
+                      for dn, entry in iter_entries(io.BytesIO(found["ldap/base-0.ldif"]))}
+               for name, found in (("ldapsearch", by_ldapsearch), ("python-ldap", by_python_ldap))}
+    assert ldif_of["ldapsearch"] == ldif_of["python-ldap"] and len(ldif_of["ldapsearch"]) == 28

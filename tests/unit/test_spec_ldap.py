@@ -22,7 +22,8 @@ def test_valid_ldap_source_and_its_defaults(tmp_path):
     spec = load_spec(write(tmp_path, {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"]}))
     options = spec.source("LdapServer").options.model_dump(mode="json")
     assert options == {"conn_id": "ldap_main", "base_dns": ["dc=hadoop,dc=com"], "change_method": "auto",
-                       "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog"}
+                       "page_size": 500, "include_config": True, "accesslog_base": "cn=accesslog", "digest_index": "delta",
+                       "method": "protocol", "slapd_conf": None, "slapd_config_dir": None}
 
 
 @pytest.mark.parametrize(("options", "field", "reason"), [
@@ -33,6 +34,7 @@ def test_valid_ldap_source_and_its_defaults(tmp_path):
     ({"conn_id": "c", "base_dns": ["hadoop.com"]}, "sources.LdapServer.base_dns[0]", "is not a DN"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "change_method": "syncrepl"}, "sources.LdapServer.change_method", "must be one of auto, accesslog, digest"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "page_size": 0}, "sources.LdapServer.page_size", "between 1 and 10000"),
+    ({"conn_id": "c", "base_dns": ["dc=x"], "digest_index": "some"}, "sources.LdapServer.digest_index", "must be one of delta, whole"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "include_config": "yes"}, "sources.LdapServer.include_config", "must be true or false"),
     ({"conn_id": "c", "base_dns": ["dc=x"], "password": "s3cret"}, "sources.LdapServer.password", "unknown field"),
 ])
@@ -42,3 +44,25 @@ def test_bad_ldap_options_name_file_field_and_reason(tmp_path, options, field, r
         load_spec(path)
     assert any(f == str(path) and fld == field and reason in why for f, fld, why in failure.value.problems), \
         failure.value.problems
+
+
+@pytest.mark.parametrize(("options", "field", "reason"), [
+    ({"method": "slapcat"}, "sources.LdapServer.method", "exactly one of slapd_conf"),
+    ({"method": "slapcat", "slapd_conf": "/etc/ldap/slapd.conf", "slapd_config_dir": "/etc/ldap/slapd.d"},
+     "sources.LdapServer.method", "exactly one of slapd_conf"),
+    ({"method": "slapcat", "slapd_conf": "etc/slapd.conf"}, "sources.LdapServer.slapd_conf", "absolute path"),
+    ({"method": "slapcat", "slapd_config_dir": "/etc/ldap/../x"}, "sources.LdapServer.slapd_config_dir", "absolute path"),
+    ({"slapd_conf": "/etc/ldap/slapd.conf"}, "sources.LdapServer.slapd_conf", "only with method: slapcat"),
+    ({"method": "slapdump"}, "sources.LdapServer.method", "must be one of protocol, slapcat"),
+])
+def test_slapcat_method_options_are_checked(tmp_path, options, field, reason):
+    with pytest.raises(SpecError) as failure:
+        load_spec(write(tmp_path, {"conn_id": "c", "base_dns": ["dc=x"], **options}))
+    assert any(fld == field and reason in why for _, fld, why in failure.value.problems), failure.value.problems
+
+
+def test_slapcat_method_with_a_config(tmp_path):
+    spec = load_spec(write(tmp_path, {"conn_id": "c", "base_dns": ["dc=x"], "method": "slapcat",
+                                      "slapd_config_dir": "/etc/ldap/slapd.d"}))
+    options = spec.source("LdapServer").options
+    assert (options.method, options.slapd_config_dir, options.slapd_conf) == ("slapcat", "/etc/ldap/slapd.d", None)

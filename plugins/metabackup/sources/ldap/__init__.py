@@ -10,7 +10,8 @@ Incremental: LDIF change records (add / modify / delete / modrdn), in order, sin
   parent's ``reqStart`` watermark);
 - ``digest``: a fresh export compared with the parent's per-entry digest index (changed entries
   become replace/delete modifications, new ones adds, vanished ones deletes; a rename appears as
-  delete + add, keeping its entryUUID).
+  delete + add, keeping its entryUUID).  An incremental stores only the changed part of the index
+  and a reference to its parent's (:mod:`.index`).
 The manifest's ``position`` records the method, the watermark and each base's contextCSN.
 
 Restore: load the full into an empty server (online adds with the Relax Rules control, or
@@ -22,6 +23,7 @@ Modules, one concern each:
 - :mod:`.client`: the LDAP protocol client (server URL, bind, error messages, paged search);
 - :mod:`.records`: LDIF records, the archive's members, DNs and per-entry digests;
 - :mod:`.capture`: change capture for incrementals (accesslog, digest comparison);
+- :mod:`.index`: the per-entry digest index (written, read back and checked, its staging copy);
 - :mod:`.kind`: the engine (:class:`~.kind.LdapSource`): snapshot, archive, restore;
 - :mod:`.restore`: restore into a directory server, and :func:`~.restore.dump_state`;
 - this module: the options and the plug-in, light enough for DAG parsing (no python-ldap).
@@ -35,7 +37,7 @@ from pathlib import Path
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from metabackup.fields import ConnId, ProblemRow, SpecModel, TextList, between, short
 from metabackup.manifest import Manifest, int_field, need, text_field
@@ -51,6 +53,36 @@ class LdapOptions(SpecModel):
     page_size: between(1, 10000) = 500
     include_config: bool = True
     accesslog_base: str = "cn=accesslog"
+    digest_index: Literal["delta", "whole"] = Field(
+        "delta", description="what a digest incremental stores of its per-entry index: the entries that changed and a "
+        "reference to its parent (delta; the whole index stays in the staging area for the next incremental), or "
+        "the whole index (larger sets; no state kept between runs)")
+
+    method: Literal["protocol", "slapcat"] = Field(
+        "protocol", description="how a full reads the directory: over LDAP (protocol), or with slapcat from the database "
+        "files of a slapd on the worker's own host (back-mdb only; safe while it runs)")
+    slapd_conf: str | None = Field(None, description="method slapcat: the server's slapd.conf (an absolute path)")
+    slapd_config_dir: str | None = Field(None, description="method slapcat: the server's cn=config directory, slapcat -F "
+                                         "(an absolute path)")
+
+    @field_validator("slapd_conf", "slapd_config_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None:
+            path = Path(value)
+            if not path.is_absolute() or ".." in path.parts or any(c in value for c in "\0\n\r"):
+                raise ValueError(f"{short(value)} must be an absolute path without '..'")
+        return value
+
+    @model_validator(mode="after")
+    def _slapcat_needs_a_config(self) -> LdapOptions:
+        given = [f for f in ("slapd_conf", "slapd_config_dir") if getattr(self, f) is not None]
+        if self.method == "slapcat" and len(given) != 1:
+            raise ProblemRow("method", "slapcat needs exactly one of slapd_conf (a slapd.conf) and slapd_config_dir "
+                             "(a cn=config directory)")
+        if self.method != "slapcat" and given:
+            raise ProblemRow(given[0], "is read only with method: slapcat")
+        return self
 
     @field_validator("base_dns")
     @classmethod
@@ -83,6 +115,10 @@ class LdapKind(SourceKind):
         text_field(pos, f"{at}.method", re.compile(r"^(full|accesslog|digest|export)$"), "full, accesslog, digest or export",
              optional=True)
         text_field(pos, f"{at}.watermark", optional=True)
+        text_field(pos, f"{at}.reader", re.compile(r"^(slapcat|ldapsearch|python-ldap)$"), "slapcat, ldapsearch or python-ldap",
+                   optional=True)
+        text_field(pos, f"{at}.index_form", re.compile(r"^(whole|delta)$"), "whole or delta", optional=True)
+        text_field(pos, f"{at}.index_sha256", re.compile(r"^[0-9a-f]{64}$"), "a SHA-256 in hex", optional=True)
 
     def validate_restored(self, chain: list[Manifest], source: Any, dest: Any, in_place: bool) -> dict[str, Any]:
         from metabackup.sources.ldap.restore import dump_state

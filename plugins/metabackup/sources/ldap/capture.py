@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ import ldap.dn
 
 from metabackup.fsutil import private_open
 from metabackup.sources.ldap.client import paged_search
-from metabackup.sources.ldap.records import (
-    Change, ChangeWriter, is_under, iter_entries, normalize_dn, parse_digests, write_change,
-)
+from metabackup.sources.ldap.records import DIGEST_BYTES, Change, ChangeWriter, is_under, normalize_dn, write_change
+
+Row = tuple[str, tuple[str, ...], bytes]  # an index entry: (dn, attributes, digests)
 
 # Set by the server on every write unless the replayed change carries them.
 REPLAY_STAMPS = {"modifytimestamp", "modifiersname"}
@@ -120,41 +119,57 @@ def accesslog_incremental(client, accesslog_base: str, base_dns: list[str], work
 # ---------------------------------------------------------------------------------------------
 # Digest comparison
 # ---------------------------------------------------------------------------------------------
-def digest_changes(workdir: Path, base_dns: list[str], parent_entries: dict[str, list[Any]]) -> dict[str, Any]:
-    """Digest method: change records turning the parent's state into the fresh export."""
-    current = json.loads((workdir / "index.json").read_text())["entries"]
-    changed = {ndn for ndn, row in current.items() if ndn not in parent_entries or parent_entries[ndn][1] != row[1]}
-    deleted = sorted((ndn for ndn in parent_entries if ndn not in current), key=lambda d: -d.count(","))
-    pending: dict[str, Change] = {}
-    for i, _ in enumerate(base_dns):
-        with open(workdir / f"base-{i}.ldif", "rb") as stream:
-            for dn, entry in iter_entries(stream):
-                ndn = normalize_dn(dn)
-                if ndn not in changed:
-                    continue
-                if ndn not in parent_entries:
-                    pending[ndn] = Change("add", dn, entry=entry)
-                    continue
-                # only the attributes whose values changed: replaying an unchanged userPassword
-                # would make a password policy record a password change that never happened
-                old = parse_digests(parent_entries[ndn][1])
-                new = parse_digests(current[ndn][1])
-                # modifyTimestamp/modifiersName always ride along (as in accesslog records):
-                # at one-second resolution they may look unchanged, and the restoring server
-                # would otherwise stamp the replay time.
-                mods = [(ldap.MOD_REPLACE, a, v) for a, v in entry.items()
-                        if a.lower() in new and (old.get(a.lower(), ("", ""))[1] != new[a.lower()][1]
-                                                 or a.lower() in REPLAY_STAMPS)]
-                mods += [(ldap.MOD_DELETE, old[a][0], None) for a in sorted(set(old) - set(new))]
-                pending[ndn] = Change("modify", dn, modlist=mods)
-    with private_open(workdir / "changes.ldif", "w") as out:
-        writer = ChangeWriter(out, cols=76)
-        for ndn in deleted:
-            writer.delete(parent_entries[ndn][0])
-        for ndn in sorted(pending, key=lambda d: d.count(",")):
-            write_change(writer, pending[ndn])
-    for i, _ in enumerate(base_dns):  # an incremental keeps the index, not the data
-        (workdir / f"base-{i}.ldif").unlink()
-    (workdir / "config.ldif").unlink(missing_ok=True)
-    return {"added": sum(1 for c in pending.values() if c.type == "add"),
-            "modified": sum(1 for c in pending.values() if c.type == "modify"), "deleted": len(deleted)}
+class DigestComparison:
+    """Digest method: change records turning the parent's state (its whole index) into the fresh
+    export, found while the export runs (each entry compared as it arrives; the parent's rows are
+    let go as they are matched, what is left at the end was deleted)."""
+
+    def __init__(self, parent: dict[str, Row]):
+        self.parent = parent
+        self.pending: dict[str, Change] = {}
+        self.changed: list[Row] = []  # the new rows of added and changed entries, for the delta index
+
+    def see(self, dn: str, entry: dict[str, list[bytes]], attrs: tuple[str, ...], digests: bytes) -> None:
+        ndn = normalize_dn(dn)
+        old = self.parent.pop(ndn, None)
+        if old is not None and old[1] == attrs and old[2] == digests:
+            return
+        self.changed.append((dn, attrs, digests))
+        entry = dict(sorted(entry.items()))  # as the LDIF round trip ordered it
+        if old is None:
+            self.pending[ndn] = Change("add", dn, entry=entry)
+            return
+        # only the attributes whose values changed: replaying an unchanged userPassword
+        # would make a password policy record a password change that never happened
+        old_digests = _by_attr(old[1], old[2])
+        new = _by_attr(attrs, digests)
+        # modifyTimestamp/modifiersName always ride along (as in accesslog records):
+        # at one-second resolution they may look unchanged, and the restoring server
+        # would otherwise stamp the replay time.
+        mods = [(ldap.MOD_REPLACE, a, v) for a, v in entry.items()
+                if a.lower() in new and (old_digests.get(a.lower(), ("", b""))[1] != new[a.lower()][1]
+                                         or a.lower() in REPLAY_STAMPS)]
+        mods += [(ldap.MOD_DELETE, old_digests[a][0], None) for a in sorted(set(old_digests) - set(new))]
+        self.pending[ndn] = Change("modify", dn, modlist=mods)
+
+    def deleted(self) -> list[str]:
+        """The DNs of the parent's entries the export did not see, deepest first."""
+        return [self.parent[ndn][0] for ndn in sorted(self.parent, key=lambda d: -d.count(","))]
+
+    def write(self, workdir: Path) -> dict[str, Any]:
+        """Write ``changes.ldif``; return the counts."""
+        deleted = self.deleted()
+        with private_open(workdir / "changes.ldif", "w") as out:
+            writer = ChangeWriter(out, cols=76)
+            for dn in deleted:
+                writer.delete(dn)
+            for ndn in sorted(self.pending, key=lambda d: d.count(",")):
+                write_change(writer, self.pending[ndn])
+        return {"added": sum(1 for c in self.pending.values() if c.type == "add"),
+                "modified": sum(1 for c in self.pending.values() if c.type == "modify"), "deleted": len(deleted)}
+
+
+def _by_attr(attrs: tuple[str, ...], digests: bytes) -> dict[str, tuple[str, bytes]]:
+    """{attr lower: (attr, its digest)}."""
+    n = DIGEST_BYTES
+    return {a.lower(): (a, digests[i * n:(i + 1) * n]) for i, a in enumerate(attrs)}

@@ -3,6 +3,7 @@ the root DSE's naming contexts."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import ldap
@@ -61,17 +62,40 @@ def ldap_message(exc: ldap.LDAPError) -> str:
 
 def paged_search(client, base: str, scope: int, filterstr: str, attrs: list[str] | None,
                  page_size: int = 500) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+    for page in search_pages(client, base, scope, filterstr, attrs, page_size):
+        yield from page
+
+
+def search_pages(client, base: str, scope: int, filterstr: str, attrs: list[str] | None,
+                 page_size: int = 500) -> Iterator[list[tuple[str, dict[str, list[bytes]]]]]:
+    """The entries of a paged search, a page at a time (referrals left out).
+
+    Entries are read one message at a time as the server sends them: libldap's wait for a whole
+    page (``result3(all=1)``) costs about three times the search itself.  The next page is asked
+    for before a page is handed out, so the server reads it while the caller works on this one;
+    a caller that stops early has the outstanding request abandoned."""
     control = SimplePagedResultsControl(True, size=page_size, cookie="")
-    while True:
-        msgid = client.search_ext(base, scope, filterstr, attrs, serverctrls=[control])
-        _, results, _, controls = client.result3(msgid)
-        for dn, entry in results:
-            if dn is not None:  # skip referrals
-                yield dn, entry
-        cookie = next((c.cookie for c in controls if c.controlType == SimplePagedResultsControl.controlType), b"")
-        if not cookie:
-            return
-        control.cookie = cookie
+    msgid = client.search_ext(base, scope, filterstr, attrs, serverctrls=[control])
+    result3 = client.result3
+    try:
+        page: list[tuple[str, dict[str, list[bytes]]]] = []
+        while msgid is not None:
+            kind, data, _, controls = result3(msgid, 0)
+            if kind == ldap.RES_SEARCH_ENTRY:
+                page += data
+            elif kind == ldap.RES_SEARCH_RESULT:
+                msgid = None
+                cookie = next((c.cookie for c in controls if c.controlType == SimplePagedResultsControl.controlType), b"")
+                if cookie:
+                    control.cookie = cookie
+                    msgid = client.search_ext(base, scope, filterstr, attrs, serverctrls=[control])
+                if page:
+                    yield page
+                    page = []
+    finally:
+        if msgid is not None:
+            with contextlib.suppress(ldap.LDAPError):
+                client.abandon_ext(msgid)
 
 
 def naming_contexts(client) -> list[str]:
