@@ -71,11 +71,24 @@ def atomic_writer(final: str | Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        _discard(tmp)
+        raise
+    _publish(tmp, final)
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished temp file over ``final`` and fsync the directory; on failure, remove it."""
+    try:
         os.replace(tmp, final)
         fsync_dir(final.parent)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
@@ -96,13 +109,7 @@ def link_atomically(source: str | Path, final: str | Path) -> bool:
         if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES):
             return False
         raise
-    try:
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    _publish(tmp, final)
     return True
 
 
