@@ -196,6 +196,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from metabackup.restore import RestoreError, parse_destination, restore_source
 
     spec = load_spec(args.spec)
+    location = f"copy {args.from_copy}" if args.from_copy else None
+    if args.from_dir:
+        from metabackup.restore import reading_from
+
+        spec, location = reading_from(spec, args.source, args.from_dir), "primary"
+    if args.in_place:
+        from metabackup.inplace import restore_source_in_place
+
+        result = restore_source_in_place(spec, args.source, args.set, args.point_in_time, location,
+                                         allow_version_mismatch=args.allow_version_mismatch)
+        print(json.dumps(result, default=str, indent=2), file=args.out)
+        return 0
     try:  # the same checks and destination objects as the restore DAG's, before anything runs
         dest = parse_destination(spec, spec.source(args.source), args.dest, keep_running=args.keep_running,
                                  port=args.port)
@@ -204,11 +216,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
                            "of an empty server with the set's suffix (e.g. AIRFLOW_CONN_<ID> set from "
                            "DIR/airflow-connection.json of PYTHONPATH=plugins:. python -m harness.slapd start DIR "
                            "--suffix ...)") from None
-    location = f"copy {args.from_copy}" if args.from_copy else None
-    if args.from_dir:
-        from metabackup.restore import reading_from
-
-        spec, location = reading_from(spec, args.source, args.from_dir), "primary"
     result = restore_source(spec, args.source, dest, args.set, point_in_time=args.point_in_time, location=location)
     print(json.dumps(result, default=str, indent=2), file=args.out)
     return 0
@@ -345,10 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", required=True)
     p.add_argument("--source", required=True)
     p.add_argument("--set", help="set name <version>_<source>_<time> (default: the latest restorable)")
-    p.add_argument("--dest", required=True,
-                   help="files: a new directory; postgres: a new data directory; oms: a new folder (database/ and "
-                        "files/ inside); namenode: a new name directory; ldap: the Airflow connection of an empty "
-                        "server whose suffix holds the set's base DNs")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dest",
+                       help="files: a new directory; postgres: a new data directory; oms: a new folder (database/ and "
+                            "files/ inside); namenode: a new name directory; ldap: the Airflow connection of an empty "
+                            "server whose suffix holds the set's base DNs")
+    where.add_argument("--in-place", action="store_true",
+                       help="over the source's live data (its spec's service: block says how to stop, start and "
+                            "check it): safety backup, rebuild beside, stop, swap, start, validate; rolled back on "
+                            "failure")
+    p.add_argument("--allow-version-mismatch", action="store_true",
+                   help="with --in-place: restore a set taken at another cluster version")
     p.add_argument("--point-in-time", help="postgres: recover to this ISO-8601 time (with offset) instead of a set's end")
     p.add_argument("--port", type=int, default=0, help="postgres: port for the recovered server (default: a free one)")
     p.add_argument("--keep-running", action="store_true", help="postgres: leave the recovered server running")

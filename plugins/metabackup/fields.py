@@ -177,6 +177,18 @@ TextList = Annotated[tuple[NonEmptyText, ...], BeforeValidator(_listed),
                      WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1}})]
 
 
+def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must name a program and its arguments, e.g. [/usr/local/bin/get-backup-key, prod]")
+    if any("\0" in part for part in value):
+        raise ValueError(f"must not contain NUL characters, got {short(list(value))}")
+    return value
+
+
+#: a command as an argv list (run without a shell, with an allow-listed environment)
+Argv = Annotated[TextList, AfterValidator(_argv), Field(description="argv of a program (run without a shell)")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors into rows
 # ---------------------------------------------------------------------------------------------

@@ -25,26 +25,17 @@ import subprocess
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from metabackup.encryption import KEY_SIZE, KeyUnavailable, WrongKey, fingerprint
-from metabackup.fields import ConnId, ProblemRow, SpecModel, TextList, short
+from metabackup.fields import Argv, ConnId, ProblemRow, SpecModel
 from metabackup.fsutil import child_env
 
 KEY_COMMAND_TIMEOUT = 60
 MAX_KEY_TEXT = 4096
 
 
-def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
-    if not value:
-        raise ValueError("must name a program and its arguments, e.g. [/usr/local/bin/get-backup-key, prod]")
-    if any("\0" in part for part in value):
-        raise ValueError(f"must not contain NUL characters, got {short(list(value))}")
-    return value
-
-
-KeyCommand = Annotated[TextList, AfterValidator(_argv),
-                       Field(description="argv of a program that prints the key (run without a shell)")]
+KeyCommand = Annotated[Argv, Field(description="argv of a program that prints the key (run without a shell)")]
 
 
 class KeyConfig(SpecModel):

@@ -6,9 +6,7 @@ import logging
 import os
 import posixpath
 import re
-import shutil
 import socket
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -353,40 +351,12 @@ def restore_source(spec: TaskSpec, source_name: str, dest: Any, set_stem: str | 
 
 
 # ---------------------------------------------------------------------------------------------
-# In place (files) and validation
+# In place (see metabackup.inplace) and validation
 # ---------------------------------------------------------------------------------------------
 def in_place_kinds() -> list[str]:
     from metabackup.sources import KINDS, source_kind
 
     return [name for name in KINDS.names() if source_kind(name).in_place]
-
-
-def restore_files_in_place(plan: RestorePlan, stamp: str) -> dict[str, Any]:
-    """Restore a ``files`` source over its own directories: rebuild beside them, then swap each
-    directory in, keeping the current one as ``<dir>.pre-restore-<stamp>`` (nothing is deleted)."""
-    if not plan.source.plugin.in_place:
-        raise RestoreError(f"in-place restore is supported for {', '.join(in_place_kinds())} sources; restore a "
-                           f"{plan.source.kind} source into a new destination and switch over to it")
-    paths = list(plan.source.options.paths)  # the spec's directories, never a manifest's
-    scratch = Path(tempfile.mkdtemp(prefix=f".metabackup-restore-{stamp}-", dir=Path(paths[0]).parent))
-    try:
-        result = execute_plan(plan, scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    swapped = []
-    for path in paths:
-        rebuilt = scratch / path.lstrip("/")
-        if not rebuilt.exists():
-            continue
-        kept = f"{path}.pre-restore-{stamp}"
-        if os.path.lexists(path):
-            shutil.move(path, kept)
-        shutil.move(str(rebuilt), path)
-        swapped.append({"path": path, "previous": kept if os.path.lexists(kept) else None})
-        log.info("restored %s in place (previous contents kept at %s)", path, kept)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return {**result, "in_place": swapped}
 
 
 def validate_restore(plan: RestorePlan, destination: Any, in_place: bool = False) -> dict[str, Any]:

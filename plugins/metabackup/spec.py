@@ -38,6 +38,7 @@ from metabackup.fields import (
     short_text,
 )
 from metabackup.keys import KeyConfig, SpecEncryption
+from metabackup.service import ServiceControl
 from metabackup.spec_yaml import load_yaml_with_texts
 from metabackup.targets.base import TargetConfig
 
@@ -120,6 +121,12 @@ class Source(SpecModel):
     options: SerializeAsAny[SpecModel]
     target: SerializeAsAny[TargetConfig]
     copies: tuple[SerializeAsAny[TargetConfig], ...] = ()
+    #: how to stop, start and check the source's service, and its live directories (in-place restore)
+    service: ServiceControl | None = None
+
+    def live_dirs(self) -> list[tuple[str, str]]:
+        """The live directories an in-place restore of this source replaces, as ``(field, path)``."""
+        return self.plugin.live_dirs(self.options, self.service)
 
     def locations(self) -> list[tuple[str, TargetConfig]]:
         """Every place this source's sets can be read from, in the order a restore tries them:
@@ -313,16 +320,26 @@ def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[s
             rows.append((f"{where}.copies", f"must be a list of targets; got {short(copies_raw)}"))
             copies_raw = []
         copies = [_target(raw, f"{where}.copies[{i}]", context, texts, rows) for i, raw in enumerate(copies_raw)]
-        if options is not None and target is not None and None not in copies:
+        service, service_ok = None, True
+        if body.get("service") is not None:
+            try:
+                service = ServiceControl.model_validate(body["service"])
+            except ValidationError as exc:
+                rows += problems(exc, f"{where}.service", texts, ServiceControl)
+                service_ok = False
+        if options is not None and target is not None and None not in copies and service_ok:
             plugin = source_kind(kind)
             for fld, config in [("target", target), *((f"copies[{i}]", c) for i, c in enumerate(copies))]:
                 if (problem := plugin.target_problem(options, config)) is not None:
                     rows.append((f"{where}.{fld}", problem))
-            out.append(Source(name=name, kind=kind, options=options, target=target, copies=tuple(copies)))
+            if service is not None:
+                rows += [(f"{where}.service.{fld}", problem) for fld, problem in plugin.service_problems(options, service)]
+            out.append(Source(name=name, kind=kind, options=options, target=target, copies=tuple(copies),
+                              service=service))
     return out
 
 
-_SOURCE_FIELDS = ("kind", "target", "copies")
+_SOURCE_FIELDS = ("kind", "target", "copies", "service")
 
 
 def _target(raw: Any, where: str, context: dict[str, Any], texts: dict[str, str],
@@ -374,6 +391,9 @@ def _backups_outside_sources(spec: TaskSpec, sources: list[Source]) -> list[tupl
         for i, copy in enumerate(source.copies):
             backup_dirs += [(f"{where}.copies[{i}].{fld}", path, note) for fld, path, note in copy.local_dirs()]
         source_dirs += [(f"{where}.{fld}", path) for fld, path in source.plugin.backed_up_dirs(source.options)]
+        if source.service is not None:
+            source_dirs += [(f"{where}.service.data_dirs[{i}]", path) for i, path in enumerate(source.service.data_dirs)
+                            if (f"{where}.service.data_dirs[{i}]", path) not in source_dirs]
     rows = []
     for b_fld, b_dir, b_note in backup_dirs:
         for s_fld, s_dir in source_dirs:

@@ -19,7 +19,8 @@ import yaml
 from metabackup import pipeline
 from metabackup.catalog import Catalog
 from metabackup.overview import task_overview
-from metabackup.restore import RestoreError, plan_restore, restore_files_in_place, restore_source
+from metabackup.inplace import restore_in_place
+from metabackup.restore import RestoreError, plan_restore, restore_source
 from metabackup.spec import load_spec
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
@@ -223,8 +224,8 @@ def test_a_manifest_cannot_choose_the_directories_an_in_place_restore_replaces(w
     manifest_path.write_text(json.dumps(manifest))
     before = snapshot(world["other"])
     plan = plan_restore(world["spec"], "OMS")
-    result = restore_files_in_place(plan, "20261124040000")
-    assert [s["path"] for s in result["in_place"]] == [str(world["src"])]
+    result = restore_in_place(plan, "20261124040000")
+    assert [s["live"] for s in result["in_place"]] == [str(world["src"])]
     assert snapshot(world["other"]) == before
     assert not any(p.name.startswith("other-service.pre-restore") for p in world["other"].parent.iterdir())
 

@@ -54,35 +54,49 @@ class MetabackupFailureNotifier(BaseNotifier):
         payload = alert_payload(context)
         log.error("metabackup ALERT: %s.%s failed (run %s, try %s): %s", payload["dag_id"], payload["task_id"],
                   payload["run_id"], payload["try_number"], payload["error"])
-        webhook = os.environ.get(WEBHOOK_ENV)
-        if webhook:
-            try:
-                post_webhook(webhook, payload)
-            except Exception as exc:  # the alert still goes by e-mail, and the failure is in the log
-                log.error("metabackup alert: POST to %s failed: %s", webhook.split("?")[0], exc)
-        emails = [a.strip() for a in os.environ.get(EMAIL_ENV, "").split(",") if a.strip()]
-        if emails:
-            try:
-                send_email(emails, payload, context)
-            except Exception as exc:
-                log.error("metabackup alert: e-mail to %s failed: %s", ", ".join(emails), exc)
+        send_everywhere(payload, f"metabackup: {payload['dag_id']}.{payload['task_id']} failed", context)
+
+
+def raise_alarm(alarm: dict[str, Any], context: Any) -> None:
+    """A critical alarm raised by a task itself (e.g. ALM-12035 when an in-place restore's rollback
+    fails): the alarm's fields plus the task's, through every configured channel."""
+    payload = {**alert_payload(context), **alarm}
+    log.critical("metabackup ALARM %s: %s", alarm.get("alarm"), json.dumps(payload, default=str))
+    send_everywhere(payload, f"metabackup CRITICAL {alarm.get('alarm')}: {alarm.get('title')} "
+                             f"({alarm.get('task')} {alarm.get('source')})", context)
+
+
+def send_everywhere(payload: dict[str, Any], subject: str, context: Any) -> None:
+    """POST ``payload`` to the webhook and e-mail it, each when configured, each on its own."""
+    webhook = os.environ.get(WEBHOOK_ENV)
+    if webhook:
+        try:
+            post_webhook(webhook, payload)
+        except Exception as exc:  # the alert still goes by e-mail, and the failure is in the log
+            log.error("metabackup alert: POST to %s failed: %s", webhook.split("?")[0], exc)
+    emails = [a.strip() for a in os.environ.get(EMAIL_ENV, "").split(",") if a.strip()]
+    if emails:
+        try:
+            send_email(emails, payload, context, subject)
+        except Exception as exc:
+            log.error("metabackup alert: e-mail to %s failed: %s", ", ".join(emails), exc)
 
 
 def post_webhook(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+    request = urllib.request.Request(url, data=json.dumps(payload, default=str).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - operator-configured URL
         log.info("alert posted to %s: HTTP %s", url.split("?")[0], response.status)
 
 
-def send_email(to: list[str], payload: dict[str, Any], context: Any) -> None:
+def send_email(to: list[str], payload: dict[str, Any], context: Any, subject: str) -> None:
     """Through the SMTP provider's notifier, called directly (so with subject and body given,
     nothing is rendered as a template); the payload is escaped for HTML."""
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    body = html.escape(json.dumps(payload, indent=2))
+    body = html.escape(json.dumps(payload, indent=2, default=str))
     SmtpNotifier(to=to, from_email=os.environ.get(FROM_ENV) or None,
                  smtp_conn_id=os.environ.get(SMTP_CONN_ENV, "smtp_default"),
-                 subject=f"metabackup: {payload['dag_id']}.{payload['task_id']} failed",
+                 subject=subject,
                  html_content=f"<pre>{body}</pre>").notify(context)
     log.info("alert e-mailed to %s", ", ".join(to))

@@ -111,6 +111,10 @@ class RestoreResolveOperator(_RestoreStep):
         if p["in_place"] and not plan.source.plugin.in_place:
             raise restore.RestoreError(f"in_place is supported for {', '.join(restore.in_place_kinds())} sources; "
                                        f"give {plan.source.name} ({plan.source.kind}) a new destination")
+        if p["in_place"] and plan.source.plugin.needs_service and plan.source.service is None:
+            raise restore.RestoreError(f"in-place restore of {plan.source.name} ({plan.source.kind}) needs "
+                                       f"sources.{plan.source.name}.service in the spec (systemd: <unit>, or stop, "
+                                       "start and status argv lists; data_dirs; owner)")
         if not p["in_place"] and not p["destination"]:
             raise restore.RestoreError("destination is required unless in_place is set")
         if not p["in_place"] and plan.source.plugin.restores_into == "directory":
@@ -137,21 +141,31 @@ class RestoreVerifyOperator(_RestoreStep):
                                        f"{resolved['chain']} as resolved; trigger the restore again")
         warning = restore.check_cluster_version(plan, p["allow_version_mismatch"])
         self.log.info("verified the chain at %s (%s)", plan.location, plan.target.uri)
+        found = None
+        if p["in_place"]:  # nothing is changed yet: the service, the live directories, the room beside them
+            from metabackup import inplace
+
+            found = inplace.preflight(plan)
         return {"verified": [m.set for m in plan.chain], "version_warning": warning, "location": plan.location,
-                "target": plan.target.uri}
+                "target": plan.target.uri, "in_place": found}
 
 
 class RestoreSafetyBackupOperator(_RestoreStep):
     """Before an in-place restore, take a full backup of what is there now."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from metabackup import pipeline
+        from metabackup import inplace, pipeline
 
         p = restore_params(context)
         if not p["in_place"]:
             raise AirflowSkipException("not an in-place restore: the current state is left untouched")
         self.skip_if_dry_run(context, "take a safety backup of the current state first")
         self.hold(context)
+        found = (context["ti"].xcom_pull(task_ids=VERIFY_TASK) or {}).get("in_place")
+        skipped = inplace.safety_backup_needed(self.plan(context), found) if found else None
+        if skipped:
+            self.log.warning("NO SAFETY BACKUP: %s", skipped)
+            raise AirflowSkipException(f"no safety backup: {skipped}")
         return pipeline.safety_backup(self.load(), p["source"], pendulum.now("UTC").isoformat(),
                                       holder=self.holder(context))
 
@@ -167,8 +181,11 @@ class RestoreRunOperator(_RestoreStep):
         self.skip_if_dry_run(context, f"restore into {p['destination'] or 'place'}")
         plan = self.plan(context)
         if p["in_place"]:
+            from metabackup import inplace
+            from metabackup.airflow.notifier import raise_alarm
+
             stamp = pendulum.now("UTC").format("YYYYMMDDHHmmss")
-            return restore.restore_files_in_place(plan, stamp)
+            return inplace.restore_in_place(plan, stamp, alarm=lambda alarm: raise_alarm(alarm, context))
         dest = restore.destination_for(plan, p["destination"], keep_running=p["keep_running"])
         result = restore.execute_plan(plan, dest)
         return {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
@@ -183,7 +200,11 @@ class RestoreValidateOperator(_RestoreStep):
         p = restore_params(context)
         self.hold(context)
         self.skip_if_dry_run(context, "validate the restored state")
-        return restore.validate_restore(self.plan(context), p["destination"], in_place=p["in_place"])
+        plan = self.plan(context)
+        if p["in_place"]:  # again, now that the restore step is over: the service still serves the set
+            restored = context["ti"].xcom_pull(task_ids="restore") or {}
+            return plan.source.plugin.validate_in_place(plan.chain, plan.source, restored.get("rebuilt") or {})
+        return restore.validate_restore(plan, p["destination"])
 
 
 class RestoreReportOperator(_RestoreStep):
@@ -216,7 +237,13 @@ class RestoreReportOperator(_RestoreStep):
         if verified.get("version_warning"):
             lines.append(f"WARNING: {verified['version_warning']}")
         if p["in_place"]:
-            lines.append(f"safety backup: {safety['set'] if safety else 'would be taken first'}")
+            found = verified.get("in_place") or {}
+            lines.append(f"service before the restore: {found.get('service', 'unknown')}; live directories: "
+                         f"{', '.join(found.get('live_dirs', []))}")
+            lines.append(f"safety backup: {safety['set'] if safety else ('would be taken first' if p['dry_run'] else 'NONE (see the safety_backup step)')}")
+            if restored and "downtime_s" in restored:
+                lines.append(f"service down for {restored['downtime_s']:.1f} s (stop to validated start); previous "
+                             f"data kept at {', '.join(d['previous'] for d in restored['in_place'] if d['previous'])}")
         if restored:
             lines.append(f"restore result: {restored}")
         if validated:

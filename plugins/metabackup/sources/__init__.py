@@ -8,7 +8,7 @@ suite (``tests/contract/kinds.py``); the README's *Development* section walks th
 from __future__ import annotations
 
 from metabackup.registry import Registry
-from metabackup.sources.base import RestoreError, RestoreRequest, SourceEngine, SourceKind
+from metabackup.sources.base import Rebuilt, RestoreError, RestoreRequest, SourceEngine, SourceKind
 
 KINDS = Registry("source kind", {
     "files": "metabackup.sources.files:KIND",
@@ -24,4 +24,4 @@ def source_kind(name: str) -> SourceKind:
     return KINDS.get(name)
 
 
-__all__ = ["KINDS", "RestoreError", "RestoreRequest", "SourceEngine", "SourceKind", "source_kind"]
+__all__ = ["KINDS", "Rebuilt", "RestoreError", "RestoreRequest", "SourceEngine", "SourceKind", "source_kind"]

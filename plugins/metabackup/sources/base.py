@@ -43,6 +43,15 @@ class RestoreRequest:
     bridge: Manifest | None = None  # point-in-time kinds: the later full whose bridge WAL reaches it
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """What :meth:`SourceKind.rebuild_beside` made: each live directory's rebuilt copy, and facts
+    about it that :meth:`SourceKind.validate_in_place` checks the started service against."""
+
+    dirs: dict[str, Path]
+    facts: dict[str, Any]
+
+
 class SourceKind(ABC):
     """A source kind plug-in (one per name in :data:`metabackup.sources.KINDS`)."""
 
@@ -58,6 +67,10 @@ class SourceKind(ABC):
     pitr_coverage: ClassVar[bool] = False
     #: restores over its own live state (``in_place`` of the restore DAG)
     in_place: ClassVar[bool] = False
+    #: an in-place restore stops and starts the source's service (``sources.<name>.service``)
+    needs_service: ClassVar[bool] = True
+    #: what ``service.data_dirs`` names for this kind (in messages)
+    live_dirs_hint: ClassVar[str] = "the directories the service keeps its data in"
     #: what a restore destination names: a new local directory, or an Airflow connection
     restores_into: ClassVar[Literal["directory", "connection"]] = "directory"
 
@@ -100,6 +113,32 @@ class SourceKind(ABC):
     def target_problem(self, options: Any, target: Any) -> str | None:
         """Why a source of this kind must not keep its sets at ``target`` (a TargetConfig), or None."""
         return None
+
+    # ---- in-place restore (see metabackup.inplace) ----
+    def live_dirs(self, options: Any, service: Any) -> list[tuple[str, str]]:
+        """The live directories an in-place restore replaces, as ``(spec field, path)``: by default
+        the service's ``data_dirs``."""
+        if service is None:
+            return []
+        return [(f"service.data_dirs[{i}]", path) for i, path in enumerate(service.data_dirs)]
+
+    def service_problems(self, options: Any, service: Any) -> list[tuple[str, str]]:
+        """What is wrong with a source's ``service`` block for this kind, as ``(field, reason)``."""
+        return []
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Source,
+                       scratch: Path, request: RestoreRequest) -> Rebuilt:
+        """Rebuild ``chain[-1]`` under ``scratch`` (a new directory beside the live data, on its file
+        system) while the service runs; map each live directory (:meth:`live_dirs`) to its copy."""
+        raise RestoreError(f"source kind {self.name} cannot be restored in place")
+
+    def validate_in_place(self, chain: list[Manifest], source: Source, facts: dict[str, Any]) -> dict[str, Any]:
+        """Check that the started service serves the rebuilt data (``facts`` from :meth:`rebuild_beside`)."""
+        return self.validate_restored(chain, source, None, in_place=True)
+
+    def live_identity(self, source: Source) -> dict[str, Any]:
+        """What identifies the data the running service serves (compared before and after a rollback)."""
+        return {}
 
     def backed_up_dirs(self, options: Any) -> list[tuple[str, str]]:
         """Local directories a source of this kind backs up, as ``(field, path)``: kept apart from

@@ -36,7 +36,7 @@ from metabackup.archive import find_member, open_tar_stream
 from metabackup.fields import ProblemRow, SpecModel, TextList, absolute_path, inside, short
 from metabackup.fsutil import COPY_CHUNK, FILE_MODE, ensure_private_dir, write_private
 from metabackup.manifest import FULL, HEX64, Manifest, int_field, need, text_field
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
+from metabackup.sources.base import ArchiveResult, BackupError, Rebuilt, RestoreError, SourceEngine, SourceKind
 from metabackup.naming import SetName
 
 if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
@@ -174,6 +174,8 @@ class FilesKind(SourceKind):
     Options = FilesOptions
     engine_path = "metabackup.sources.files:FilesSource"
     in_place = True
+    needs_service = False  # a service (e.g. the one reading the files) is optional
+    live_dirs_hint = "a files source restores its paths"
 
     def check_position(self, pos: dict, at: str) -> None:
         """A set's position, read back from a target: its index digest, entry count and paths."""
@@ -187,6 +189,23 @@ class FilesKind(SourceKind):
 
     def asset_uris(self, options: FilesOptions) -> list[str]:
         return [f"file://{path}" for path in options.paths]
+
+    def live_dirs(self, options: FilesOptions, service: Any) -> list[tuple[str, str]]:
+        return self.backed_up_dirs(options)
+
+    def service_problems(self, options: FilesOptions, service: Any) -> list[tuple[str, str]]:
+        if service.data_dirs:
+            return [("data_dirs", "a files source restores its paths in place; remove data_dirs")]
+        return []
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Any, source: Any, scratch: Path,
+                       request: Any) -> Rebuilt:
+        """Each of the spec's paths (never a manifest's) that the set holds, rebuilt under ``scratch``;
+        a path the set does not hold is left alone."""
+        tree = scratch / "tree"
+        result = self.restore(chain, open_archive, tree)
+        dirs = {path: tree / path.lstrip("/") for path in source.options.paths if (tree / path.lstrip("/")).is_dir()}
+        return Rebuilt(dirs, {"entries": result.get("entries")})
 
     def backed_up_dirs(self, options: FilesOptions) -> list[tuple[str, str]]:
         return [(f"paths[{i}]", path) for i, path in enumerate(options.paths)]

@@ -20,11 +20,13 @@ from pydantic import Field
 
 from metabackup.fsutil import ensure_private_dir
 from metabackup.manifest import Manifest, object_field
-from metabackup.sources.base import ArchiveResult, RestoreRequest, SourceEngine, SourceKind
+from metabackup.sources.base import ArchiveResult, Rebuilt, RestoreRequest, SourceEngine, SourceKind
 from metabackup.sources.files import KIND as FILES
-from metabackup.sources.files import FilesOptions, FilesSource
+from metabackup.sources.files import FilesOptions, FilesSource, validate_tree
 from metabackup.sources.postgres import KIND as POSTGRES
-from metabackup.sources.postgres import PostgresDestination, PostgresOptions, PostgresSource
+from metabackup.sources.postgres import (
+    PostgresDestination, PostgresOptions, PostgresSource, live_server_identity, rebuild_data_dir, validate_live_server,
+)
 
 if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
     from metabackup.policy import Decision
@@ -77,6 +79,35 @@ class OmsKind(SourceKind):
 
     def backed_up_dirs(self, options: OmsOptions) -> list[tuple[str, str]]:
         return FILES.backed_up_dirs(options.files)
+
+    # ---- in place: the database and the configuration directories together, or neither ----
+    in_place = True
+    live_dirs_hint = "the manager database's data directory (PGDATA), exactly one; its paths are restored with it"
+
+    def live_dirs(self, options: OmsOptions, service: Any) -> list[tuple[str, str]]:
+        database = [("service.data_dirs[0]", service.data_dirs[0])] if service is not None and service.data_dirs else []
+        return database + FILES.backed_up_dirs(options.files)
+
+    def service_problems(self, options: OmsOptions, service: Any) -> list[tuple[str, str]]:
+        return POSTGRES.service_problems(options.database, service)
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any,
+                       scratch: Path, request: RestoreRequest) -> Rebuilt:
+        database = rebuild_data_dir([component_view(m, "postgres") for m in chain], open_archive,
+                                    source.options.database, source.service, source.service.data_dirs[0],
+                                    scratch / "pg", request)
+        tree = scratch / "tree"
+        files = FilesSource.restore([component_view(m, "files") for m in chain], open_archive, tree)
+        dirs = {**database.dirs, **{path: tree / path.lstrip("/") for path in source.options.paths
+                                    if (tree / path.lstrip("/")).is_dir()}}
+        return Rebuilt(dirs, {"postgres": database.facts, "files": {"entries": files.get("entries")}})
+
+    def validate_in_place(self, chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+        return {**validate_tree(chain[-1].position["files"], source.options.paths, Path("/")),
+                **validate_live_server(source.options.database.conn_id, facts["postgres"])}
+
+    def live_identity(self, source: Any) -> dict[str, Any]:
+        return live_server_identity(source.options.database.conn_id)
 
 
 KIND = OmsKind()

@@ -55,7 +55,9 @@ from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
 from metabackup.manifest import FULL, Manifest, int_field, names_field, need, object_field, text_field, time_field
 from metabackup.naming import SetName
 from metabackup.fields import AbsolutePath, ConnId, SpecModel, between, matching
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, RestoreRequest, SourceEngine, SourceKind
+from metabackup.sources.base import (
+    ArchiveResult, BackupError, Rebuilt, RestoreError, RestoreRequest, SourceEngine, SourceKind,
+)
 
 if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
     from metabackup.policy import Decision
@@ -334,6 +336,7 @@ class PostgresKind(SourceKind):
     engine_path = "metabackup.sources.postgres:PostgresSource"
     point_in_time = True
     pitr_coverage = True
+    in_place = True
 
     def destination(self, where: Any, request: RestoreRequest) -> PostgresDestination:
         return PostgresDestination(data_dir=str(where), port=request.port, keep_running=request.keep_running,
@@ -372,6 +375,28 @@ class PostgresKind(SourceKind):
 
     def asset_uris(self, options: PostgresOptions) -> list[str]:
         return [f"x-postgres-cluster://{options.conn_id}"]  # a whole cluster: postgres:// URIs name one table
+
+    # ---- in place ----
+    live_dirs_hint = "the server's data directory (PGDATA), exactly one"
+
+    def service_problems(self, options: PostgresOptions, service: Any) -> list[tuple[str, str]]:
+        if len(service.data_dirs) != 1:
+            return [("data_dirs", f"must name exactly one directory, the server's data directory (PGDATA); got "
+                                  f"{len(service.data_dirs)}")]
+        return []
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any,
+                       scratch: Path, request: RestoreRequest) -> Rebuilt:
+        """Recover the chain (to its end or the point in time) in a new data directory beside the
+        live one, stop it, and put back its own settings; the facts identify it once started."""
+        return rebuild_data_dir(chain, open_archive, source.options, source.service, source.service.data_dirs[0],
+                                scratch, request)
+
+    def validate_in_place(self, chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+        return validate_live_server(source.options.conn_id, facts)
+
+    def live_identity(self, source: Any) -> dict[str, Any]:
+        return live_server_identity(source.options.conn_id)
 
 
 KIND = PostgresKind()
@@ -688,14 +713,19 @@ class PostgresSource(SourceEngine):
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
-def validate_data_dir(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
-    """``pg_controldata`` of the restored directory: the set's server, shut down or in production."""
+def controldata(position: dict[str, Any], data_dir: Path) -> dict[str, str]:
+    """``pg_controldata`` of a data directory (of the set's server version), field by field."""
     major = int(position["server_version"]) // 10000
-    controldata = str(Path(DEFAULT_BIN.format(major=major)) / "pg_controldata")
-    done = subprocess.run([controldata, "-D", str(data_dir)], capture_output=True, text=True, env=child_env())
+    program = str(Path(DEFAULT_BIN.format(major=major)) / "pg_controldata")
+    done = subprocess.run([program, "-D", str(data_dir)], capture_output=True, text=True, env=child_env())
     if done.returncode != 0:
         raise RestoreError(f"pg_controldata on {data_dir} failed: {done.stderr.strip()}")
-    fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)}
+
+
+def validate_data_dir(position: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """``pg_controldata`` of the restored directory: the set's server, shut down or in production."""
+    fields = controldata(position, data_dir)
     system_id = fields.get("Database system identifier", "").strip()
     state = fields.get("Database cluster state", "").strip()
     if system_id != str(position["system_identifier"]):
@@ -718,6 +748,9 @@ class PostgresDestination:
     # For a point in time after the chain's last set: the next full whose bridge WAL continues the
     # chain (restore.pitr_bridge); its archive must have been verified with the chain.
     bridge: Manifest | None = None
+    # For an in-place restore: once recovered and stopped, drop the settings the recovery added
+    # (port, socket, restore_command, target) so the service starts it with its own.
+    for_service: bool = False
 
 
 # The data directory reaches pg_ctl (which starts the server through sh) and postgresql.conf:
@@ -964,7 +997,9 @@ def restore_chain(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]
         sock = Path(tempfile.mkdtemp(prefix="mb-pg-", dir=sock_base))
         created.append(sock)
         comment = re.sub(r"[^A-Za-z0-9._ -]", "_", last.set + (f" with the bridge WAL of {dest.bridge.set}" if dest.bridge else ""))
-        with open(data / "postgresql.auto.conf", "a") as conf:
+        auto_conf = data / "postgresql.auto.conf"
+        auto_conf_before = auto_conf.read_bytes() if auto_conf.exists() else None
+        with open(auto_conf, "a") as conf:
             conf.write(f"""
 # added by metabackup restore of {comment}
 port = {port}
@@ -1000,9 +1035,17 @@ recovery_target_action = 'promote'
         if dest.bridge is not None:
             result["bridge"] = dest.bridge.set
         if not dest.keep_running:
-            _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            stopped = _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            if stopped.returncode != 0:
+                raise RestoreError(f"the recovered server did not stop: {(stopped.stdout + stopped.stderr).strip()[-800:]}")
             started = False
             shutil.rmtree(sock, ignore_errors=True)
+            if dest.for_service:  # the service starts it with its own settings
+                if auto_conf_before is None:
+                    auto_conf.unlink()
+                else:
+                    auto_conf.write_bytes(auto_conf_before)
+                _chown_tree(data, dest.os_user)
         shutil.rmtree(work, ignore_errors=True)
         return result
     except BaseException:
@@ -1024,6 +1067,52 @@ recovery_target_action = 'promote'
             with contextlib.suppress(OSError):
                 parent.rmdir()
         raise
+
+
+def rebuild_data_dir(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], options: Any, service: Any,
+                     live: str, scratch: Path, request: RestoreRequest) -> Rebuilt:
+    """For an in-place restore: the chain recovered in ``scratch/data``, stopped, with the live
+    server's own settings, owned by the service's owner; mapped to ``live``."""
+    data = scratch / "data"
+    dest = PostgresDestination(data_dir=str(data), os_user=service.owner or "postgres", bin_dir=options.bin_dir,
+                               target_time=request.point_in_time, bridge=request.bridge, for_service=True)
+    result = restore_chain(chain, open_archive, dest)
+    fields = controldata(chain[0].position, data)
+    facts = {"system_identifier": fields.get("Database system identifier", ""),
+             "timeline": int(fields.get("Latest checkpoint's TimeLineID", "0") or 0),
+             "checkpoint_lsn": fields.get("Latest checkpoint location", ""), "recovery": result.get("recovery", "")}
+    return Rebuilt({live: data}, facts)
+
+
+def live_server_identity(conn_id: str) -> dict[str, Any]:
+    """The running server's system identifier and timeline (what a rollback must give back)."""
+    with sql_session(get_connection(conn_id)) as session:
+        row = session.execute("SELECT (SELECT system_identifier FROM pg_control_system())::text, "
+                              "(SELECT timeline_id FROM pg_control_checkpoint())").fetchone()
+    return {"system_identifier": row[0], "timeline": row[1]}
+
+
+def validate_live_server(conn_id: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """The started service accepts connections, is out of recovery, and serves the rebuilt data
+    directory: same system identifier and timeline, a checkpoint at or after the rebuilt one."""
+    conn = get_connection(conn_id)
+    with sql_session(conn) as session:
+        row = session.execute(
+            "SELECT (SELECT system_identifier FROM pg_control_system())::text, pg_is_in_recovery(), "
+            "(SELECT timeline_id FROM pg_control_checkpoint()), (SELECT checkpoint_lsn FROM pg_control_checkpoint())::text,"
+            " (SELECT count(*) FROM pg_database WHERE datallowconn)").fetchone()
+    system_id, in_recovery, timeline, checkpoint, databases = row
+    if system_id != facts["system_identifier"]:
+        raise RestoreError(f"{_where(conn)} has system identifier {system_id}; the restored data directory has "
+                           f"{facts['system_identifier']}: the service did not start the restored data")
+    if in_recovery:
+        raise RestoreError(f"{_where(conn)} is still in recovery")
+    if timeline != facts["timeline"] or parse_lsn(checkpoint) < parse_lsn(facts["checkpoint_lsn"]):
+        raise RestoreError(f"{_where(conn)} runs timeline {timeline} at checkpoint {checkpoint}; the restored data "
+                           f"directory was at timeline {facts['timeline']}, checkpoint {facts['checkpoint_lsn']}: the "
+                           "service does not serve the restored data")
+    return {"system_identifier": system_id, "timeline": timeline, "checkpoint_lsn": checkpoint,
+            "databases": databases, "accepts_connections": True}
 
 
 def _free_port() -> int:
