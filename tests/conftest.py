@@ -227,3 +227,87 @@ def pytest_terminal_summary(terminalreporter):
         escaped = len(outcomes) - refused - skipped
         line = f"adversarial {module}: {len(outcomes)} cases, {refused} refused, {escaped} escaped"
         terminalreporter.write_line(line + (f", {skipped} skipped" if skipped else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Alert receivers: a real SMTP server and a real HTTP listener on loopback
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def mailbox(monkeypatch):
+    """A real SMTP server on loopback (aiosmtpd) and the Airflow connection to it."""
+    import json
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    from harness import free_port
+
+    received = []
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
+            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
+        "extra": {"from_email": "airflow@example.com", "disable_tls": True, "disable_ssl": True, "retry_limit": 0}}))
+    monkeypatch.setenv("METABACKUP_ALERT_SMTP_CONN_ID", "smtp_alerts")
+    yield received
+    controller.stop()
+
+
+def mail_body(message) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/html")
+    return part.get_payload(decode=True).decode()
+
+
+@pytest.fixture()
+def webhook():
+    import http.server
+    import json
+    import threading
+
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/alert", received
+    server.shutdown()
+
+
+
+
+def postgres_service(instance, fail_start_marker: Path | None = None) -> dict:
+    """A ``service:`` block for a harness PostgreSQL, as an operator would write it for a server
+    managed with pg_ctl: ``pg_ctl status`` exits 0 when running and 3 when stopped.  With
+    ``fail_start_marker``, a start fails (exit 1) while that file exists and removes it (a start that
+    fails once); a marker whose name starts with ``always`` is kept (every start fails)."""
+    from harness import postgres as pg
+
+    pg_ctl = [str(pg.BIN / "pg_ctl"), "-D", str(instance.data)]
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    start = [*run_as, *pg_ctl, "-l", str(Path(instance.directory) / "postgres.log"), "-w", "-t", "60", "start"]
+    if fail_start_marker is not None:
+        start = [sys.executable, "-c", "import os, sys\n"
+                 "marker = sys.argv[1]\n"
+                 "if os.path.exists(marker):\n"
+                 "    if not os.path.basename(marker).startswith('always'):\n"
+                 "        os.remove(marker)\n"
+                 "    sys.exit('start refused by the test (marker file ' + marker + ')')\n"
+                 "os.execvp(sys.argv[2], sys.argv[2:])", str(fail_start_marker), *start]
+    return {"stop": [*run_as, *pg_ctl, "-m", "fast", "-w", "stop"], "start": start,
+            "status": [*run_as, *pg_ctl, "status"], "data_dirs": [str(instance.data)],
+            "owner": "postgres" if os.geteuid() == 0 else None, "timeout": 120}

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, create_model
 from pydantic.json_schema import SkipJsonSchema
 
+from metabackup.service import ServiceControl
 from metabackup.sources import KINDS, source_kind
 from metabackup.spec import SOURCE_NAMES, TaskSpec
 from metabackup.targets import TYPES, target_config
@@ -36,6 +37,9 @@ def spec_schema() -> dict[str, Any]:
             target=(target, Field(description="where this source's backups are kept")),
             copies=(list[target], Field([], description="off-site copies: further targets each committed set is "
                                                          "replicated to, each with its own max_backups")),
+            service=(ServiceControl | None, Field(None, description="how to stop, start and check the source's "
+                                                                    "service, its live directories and their owner "
+                                                                    "(for an in-place restore)")),
         ))
     spec_file = create_model(
         "TaskSpecFile", __base__=TaskSpec, __doc__=TaskSpec.__doc__,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import pendulum
 import pytest
 
-from conftest import cli_list_json, files_spec
+from conftest import cli_list_json, files_spec, mail_body
 from metabackup.airflow.dag_factory import dags_for_dag_file
 from metabackup.naming import MANIFEST_SUFFIX
 from metabackup.verification import record_name
@@ -18,57 +16,6 @@ from conftest import task_states
 pytestmark = pytest.mark.airflow
 
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
-
-
-@pytest.fixture()
-def mailbox(monkeypatch):
-    """A real SMTP server on loopback (aiosmtpd) and the Airflow connection to it."""
-    from email import message_from_bytes
-
-    from aiosmtpd.controller import Controller
-
-    from harness import free_port
-
-    received = []
-
-    class Sink:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
-            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-            return "250 OK"
-
-    port = free_port()
-    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
-    controller.start()
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
-        "extra": {"from_email": "airflow@example.com", "disable_tls": True, "disable_ssl": True, "retry_limit": 0}}))
-    monkeypatch.setenv("METABACKUP_ALERT_SMTP_CONN_ID", "smtp_alerts")
-    yield received
-    controller.stop()
-
-
-def mail_body(message) -> str:
-    part = next(p for p in message.walk() if p.get_content_type() == "text/html")
-    return part.get_payload(decode=True).decode()
-
-
-@pytest.fixture()
-def webhook():
-    received = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/alert", received
-    server.shutdown()
 
 
 def test_verification_rereads_sets_test_restores_and_alerts_on_corruption(airflow_project, tmp_path, monkeypatch, webhook,

@@ -283,9 +283,10 @@ def _restore_doc_md(spec: TaskSpec) -> str:
 Pick a **source**, a **backup_set** (`latest` or a set name such as
 `{spec.cluster_version}_{source_names[0]}_<time>`) or, for PostgreSQL, a **point_in_time**
 (ISO-8601 with offset), and a **destination**: a new directory (files, postgres, oms, namenode) or
-the Airflow connection of an empty directory server (ldap). **in_place** (files only) restores
-over the source's own directories after a safety backup, keeping the old ones as
-`<dir>.pre-restore-<time>`. **dry_run** (on by default) resolves and verifies the chain and
+the Airflow connection of an empty directory server (ldap). **in_place** restores over the
+source's live data instead: safety backup, rebuild beside it, stop the service (the spec's
+`service:` block), swap directories (the old ones kept as `<dir>.pre-restore-<time>`), start,
+validate; any failure after the stop rolls back to the old data. **dry_run** (on by default) resolves and verifies the chain and
 reports what would happen. A set taken at another cluster version is refused unless
 **allow_version_mismatch** is set.
 """
@@ -407,8 +408,9 @@ def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
                                     description="ISO-8601 with offset, e.g. 2026-11-24T10:30:00+08:00; empty for a set."),
             "destination": _param("", type="string", title="Destination",
                                   description="A new absolute directory, or (ldap) an Airflow connection id."),
-            "in_place": _param(False, type="boolean", title="Restore in place (files)",
-                               description="Over the source's own directories, after a safety backup."),
+            "in_place": _param(False, type="boolean", title="Restore in place",
+                               description="Over the source's live data (its service: block in the spec), after a "
+                                           "safety backup; rolled back if the restored service fails its checks."),
             "dry_run": _param(True, type="boolean", title="Dry run",
                               description="Resolve and verify only; report what would happen."),
             "allow_version_mismatch": _param(False, type="boolean", title="Allow a cluster version mismatch"),
