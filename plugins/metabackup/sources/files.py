@@ -366,7 +366,9 @@ def _tarinfo(member: str, entry: Entry) -> tarfile.TarInfo:
     info.type = tarfile.REGTYPE
     info.size, info.mode = entry["size"], entry["mode"]
     info.uid, info.gid, info.uname, info.gname = entry["uid"], entry["gid"], entry["user"], entry["group"]
-    info.mtime = entry["mtime_ns"] / 1e9
+    # whole seconds, as GNU tar writes them: a fractional mtime would cost every member an extra
+    # 1 KiB PAX header (and 15 % of the archive step's time); a restore sets the index's mtime_ns
+    info.mtime = entry["mtime_ns"] // 1_000_000_000
     return info
 
 
