@@ -71,6 +71,29 @@ def test_postgres_in_place_through_the_restore_dag(airflow_project, tmp_path, mo
         assert report["validated"]["system_identifier"] == report["restored"]["rebuilt"]["system_identifier"]
 
 
+def test_oms_in_place_through_the_restore_dag(airflow_project, tmp_path, monkeypatch):
+    from metabackup.sources.files import iter_tree
+
+    etc = tmp_path / "om-server" / "conf"
+    etc.mkdir(parents=True)
+    (etc / "oms.properties").write_text("port=20026\n")
+    with seeded_postgres(monkeypatch, rows=300) as cluster:
+        backup, restore = dags_for_dag_file(airflow_project.install(files_spec("omsinplace", tmp_path, {"OMS": {
+            "kind": "oms", "database": {"conn_id": "pg_src"}, "paths": [str(etc)],
+            "target": {"type": "LocalDir", "max_backups": 5}, "service": postgres_service(cluster)}})))
+        assert ok(backup.test(run_after=T0))
+        at_backup = (content(cluster), dict(iter_tree(etc)))
+        with psycopg.connect(cluster.superuser_dsn(), autocommit=True) as conn:
+            conn.execute("DELETE FROM t WHERE id % 2 = 0")
+        (etc / "oms.properties").write_text("port=1\n")
+
+        dr = restore.test(run_after=T0.add(hours=1), run_conf={"source": "OMS", "in_place": True, "dry_run": False})
+        assert ok(dr), task_states(restore.dag_id, dr.run_id)
+        assert (content(cluster), dict(iter_tree(etc))) == at_backup
+        restored = report_of(restore.dag_id, dr.run_id)["restored"]
+        assert sorted(d["live"] for d in restored["in_place"]) == sorted([str(cluster.data), str(etc)])
+
+
 def test_a_failed_rollback_raises_the_critical_alarm_by_mail_and_webhook(airflow_project, tmp_path, monkeypatch,
                                                                         webhook, mailbox):
     url, posted = webhook
