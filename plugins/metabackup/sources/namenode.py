@@ -12,6 +12,8 @@ The three calls that have no HTTP form (namespace ids, rolling the edit log, lis
 segments) go through ``metabackup.hdfs.NameNodeTool``, a small Java program run with the
 cluster's Hadoop client (``tool_command``, default ``hadoop metabackup.hdfs.NameNodeTool`` with
 ``build/hadoop/metabackup-hdfs.jar`` on ``HADOOP_CLASSPATH``).  They need HDFS superuser rights.
+A snapshot runs the tool once (its ``snapshot`` command: the ids, the roll, the segment list), or
+three times with a tool built before that command.
 
 Restore lays out a NameNode name directory (``current/VERSION``, ``fsimage_N`` with its
 ``.md5``, the segments, ``seen_txid``); a NameNode started on it loads the image, replays the
@@ -237,6 +239,8 @@ KIND = NameNodeKind()
 
 
 class NameNodeSource(SourceEngine):
+    _software_version: str | None = None  # set by write_archive from the set's position
+
     @property
     def tool(self) -> NameNodeTool:
         return NameNodeTool(self.options.tool_command, self.options.fs_uri, self.options.timeout)
@@ -264,7 +268,10 @@ class NameNodeSource(SourceEngine):
                  info["clusterId"], info["namespaceId"], info["transactionId"])
 
     def tool_versions(self) -> dict[str, str]:
-        return {"hadoop": str(self.tool("info").get("softwareVersion"))}
+        """The NameNode's Hadoop version: as the snapshot recorded it once :meth:`write_archive` has
+        read the set's position (the archive step), else asked of the NameNode (a JVM start)."""
+        version = self._software_version
+        return {"hadoop": str(version if version is not None else self.tool("info").get("softwareVersion"))}
 
     def incremental_blocker(self, parent: Manifest) -> str | None:
         pos = parent.position
@@ -286,14 +293,9 @@ class NameNodeSource(SourceEngine):
 
         urls = self.namenode_urls()
         url = urls[0]
-        info = self.tool("info")
         files = workdir / "namenode"
         ensure_private_dir(files)
-        position: dict[str, Any] = {
-            "nameservice": self.options.nameservice, "namenode": url, "cluster_id": info["clusterId"],
-            "namespace_id": info["namespaceId"], "block_pool_id": info["blockPoolId"], "ctime": info["cTime"],
-            "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"],
-        }
+        position: dict[str, Any] = {}
         session = requests.Session()
         if decision.type == FULL:
             image = self._fetch(session, url, "getimage=1&txid=latest", files, expect=None)
@@ -304,9 +306,15 @@ class NameNodeSource(SourceEngine):
             if blocker:
                 raise NameNodeSourceError(f"cannot take an incremental on {parent.set}: {blocker}; the next run will be full")
             position.update(start_txid=parent.position["end_txid"] + 1)
-        rolled = self.tool("roll")["segmentStartTxId"]  # everything before it is now in finalized segments
+        # the namespace ids, then a roll (everything before it is now in finalized segments), then
+        # the finalized segments from start_txid: one JVM start (NameNodeTool snapshot), not three
+        info, rolled, logs = self._info_roll_manifest(position["start_txid"])
+        position = {
+            "nameservice": self.options.nameservice, "namenode": url, "cluster_id": info["clusterId"],
+            "namespace_id": info["namespaceId"], "block_pool_id": info["blockPoolId"], "ctime": info["cTime"],
+            "layout_version": info["layoutVersion"], "software_version": info["softwareVersion"], **position,
+        }
         end = int(rolled) - 1
-        logs = self.tool("manifest", str(position["start_txid"]))["logs"]
         segments = segments_covering(logs, position["start_txid"], end)
         for number, segment in enumerate(segments, 1):
             self._fetch_from_any(session, urls, f"getedit=1&startTxId={segment.start}&endTxId={segment.end}",
@@ -318,6 +326,21 @@ class NameNodeSource(SourceEngine):
                  position["start_txid"], end, len(segments),
                  f", image {image_name(position['image_txid'])}" if "image_txid" in position else "", url)
         return {k: position[k] for k in ("start_txid", "end_txid", "cluster_id")}
+
+    def _info_roll_manifest(self, since: int) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+        """``info``, ``roll`` and ``manifest since`` in that order: by the tool's ``snapshot`` command
+        (one JVM), or, with a NameNodeTool built before it had one, by the three commands."""
+        try:
+            both = self.tool("snapshot", str(since))
+        except NameNodeSourceError as exc:
+            if "unknown command snapshot" not in str(exc):
+                raise
+            log.info("%s: the NameNode tool has no snapshot command (built before it); info, roll and manifest "
+                     "one by one", self.source.name)
+            info = self.tool("info")
+            rolled = self.tool("roll")["segmentStartTxId"]
+            return info, int(rolled), self.tool("manifest", str(since))["logs"]
+        return both["info"], int(both["segmentStartTxId"]), both["manifest"]["logs"]
 
     def _fetch_from_any(self, session, urls: list[str], query: str, directory: Path, expect: str) -> dict[str, Any]:
         """A finalized segment from the first NameNode that holds it: after a failover (with QJM)
@@ -361,6 +384,7 @@ class NameNodeSource(SourceEngine):
 
     def write_archive(self, workdir: Path, tar: tarfile.TarFile, set_stem: str) -> ArchiveResult:
         position = json.loads((workdir / "namenode-position.json").read_text())
+        self._software_version = position.get("software_version")  # for tool_versions: no second `info`
         files = sorted((workdir / "namenode").iterdir())
         total = 0
         for path in files:

@@ -22,6 +22,8 @@ import org.apache.hadoop.hdfs.server.protocol.RemoteEditLogManifest;
  *   NameNodeTool FS_URI info              namespace/cluster/block-pool ids, layout, txids
  *   NameNodeTool FS_URI roll              roll the edit log; the new segment's first txid
  *   NameNodeTool FS_URI manifest SINCE    finalized edit-log segments holding txids >= SINCE
+ *   NameNodeTool FS_URI snapshot SINCE    info, then roll, then manifest SINCE, in one JVM:
+ *                                         {"info": {...}, "segmentStartTxId": N, "manifest": {...}}
  * </pre>
  *
  * FS_URI is {@code hdfs://<nameservice>} (HA, resolved through the client configuration on the
@@ -33,7 +35,7 @@ public final class NameNodeTool {
 
   public static void main(String[] args) throws Exception {
     if (args.length < 2) {
-      System.err.println("usage: NameNodeTool FS_URI info|roll|manifest SINCE_TXID");
+      System.err.println("usage: NameNodeTool FS_URI info|roll|manifest SINCE_TXID|snapshot SINCE_TXID");
       System.exit(2);
     }
     Configuration conf = new HdfsConfiguration();
@@ -55,6 +57,19 @@ public final class NameNodeTool {
           System.exit(2);
         }
         System.out.println(manifest(namenode.getEditLogManifest(Long.parseLong(args[2]))));
+        break;
+      case "snapshot":
+        if (args.length < 3) {
+          System.err.println("snapshot needs SINCE_TXID");
+          System.exit(2);
+        }
+        String before = info(namenode);
+        long rolled;
+        try (FileSystem fs = FileSystem.newInstance(uri, conf)) {
+          rolled = ((DistributedFileSystem) fs).rollEdits();
+        }
+        System.out.println("{\"info\": " + before + ", \"segmentStartTxId\": " + rolled
+            + ", \"manifest\": " + manifest(namenode.getEditLogManifest(Long.parseLong(args[2]))) + "}");
         break;
       default:
         System.err.println("unknown command " + args[1]);
