@@ -2,7 +2,7 @@
 fresh child process, against the RSS of a child that only imports the same modules.
 
     PYTHONPATH=plugins:. .venv/bin/python bench/memory.py [--quick] [--kinds files,ldap,postgres]
-        [--files-mb 1024] [--ldap-entries 500000] [--pg-mb 512] [--keep] [--seed N]
+        [--files-mb 1024] [--ldap-entries 100000] [--pg-mb 512] [--keep] [--seed N]
 
 For each kind it sets up a realistic source (``files``: the tree of archive_throughput.py, fixed
 seed; ``ldap``: a slapd seeded by slapadd as in ldap_export.py; ``postgres``: a PostgreSQL 15
@@ -170,7 +170,7 @@ def postgres_source(work: Path, size_mb: int, servers: list) -> dict:
     print(f"postgres: {size / MiB:.0f} MiB (pgbench scale {scale}), loaded in {time.monotonic() - started:.0f} s",
           flush=True)
     os.environ["AIRFLOW_CONN_BENCH_PG"] = json.dumps(server.connection())
-    spec = work / "bench.yaml"
+    spec = work / "bench_memory.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "bench_memory", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.5.0", "type": "manual",
         "data_path": str(work / "ours"),
@@ -182,43 +182,63 @@ def postgres_source(work: Path, size_mb: int, servers: list) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def measure_kind(kind: str, src: dict, work: Path) -> dict:
+def imports_only(kind: str, label: str, modules: list[str], base: dict, logs: Path) -> dict:
+    path = logs / f"{kind}-{label}.baseline-modules.json"
+    path.write_text(json.dumps(modules))
+    return run_child({**base, "step": "imports", "modules": str(path)}, logs / f"{kind}-{label}.imports.log")
+
+
+def measure_kind(kind: str, src: dict, work: Path, per_step: bool) -> dict:
+    """Each step in its child; then the imports-only child(ren): by default one per kind importing
+    the modules EVERY step had loaded (their intersection, so a step's own lazy imports count as
+    beyond: never less than the truth), with ``per_step`` one per step importing exactly its modules."""
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     base = {"spec": str(src["spec"]), "source": src["source"], "conn": src["conn"], "executed": EXECUTED}
     steps: dict[str, dict] = {}
-    modules: list[str] = []
+    loaded: dict[str, list[str]] = {}
     for step in BACKUP_STEPS + RESTORE_STEPS:
         cfg = {**base, "step": step, "dest": src["dest"], "modules_out": str(logs / f"{kind}-{step}.modules.json")}
         r = steps[step] = run_child(cfg, logs / f"{kind}-{step}.log")
-        for name in json.loads(Path(cfg["modules_out"]).read_text()):
-            if name not in modules:
-                modules.append(name)
+        loaded[step] = json.loads(Path(cfg["modules_out"]).read_text())
         print(f"  {kind} {step:<15} peak RSS {r['maxrss_kb'] / 1024:7.1f} MiB ({r['rss_before_kb'] / 1024:.1f} MiB "
               f"after its start-up), {r['seconds']:.1f} s  {json.dumps(r['result'])[:110]}", flush=True)
     if steps["decide"]["result"].get("type") != "full":
         raise SystemExit(f"{kind}: expected a full backup, got {steps['decide']['result']}")
-    (logs / f"{kind}-union.modules.json").write_text(json.dumps(modules))
-    baseline = run_child({**base, "step": "imports", "modules": str(logs / f"{kind}-union.modules.json")},
-                         logs / f"{kind}-imports.log")
-    print(f"  {kind} imports only    peak RSS {baseline['maxrss_kb'] / 1024:7.1f} MiB ({len(modules)} modules, "
-          f"{baseline['result']['not_importable']} not importable alone), {baseline['seconds']:.1f} s", flush=True)
-    return {"steps": steps, "baseline_kb": baseline["maxrss_kb"]}
+    if per_step:
+        for step, modules in loaded.items():
+            b = imports_only(kind, step, modules, base, logs)
+            steps[step]["baseline_kb"] = b["maxrss_kb"]
+            print(f"  {kind} {step:<15} imports only: peak RSS {b['maxrss_kb'] / 1024:7.1f} MiB ({len(modules)} modules, "
+                  f"{b['result']['not_importable']} not importable alone), {b['seconds']:.1f} s", flush=True)
+    else:
+        shared = set.intersection(*(set(m) for m in loaded.values()))
+        modules = [m for m in loaded[BACKUP_STEPS[0]] if m in shared]
+        b = imports_only(kind, "shared", modules, base, logs)
+        for step in steps:
+            steps[step]["baseline_kb"] = b["maxrss_kb"]
+        print(f"  {kind} imports only    peak RSS {b['maxrss_kb'] / 1024:7.1f} MiB (the {len(modules)} modules every "
+              f"step loaded, of {min(map(len, loaded.values()))}-{max(map(len, loaded.values()))}; "
+              f"{b['result']['not_importable']} not importable alone), {b['seconds']:.1f} s", flush=True)
+    return {"steps": steps}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", default="files,ldap,postgres", help="comma-separated (default files,ldap,postgres)")
     parser.add_argument("--files-mb", type=int, default=1024, help="files tree size in MiB (default 1024)")
-    parser.add_argument("--ldap-entries", type=int, default=500_000, help="LDAP users (default 500000)")
+    parser.add_argument("--ldap-entries", type=int, default=100_000, help="LDAP users (default 100000)")
     parser.add_argument("--pg-mb", type=int, default=512, help="pgbench database size in MiB (default 512)")
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument("--keep", action="store_true", help="keep the work directories (servers are stopped)")
+    parser.add_argument("--per-step-baseline", action="store_true",
+                        help="one imports-only child per step with exactly its modules (default: one per kind, with "
+                             "the modules every step loaded)")
     parser.add_argument("--quick", action="store_true",
-                        help="smaller, for bench/run_all.py --quick: 100 MiB tree, 20000 entries, 64 MiB database "
+                        help="smaller, for bench/run_all.py --quick: 100 MiB tree, 5000 entries, 64 MiB database "
                              "(explicit flags still win)")
     if "--quick" in sys.argv[1:]:
-        parser.set_defaults(files_mb=100, ldap_entries=20_000, pg_mb=64)
+        parser.set_defaults(files_mb=100, ldap_entries=5_000, pg_mb=64)
     args = parser.parse_args()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = set(kinds) - {"files", "ldap", "postgres"}
@@ -242,20 +262,19 @@ def main() -> None:
             else:
                 src = postgres_source(work, args.pg_mb, servers)
             what[kind] = src["what"]
-            results[kind] = measure_kind(kind, src, work)
+            results[kind] = measure_kind(kind, src, work, args.per_step_baseline)
             while servers:
                 servers.pop().stop()
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
 
-        print("\npeak RSS per step, MiB (whole child; beyond imports = minus the kind's imports-only child)")
-        print(f"{'kind':<10}{'step':<16}{'peak':>8}{'imports':>9}{'beyond':>8}")
+        print("\npeak RSS per step, MiB (whole child; beyond imports = minus its imports-only child)")
+        print(f"{'kind':<10}{'step':<16}{'peak':>8}{'imports':>9}{'beyond':>8}{'seconds':>9}")
         rows = []
         for kind, r in results.items():
-            base = r["baseline_kb"] / 1024
             for step, s in r["steps"].items():
-                peak = s["maxrss_kb"] / 1024
-                print(f"{kind:<10}{step:<16}{peak:8.1f}{base:9.1f}{peak - base:8.1f}")
+                peak, base = s["maxrss_kb"] / 1024, s["baseline_kb"] / 1024
+                print(f"{kind:<10}{step:<16}{peak:8.1f}{base:9.1f}{peak - base:8.1f}{s['seconds']:9.1f}")
                 rows.append((kind, step, peak - base))
         print(f"\n{time.strftime('%Y-%m-%d', time.gmtime())}, {', '.join(f'{k}: {w}' for k, w in what.items())}; "
               f"load average {os.getloadavg()[0]:.1f}")
