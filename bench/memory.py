@@ -33,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown kinds {sorted(unknown)}")
 
+    # A SIGTERM (run_all.py interrupted, a CI timeout) unwinds like Ctrl-C, through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="metabackup-bench-memory-"))
     root.chmod(0o755)  # the postgres user must traverse it
     os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow"))

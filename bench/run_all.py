@@ -81,8 +81,12 @@ def run(name: str, quick: bool) -> tuple[int, list[str], float]:
             lines.append(line.rstrip("\n"))
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()  # the benchmark's own finally blocks stop its servers
-        proc.wait()
+        # Ctrl-C reached the benchmark too (same process group): its finally blocks stop its servers.
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait()
         raise
     seconds = time.monotonic() - started
     print(f"===== {name}: exit {code} after {seconds:.0f} s =====", flush=True)
