@@ -10,7 +10,7 @@ HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
 S3PROXY_VERSION := 4.1.0
 S3PROXY_JAR := build/s3proxy/s3proxy-$(S3PROXY_VERSION)-jar-with-dependencies.jar
 
-.PHONY: setup apt venv hadoop s3proxy test unit demo bench lock clean
+.PHONY: setup apt venv hadoop s3proxy test unit demo bench bench-quick lock clean
 
 setup: apt $(STAMP) $(HADOOP_JAR) $(S3PROXY_JAR)
 
@@ -53,15 +53,15 @@ unit: setup
 demo: setup
 	./scripts/demo.sh
 
+# Every benchmark (bench/README.md), then one summary table of all their goals; bench-quick: smaller
+# sizes and fewer rounds (each script's --quick; bench/README.md says what each changes).
 bench: setup
 	@for p in pgbackrest pigz zstd; do dpkg -s $$p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; done
-	PYTHONPATH=plugins:. $(PY) bench/archive_throughput.py
-	PYTHONPATH=plugins:. $(PY) bench/parse_time.py
-	PYTHONPATH=plugins:. $(PY) bench/ldap_export.py
-	PYTHONPATH=plugins:. $(PY) bench/postgres_backup.py
-	PYTHONPATH=plugins:. $(PY) bench/hdfs_upload.py
-	PYTHONPATH=plugins:. $(PY) bench/offsite_upload.py
-	PYTHONPATH=plugins:. $(PY) bench/encryption.py
+	PYTHONPATH=plugins:. $(PY) bench/run_all.py
+
+bench-quick: setup
+	@for p in pgbackrest pigz zstd; do dpkg -s $$p >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; done
+	PYTHONPATH=plugins:. $(PY) bench/run_all.py --quick
 
 # Re-resolve the pins from the direct dependencies.
 lock:

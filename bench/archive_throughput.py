@@ -383,6 +383,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated tree and outputs")
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument("--tar-czf", action="store_true", help="also time single-threaded tar -czf (for information)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 64 MiB tree, 1 round (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(size_mb=64, repeat=1)
     args = parser.parse_args()
     if shutil.which("tar") is None:
         raise SystemExit("GNU tar is required for the baseline")

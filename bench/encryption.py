@@ -202,6 +202,10 @@ def main() -> None:
     parser.add_argument("--dir", help="work here instead of a new temp directory")
     parser.add_argument("--keep", action="store_true", help="keep the generated tree and outputs")
     parser.add_argument("--seed", type=int, default=20261124)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 32 MiB tree, 1 backup round, 2 decryption rounds (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(size_mb=32, repeat=1, decrypt_repeat=2)
     args = parser.parse_args()
 
     base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="metabackup-bench-encryption-"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 128 MiB, 1 round (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(size_mb=128, repeat=1)
     args = parser.parse_args()
 
     from harness import hdfs
@@ -80,6 +85,13 @@ def main() -> int:
         print(f"\n{mb:.0f} MiB set, {args.repeat} rounds, median throughput:")
         for name, seconds in medians.items():
             print(f"  {name:<12} {mb / seconds:7.1f} MiB/s  ({seconds:.1f} s)  ratio to raw {medians['raw'] / seconds:.2f}x")
+        # The closing table bench/run_all.py collects; the goal is offsite_upload.py's (0.9x the raw client).
+        print("\nmetric | ours | baseline | ratio | goal | met")
+        for name, goal in (("ours", 0.9), ("ours+verify", None)):
+            ratio = medians["raw"] / medians[name]
+            print(f"LocalHDFS upload MiB/s, {name} vs raw WebHDFS | {mb / medians[name]:.1f} | {mb / medians['raw']:.1f} | "
+                  f"{ratio:.2f} | {'-' if goal is None else f'>= {goal}'} | "
+                  f"{'-' if goal is None else 'yes' if ratio >= goal else 'NO'}")
     finally:
         cluster.stop()
         import shutil

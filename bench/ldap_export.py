@@ -164,6 +164,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternating rounds of the full export (default 2)")
     parser.add_argument("--profile", help="also run our full export once under cProfile, stats to this file")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 10 000 entries (also for the RSS export), 1 round (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(entries=10_000, rss_entries=10_000, repeat=1)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="metabackup-bench-ldap-"))
     os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow"))

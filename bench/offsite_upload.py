@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 32 MiB, 1 round (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(size_mb=32, repeat=1)
     args = parser.parse_args()
 
     from bench.hdfs_upload import raw_upload

@@ -316,6 +316,10 @@ def main() -> None:
     parser.add_argument("--dir", help="work here instead of a new temp directory")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders")
     parser.add_argument("--seed", type=int, default=20261124)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: 20 DAG files, 1 single file, 1 round (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(repeat=1, count=20, single=1)
     args = parser.parse_args()
 
     base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="metabackup-bench-parse-"))

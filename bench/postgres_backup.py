@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,6 +115,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=512)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller and shorter, for bench/run_all.py --quick: a 64 MiB database (explicit flags still win)")
+    if "--quick" in sys.argv[1:]:
+        parser.set_defaults(size_mb=64)
     args = parser.parse_args()
     if not shutil.which("pgbackrest"):
         raise SystemExit("pgbackrest is not installed (apt-get install pgbackrest)")
