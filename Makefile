@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql \
+APT_PACKAGES := libkrb5-dev gcc pkg-config python3-venv slapd ldap-utils libldap2-dev libsasl2-dev openssl postgresql redis-server \
                 openjdk-17-jdk-headless maven chromium chromium-driver openssh-server openssh-client
 STAMP := $(VENV)/.installed
 HADOOP_JAR := build/hadoop/metabackup-hdfs.jar
