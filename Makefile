@@ -69,8 +69,8 @@ lock:
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
 	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
-	  apache-airflow-providers-sftp boto3 pendulum pydantic pyyaml pytest python-ldap selenium aiosmtpd import-linter \
-	  isal zstandard
+	  apache-airflow-providers-sftp apache-airflow-providers-celery "celery<5.7" boto3 pendulum pydantic pyyaml pytest \
+	  python-ldap selenium aiosmtpd import-linter isal zstandard
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt
 
