@@ -52,7 +52,8 @@ def test_bad_ldap_options_name_file_field_and_reason(tmp_path, options, field, r
      "sources.LdapServer.method", "exactly one of slapd_conf"),
     ({"method": "slapcat", "slapd_conf": "etc/slapd.conf"}, "sources.LdapServer.slapd_conf", "absolute path"),
     ({"method": "slapcat", "slapd_config_dir": "/etc/ldap/../x"}, "sources.LdapServer.slapd_config_dir", "absolute path"),
-    ({"slapd_conf": "/etc/ldap/slapd.conf"}, "sources.LdapServer.slapd_conf", "only with method: slapcat"),
+    ({"slapd_conf": "/etc/ldap/slapd.conf", "slapd_config_dir": "/etc/ldap/slapd.d"},
+     "sources.LdapServer.slapd_config_dir", "give one of slapd_conf"),
     ({"method": "slapdump"}, "sources.LdapServer.method", "must be one of protocol, slapcat"),
 ])
 def test_slapcat_method_options_are_checked(tmp_path, options, field, reason):

@@ -61,9 +61,10 @@ class LdapOptions(SpecModel):
     method: Literal["protocol", "slapcat"] = Field(
         "protocol", description="how a full reads the directory: over LDAP (protocol), or with slapcat from the database "
         "files of a slapd on the worker's own host (back-mdb only; safe while it runs)")
-    slapd_conf: str | None = Field(None, description="method slapcat: the server's slapd.conf (an absolute path)")
-    slapd_config_dir: str | None = Field(None, description="method slapcat: the server's cn=config directory, slapcat -F "
-                                         "(an absolute path)")
+    slapd_conf: str | None = Field(None, description="method slapcat and in-place restore: the server's slapd.conf (an "
+                                   "absolute path)")
+    slapd_config_dir: str | None = Field(None, description="method slapcat and in-place restore: the server's cn=config "
+                                         "directory, slapcat -F (an absolute path)")
 
     @field_validator("slapd_conf", "slapd_config_dir")
     @classmethod
@@ -80,8 +81,9 @@ class LdapOptions(SpecModel):
         if self.method == "slapcat" and len(given) != 1:
             raise ProblemRow("method", "slapcat needs exactly one of slapd_conf (a slapd.conf) and slapd_config_dir "
                              "(a cn=config directory)")
-        if self.method != "slapcat" and given:
-            raise ProblemRow(given[0], "is read only with method: slapcat")
+        if len(given) > 1:
+            raise ProblemRow(given[1], "is given with slapd_conf; give one of slapd_conf (a slapd.conf) and "
+                             "slapd_config_dir (a cn=config directory)")
         return self
 
     @field_validator("base_dns")
@@ -144,6 +146,40 @@ class LdapKind(SourceKind):
             yield LdapDestination(conn=ConnectionInfo(
                 conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
                 login=server.admin_dn, password=server.password))
+
+    # ---- in place (metabackup.sources.ldap.inplace): slapadd into fresh database directories ----
+    in_place = True
+    live_dirs_hint = ("the slapd database directory of each base DN, in the order of base_dns (its `directory` in "
+                      "slapd.conf, olcDbDirectory in cn=config)")
+
+    def service_problems(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
+        rows = []
+        if len(service.data_dirs) != len(options.base_dns):
+            rows.append(("data_dirs", f"must name one slapd database directory per base DN, in the order of base_dns "
+                                      f"({len(options.base_dns)}); got {len(service.data_dirs)}"))
+        if options.slapd_conf is None and options.slapd_config_dir is None:
+            rows.append(("../slapd_conf", "is required for an in-place restore (the source has a service block): the "
+                                          "server's slapd.conf, or slapd_config_dir for a cn=config directory; slapadd "
+                                          "loads the set through a copy of it"))
+        return rows
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Any, source: Any, scratch: Path,
+                       request: RestoreRequest) -> Any:
+        from metabackup.sources.ldap.inplace import rebuild
+
+        if request.point_in_time is not None:
+            raise RestoreError("an ldap source restores to a set, not to a point in time")
+        return rebuild(chain, open_archive, source, scratch)
+
+    def validate_in_place(self, chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+        from metabackup.sources.ldap.inplace import validate
+
+        return validate(source, facts)
+
+    def live_identity(self, source: Any) -> dict[str, Any]:
+        from metabackup.sources.ldap.inplace import identity
+
+        return identity(source)
 
     def asset_uris(self, options: LdapOptions) -> list[str]:
         from urllib.parse import quote

@@ -1,0 +1,489 @@
+"""In-place restore of the ``ldap`` source (see :mod:`metabackup.inplace` for the orchestration).
+
+The chain's final state is computed offline, as LDIF, one file per base DN: the full's entries,
+with each incremental's change records applied in order (as :func:`.restore.apply_change` applies
+them over the protocol, idempotently).  Only the entries the changes touch (their DNs, the new
+DNs of renames and everything below a renamed entry) are held in memory; the rest streams from
+the full's LDIF to the output.  The operational attributes stay as the set holds them (entryUUID,
+create/modify timestamps and names, entryCSN, structuralObjectClass); an entry an incremental
+modified without giving its new entryCSN loses the old one, and ``slapadd`` gives it a new one,
+as the server does to a change replayed online.
+
+Each base is then loaded with ``slapadd -q -w`` (argv, allow-listed environment) into a fresh
+database directory under the restore's scratch directory, through a COPY of the server's
+configuration in which that database's directory is the fresh one: a ``slapd.conf`` with the
+database's ``directory`` line rewritten, or a copy of the ``cn=config`` directory with the
+database's ``olcDbDirectory`` changed (and its ``# CRC32`` line dropped, so slapd does not check a
+sum that no longer matches).  ``-w`` sets each suffix's contextCSN to the greatest entryCSN.  The
+result is given to the service's ``owner`` and mapped to the live database directory.
+
+A base DN restored in place must be the suffix of its database (a database holding more than the
+backed-up subtree would lose the rest), and the configuration's directory of that database must
+be the ``service.data_dirs`` entry given for the base: both are checked before anything stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import io
+import logging
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import ldap
+import ldap.dn
+import ldif
+
+from metabackup.archive import open_tar_stream
+from metabackup.connections import get_connection
+from metabackup.fsutil import child_env, private_open
+from metabackup.manifest import Manifest
+from metabackup.sources.base import Rebuilt, RestoreError
+from metabackup.sources.ldap.client import connect, ldap_message, paged_search, server_url
+from metabackup.sources.ldap.records import (
+    CHANGES_MEMBER, MEMBER_DIR, VOLATILE_ATTRS, Change, entry_digests, entry_ldif, is_under, iter_entries,
+    normalize_dn, read_changes,
+)
+from metabackup.sources.ldap.restore import SERVER_COMPUTED_ON_ADD, parents_first
+
+log = logging.getLogger(__package__)
+
+SAMPLE = 50  # entries compared attribute by attribute once the service runs the restored data
+#: added by slapadd when an entry lacks them: a started server may show them on an entry of the set
+SLAPADD_FILLS = {"structuralobjectclass", "entryuuid", "creatorsname", "createtimestamp", "modifiersname",
+                 "modifytimestamp"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The server's configuration: its databases, and a copy pointing one database elsewhere
+# ---------------------------------------------------------------------------------------------
+def _conf_lines(slapd_conf: str) -> list[str]:
+    """slapd.conf's logical lines (a line starting with white space continues the previous one)."""
+    with open(slapd_conf, encoding="utf-8") as handle:
+        raw = handle.read().splitlines()
+    lines: list[str] = []
+    for line in raw:
+        if line[:1] in (" ", "\t") and lines and line.strip() and not lines[-1].lstrip().startswith("#"):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def conf_databases(slapd_conf: str) -> list[dict[str, Any]]:
+    """Each ``database`` section of a slapd.conf: its type, suffixes, directory and line range."""
+    lines = _conf_lines(slapd_conf)
+    found: list[dict[str, Any]] = []
+    for number, line in enumerate(lines):
+        words = line.strip().split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        key = words[0].lower()
+        if key == "database":
+            found.append({"type": words[1].strip().lower() if len(words) > 1 else "", "suffixes": [],
+                          "directory": None, "directory_line": None})
+        elif found and key == "suffix" and len(words) == 2:
+            found[-1]["suffixes"].append(_unquote(words[1]))
+        elif found and key == "directory" and len(words) == 2:
+            found[-1]["directory"], found[-1]["directory_line"] = _unquote(words[1]), number
+    return found
+
+
+def _ldif_value(text: str, attr: str) -> list[str]:
+    """The values of ``attr`` in a cn=config LDIF file's text (folded lines joined; base64 decoded)."""
+    import base64
+
+    unfolded = re.sub(r"\r?\n ", "", text)
+    out = []
+    for match in re.finditer(rf"^{attr}(::?)\s*(.*)$", unfolded, re.M | re.I):
+        value = match.group(2).strip()
+        out.append(base64.b64decode(value).decode("utf-8") if match.group(1) == "::" else value)
+    return out
+
+
+def dir_databases(config_dir: str) -> list[dict[str, Any]]:
+    """Each database of a cn=config directory: its type, suffixes, directory and LDIF file."""
+    found = []
+    for path in sorted((Path(config_dir) / "cn=config").glob("olcDatabase=*.ldif")):
+        text = path.read_text(encoding="utf-8")
+        kind = re.sub(r"^\{-?\d+\}", "", (_ldif_value(text, "olcDatabase") or ["?"])[0]).lower()
+        directory = _ldif_value(text, "olcDbDirectory")
+        found.append({"type": kind, "suffixes": _ldif_value(text, "olcSuffix"),
+                      "directory": directory[0] if directory else None, "file": path})
+    return found
+
+
+def databases(options: Any) -> list[dict[str, Any]]:
+    where = options.slapd_conf or options.slapd_config_dir
+    try:
+        return conf_databases(options.slapd_conf) if options.slapd_conf else dir_databases(options.slapd_config_dir)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RestoreError(f"in-place restore: cannot read the slapd configuration {where}: {exc}") from None
+
+
+def database_of(options: Any, base: str, dbs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The database whose suffix is exactly ``base`` (refused: none, or one above it)."""
+    where = options.slapd_conf or options.slapd_config_dir
+    nbase = normalize_dn(base)
+    for db in dbs:
+        if any(normalize_dn(s) == nbase for s in db["suffixes"]):
+            if db["directory"] is None:
+                raise RestoreError(f"in-place restore: the database of {base} in {where} names no directory")
+            return db
+    above = [s for db in dbs for s in db["suffixes"] if is_under(nbase, [normalize_dn(s)])]
+    if above:
+        raise RestoreError(f"in-place restore: {base} is below the suffix {above[0]} of its database in {where}; "
+                           "replacing that database would lose the entries outside the backed-up base DN. Back up "
+                           f"the database's suffix ({above[0]}) to restore it in place")
+    raise RestoreError(f"in-place restore: no database of {where} has the suffix {base} (suffixes: "
+                       f"{', '.join(s for db in dbs for s in db['suffixes']) or 'none'})")
+
+
+def config_copy(options: Any, db: dict[str, Any], new_directory: Path, into: Path) -> list[str]:
+    """A copy of the server's configuration under ``into`` in which ``db`` keeps its data in
+    ``new_directory``; the ``-f``/``-F`` arguments of the tools that use it."""
+    if options.slapd_conf:
+        lines = _conf_lines(options.slapd_conf)
+        lines[db["directory_line"]] = f'directory "{new_directory}"'
+        conf = into / "slapd.conf"
+        with private_open(conf, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        return ["-f", str(conf)]
+    copy = into / "slapd.d"
+    shutil.copytree(options.slapd_config_dir, copy, symlinks=True)
+    os.chmod(copy, 0o700)
+    target = copy / db["file"].relative_to(options.slapd_config_dir)
+    text = target.read_text(encoding="utf-8")
+    unfolded = re.sub(r"\r?\n ", "", text)
+    lines = [line for line in unfolded.splitlines() if not line.startswith("# CRC32 ")]
+    lines = [f"olcDbDirectory: {new_directory}" if re.match(r"olcDbDirectory::?", line, re.I) else line
+             for line in lines]
+    with private_open(target, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    return ["-F", str(copy)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain's final state, offline
+# ---------------------------------------------------------------------------------------------
+def _key(entry: dict[str, list[bytes]], attr: str) -> str | None:
+    lower = attr.lower()
+    return next((a for a in entry if a.lower() == lower), None)
+
+
+def _modify(entry: dict[str, list[bytes]], change: Change) -> None:
+    for op, attr, values in change.modlist:
+        if attr.lower() in SERVER_COMPUTED_ON_ADD - {"entrycsn"}:
+            continue
+        key = _key(entry, attr)
+        if op == ldap.MOD_ADD:
+            if key is None:
+                entry[attr] = list(values or [])
+            else:
+                entry[key] += [v for v in values or [] if v not in entry[key]]
+        elif op == ldap.MOD_DELETE:
+            if key is not None:
+                if values:
+                    entry[key] = [v for v in entry[key] if v not in values]
+                else:
+                    entry[key] = []
+        elif op == ldap.MOD_REPLACE:
+            if key is not None:
+                del entry[key]
+            if values:
+                entry[attr] = list(values)
+        elif op == ldap.MOD_INCREMENT:
+            if key is None:
+                raise RestoreError(f"replaying an increment of {attr} on {change.dn}: the entry has no {attr}")
+            step = int(values[0]) if values else 1
+            entry[key] = [str(int(v) + step).encode() for v in entry[key]]
+        key = _key(entry, attr)
+        if key is not None and not entry[key]:
+            del entry[key]
+    if not any(a.lower() == "entrycsn" for _, a, _ in change.modlist):
+        # changed without its CSN (a digest incremental): slapadd stamps a new one, as the server would
+        for key in [a for a in entry if a.lower() == "entrycsn"]:
+            del entry[key]
+
+
+def _rename(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change) -> None:
+    old = normalize_dn(change.dn)
+    if old not in state:
+        return  # already renamed (or deleted): as the online replay, nothing to do
+    dn, entry = state.pop(old)
+    old_parts = ldap.dn.str2dn(dn)
+    new_rdn = ldap.dn.str2dn(change.newrdn)[0]
+    superior = ldap.dn.str2dn(change.newsuperior) if change.newsuperior else old_parts[1:]
+    new_dn = ldap.dn.dn2str([new_rdn, *superior])
+    if change.deleteoldrdn:
+        for attr, value, _ in old_parts[0]:
+            if any(a.lower() == attr.lower() and v == value for a, v, _ in new_rdn):
+                continue
+            key = _key(entry, attr)
+            if key is not None:
+                entry[key] = [v for v in entry[key] if v != value.encode("utf-8")]
+                if not entry[key]:
+                    del entry[key]
+    for attr, value, _ in new_rdn:
+        key = _key(entry, attr) or attr
+        if value.encode("utf-8") not in entry.get(key, []):
+            entry.setdefault(key, []).append(value.encode("utf-8"))
+    state[normalize_dn(new_dn)] = (new_dn, entry)
+    depth = len(old_parts)
+    for ndn in [n for n in state if n.endswith("," + old)]:
+        child_dn, child = state.pop(ndn)
+        parts = ldap.dn.str2dn(child_dn)
+        moved = ldap.dn.dn2str(parts[:len(parts) - depth] + ldap.dn.str2dn(new_dn))
+        state[normalize_dn(moved)] = (moved, child)
+
+
+def apply_offline(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change, set_name: str) -> None:
+    """Apply one change record to ``state`` ({normalized DN: (DN, entry)}) as the online replay would."""
+    ndn = normalize_dn(change.dn)
+    if change.type == "add":
+        if ndn in state:  # already there (added during the parent's export): make it equal
+            entry = state[ndn][1]
+            for attr, values in change.entry.items():
+                if attr.lower() in VOLATILE_ATTRS | {"objectclass", "structuralobjectclass"}:
+                    continue
+                key = _key(entry, attr)
+                if key is not None:
+                    del entry[key]
+                entry[attr] = list(values)
+        else:
+            state[ndn] = (change.dn, {a: list(v) for a, v in change.entry.items() if a.lower() != "contextcsn"})
+    elif change.type == "delete":
+        state.pop(ndn, None)
+    elif change.type == "modrdn":
+        _rename(state, change)
+    else:
+        if ndn not in state:
+            raise RestoreError(f"replaying a modify of {change.dn} from {set_name}: no such entry in the chain")
+        _modify(state[ndn][1], change)
+
+
+def _changes(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]) -> list[tuple[str, Change]]:
+    out = []
+    for manifest in chain[1:]:
+        with open_archive(manifest.set) as stream, open_tar_stream(stream) as tar:
+            for member in tar:
+                if member.name == CHANGES_MEMBER and member.isfile():
+                    data = tar.extractfile(member).read()
+                    out += [(manifest.set, change) for change in read_changes(io.BytesIO(data))]
+    return out
+
+
+def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], bases: list[str],
+                scratch: Path) -> dict[str, Any]:
+    """Write the state at ``chain[-1]`` as LDIF, parents first, to ``scratch/final-<i>.ldif`` (one
+    file per base DN); return the entry count per base and a deterministic sample of entries
+    (the ``SAMPLE`` whose normalized DN has the smallest SHA-256) as DN, attributes and digests."""
+    full = chain[0]
+    changes = _changes(chain, open_archive)
+    touched: set[str] = set()
+    renamed: list[str] = []
+    for _, change in changes:
+        touched.add(normalize_dn(change.dn))
+        if change.type == "modrdn":
+            renamed.append(normalize_dn(change.dn))
+    nbases = [normalize_dn(b) for b in bases]
+    merged = [scratch / f"merged-{i}.ldif" for i in range(len(bases))]
+    state: dict[str, tuple[str, dict[str, list[bytes]]]] = {}
+    counts = [0] * len(bases)
+    sample: list[tuple[int, str, str, tuple[str, ...], bytes]] = []  # a max-heap by the negated key
+
+    def keep(i: int, dn: str, entry: dict[str, list[bytes]], out: BinaryIO) -> None:
+        out.write(entry_ldif(dn, entry))
+        counts[i] += 1
+        ndn = normalize_dn(dn)
+        key = -int.from_bytes(hashlib.sha256(ndn.encode()).digest()[:8], "big")
+        if len(sample) < SAMPLE:
+            heapq.heappush(sample, (key, ndn, dn, *entry_digests(entry)))
+        elif key > sample[0][0]:
+            heapq.heapreplace(sample, (key, ndn, dn, *entry_digests(entry)))
+
+    outs = [private_open(path, "wb") for path in merged]
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(o) for o in outs]
+        with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
+            for member in tar:
+                match = re.fullmatch(rf"{MEMBER_DIR}/base-(\d+)\.ldif", member.name)
+                if not match or not member.isfile():
+                    continue
+                i = int(match.group(1))
+                if i >= len(bases):
+                    raise RestoreError(f"{full.set} holds {member.name} but the set names {len(bases)} base DNs")
+                for dn, entry in iter_entries(tar.extractfile(member)):
+                    ndn = normalize_dn(dn)
+                    if ndn in touched or (renamed and is_under(ndn, renamed)):
+                        state[ndn] = (dn, entry)
+                    else:
+                        keep(i, dn, entry, handles[i])
+        for set_name, change in changes:
+            apply_offline(state, change, set_name)
+        for ndn, (dn, entry) in state.items():
+            owners = [i for i, b in enumerate(nbases) if is_under(ndn, [b])]
+            if not owners:
+                raise RestoreError(f"the chain's changes leave {dn} outside the base DNs {', '.join(bases)}")
+            i = max(owners, key=lambda k: len(nbases[k]))
+            keep(i, dn, entry, handles[i])
+    for i, path in enumerate(merged):
+        with private_open(scratch / f"final-{i}.ldif", "w") as out:
+            parents_first(path, ldif.LDIFWriter(out, cols=76))
+        path.unlink()
+    picked = sorted(sample, key=lambda row: row[1])
+    return {"entries": dict(zip(bases, counts)), "changes_replayed": len(changes),
+            "sample": [{"dn": dn, "attrs": list(attrs), "digests": digests.hex()} for _, _, dn, attrs, digests in picked]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuild, validate, identify
+# ---------------------------------------------------------------------------------------------
+def _chown_tree(path: Path, owner: str | None) -> None:
+    if owner is None:
+        return
+    user = pwd.getpwnam(owner)
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.lchown(name, user.pw_uid, user.pw_gid)
+
+
+def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any, scratch: Path) -> Rebuilt:
+    """The state at ``chain[-1]`` loaded by slapadd into a fresh database directory per base DN
+    under ``scratch``, owned by the service's owner; mapped to the live database directories."""
+    options, service = source.options, source.service
+    bases = list(options.base_dns)
+    set_bases = [normalize_dn(b) for b in chain[0].position.get("base_dns", [])]
+    if set_bases != [normalize_dn(b) for b in bases]:
+        raise RestoreError(f"{chain[-1].set} holds the base DNs {chain[0].position.get('base_dns')}; the spec's "
+                           f"sources.{source.name}.base_dns are {bases}: an in-place restore replaces exactly the "
+                           "databases the set holds")
+    dbs = databases(options)
+    where = options.slapd_conf or options.slapd_config_dir
+    chosen = []
+    for i, base in enumerate(bases):
+        db = database_of(options, base, dbs)
+        live = service.data_dirs[i]
+        if os.path.realpath(db["directory"]) != os.path.realpath(live):
+            raise RestoreError(f"sources.{source.name}.service.data_dirs[{i}] is {live}, but {where} keeps the "
+                               f"database of {base} in {db['directory']}; name that directory")
+        if db["type"] != "mdb":
+            log.warning("%s: the database of %s is %s, not mdb; slapadd loads it all the same", source.name, base,
+                        db["type"])
+        chosen.append(db)
+    began = time.monotonic()
+    facts = final_state(chain, open_archive, bases, scratch)
+    recorded = chain[-1].position.get("entries")
+    total = sum(facts["entries"].values())
+    if recorded is not None and total != recorded:
+        raise RestoreError(f"the chain up to {chain[-1].set} yields {total} entries under {bases}, but the set "
+                           f"recorded {recorded}; nothing was stopped")
+    facts["compute_s"] = round(time.monotonic() - began, 3)
+    dirs: dict[str, Path] = {}
+    for i, (base, db) in enumerate(zip(bases, chosen)):
+        live = service.data_dirs[i]
+        built = scratch / f"db-{i}"
+        built.mkdir(mode=0o700)
+        with contextlib.suppress(OSError):
+            os.chmod(built, os.stat(live).st_mode & 0o7777)
+        config = scratch / f"config-{i}"
+        config.mkdir(mode=0o700)
+        where_args = config_copy(options, db, built, config)
+        argv = ["slapadd", "-q", "-w", *where_args, "-b", base, "-l", str(scratch / f"final-{i}.ldif")]
+        cwd = str(Path(options.slapd_conf).parent) if options.slapd_conf else None
+        t0 = time.monotonic()
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                                  env=child_env(), cwd=cwd)
+        except OSError as exc:
+            raise RestoreError(f"in-place restore: cannot run slapadd: {exc.strerror}") from None
+        if done.returncode != 0:
+            raise RestoreError(f"slapadd of {base} into a fresh database directory failed (exit {done.returncode}): "
+                               f"{(done.stderr or done.stdout).strip()[-1500:] or 'no output'}")
+        facts.setdefault("slapadd_s", {})[base] = round(time.monotonic() - t0, 3)
+        _chown_tree(built, service.owner)
+        dirs[live] = built
+        log.info("%s: slapadd loaded %d entries of %s into %s", source.name, facts["entries"][base], base, built)
+    return Rebuilt(dirs, facts)
+
+
+def _client(source: Any, wait: float = 15.0):
+    conn = get_connection(source.options.conn_id)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return connect(conn)
+        except Exception as exc:  # the service may still be opening its listener
+            if time.monotonic() >= deadline:
+                raise RestoreError(f"LDAP connection {conn.conn_id!r} ({server_url(conn)}): the started service does "
+                                   f"not answer: {exc}") from None
+            time.sleep(0.2)
+
+
+def _count(client, base: str) -> int:
+    try:
+        return sum(1 for _ in paged_search(client, base, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"]))
+    except ldap.NO_SUCH_OBJECT:
+        return 0
+
+
+def validate(source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    """The started service answers, holds as many entries under each base DN as the set, and the
+    sampled entries with the same attributes and values (slapadd's additions to an entry that
+    lacked them aside; entryCSN, contextCSN and attributes the server computes are not compared)."""
+    client = _client(source)
+    try:
+        counts = {}
+        for base in source.options.base_dns:  # the spec's bases, never a manifest's
+            counts[base] = _count(client, base)
+            if counts[base] != facts["entries"].get(base):
+                raise RestoreError(f"the service holds {counts[base]} entries under {base}; the restored set has "
+                                   f"{facts['entries'].get(base)}: it does not serve the restored data")
+        for row in facts["sample"]:
+            try:
+                [(_, entry)] = client.search_s(row["dn"], ldap.SCOPE_BASE, "(objectClass=*)", ["*", "+"])
+            except ldap.NO_SUCH_OBJECT:
+                raise RestoreError(f"the service has no entry {row['dn']}, which the restored set holds") from None
+            attrs, digests = entry_digests(entry)
+            served = {a.lower(): digests[k * 6:(k + 1) * 6].hex() for k, a in enumerate(attrs)}
+            wanted = {a.lower(): row["digests"][k * 12:(k + 1) * 12] for k, a in enumerate(row["attrs"])}
+            differ = sorted(a for a in wanted if served.get(a) != wanted[a])
+            extra = sorted(set(served) - set(wanted) - SLAPADD_FILLS)
+            if differ or extra:
+                raise RestoreError(f"the service's entry {row['dn']} differs from the restored set's: "
+                                   f"{', '.join(differ + extra)}")
+        return {"entries": counts, "sampled": len(facts["sample"]), "answers": True}
+    except ldap.LDAPError as exc:
+        raise RestoreError(f"checking the started service: {ldap_message(exc)}") from None
+    finally:
+        client.unbind_s()
+
+
+def identity(source: Any) -> dict[str, Any]:
+    """Each base DN's contextCSN and entry count on the running server."""
+    client = _client(source, wait=5.0)
+    try:
+        out = {}
+        for base in source.options.base_dns:
+            csn: list[str] = []
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                [(_, entry)] = client.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["contextCSN"])
+                csn = sorted(v.decode() for v in entry.get("contextCSN", []))
+            out[base] = {"context_csn": csn, "entries": _count(client, base)}
+        return out
+    finally:
+        client.unbind_s()

@@ -1,0 +1,180 @@
+"""In-place restore of the ldap kind against a real slapd (harness.slapd): slapadd into a fresh
+database directory beside the live one, swap, start, validate; and the rollback when the start fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pendulum
+import pytest
+import yaml
+
+from conftest import REPO, backup_once
+from harness import slapd
+from metabackup.connections import get_connection
+from metabackup.inplace import restore_in_place
+from metabackup.restore import verified_plan
+from metabackup.sources import RestoreError
+from metabackup.sources.ldap.restore import dump_state
+from metabackup.spec import SpecError, load_spec
+
+T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
+BASE = slapd.SUFFIX
+
+# The service's stop / start / status commands for a harness slapd in DIR, as argv lists (no shell):
+# Python one-liners calling harness.slapd.  status exits 0 while slapd runs, 3 when it does not (a
+# zombie counts as stopped: the container's init may not reap it); start fails once, removing it,
+# while the marker file FAIL_ONCE exists.
+_PRELUDE = (f"import os, sys, signal, time; sys.path[:0] = {[str(REPO / 'plugins'), str(REPO)]!r}; "
+            "from pathlib import Path; from harness import slapd\n"
+            "def alive(d):\n"
+            "    p = Path(d) / 'slapd.pid'\n"
+            "    if not p.exists(): return 0\n"
+            "    pid = int(p.read_text().split()[0])\n"
+            "    try: state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]\n"
+            "    except OSError: return 0\n"
+            "    return 0 if state in 'ZX' else pid\n")
+_STATUS = "sys.exit(0 if alive(D) else 3)"
+_STOP = ("pid = alive(D)\n"
+         "if pid:\n"
+         "    os.kill(pid, signal.SIGTERM)\n"
+         "    end = time.monotonic() + 20\n"
+         "    while alive(D) and time.monotonic() < end: time.sleep(0.05)\n"
+         "sys.exit(3 if alive(D) else 0)")
+_START = ("m = Path(M)\n"
+          "if m.exists():\n"
+          "    m.unlink(); print('start refused once (test marker)'); sys.exit(1)\n"
+          "slapd.start(slapd.load(D))")
+
+
+def service_argv(directory: Path, marker: Path) -> dict[str, list[str]]:
+    head = f"{_PRELUDE}D = {str(directory)!r}\nM = {str(marker)!r}\n"
+    return {name: [sys.executable, "-c", head + body] for name, body in
+            (("stop", _STOP), ("start", _START), ("status", _STATUS))}
+
+
+@pytest.fixture()
+def server(tmp_path, monkeypatch):
+    instance = slapd.prepare(tmp_path / "src")
+    slapd.seed_offline(instance, slapd.seed_ldif(users=15, groups=3))
+    slapd.start(instance)
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_SRC", instance.connection_uri())
+    yield instance
+    subprocess.run(service_argv(Path(instance.directory), tmp_path / "none")["stop"], check=False, timeout=60)
+
+
+def make_spec(tmp_path: Path, server, **options):
+    service = {**service_argv(Path(server.directory), tmp_path / "fail-once"),
+               "data_dirs": [str(Path(server.directory) / "data")], "owner": "root", "timeout": 60}
+    path = tmp_path / "lt.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "lt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "data_path": str(tmp_path / "data"),
+        "sources": {"LdapServer": {"kind": "ldap", "conn_id": "ldap_src", "base_dns": [BASE],
+                                   "slapd_conf": str(server.conf), **options, "service": service,
+                                   "target": {"type": "LocalDir", "max_backups": 5}}}}))
+    return load_spec(path)
+
+
+def ldapmodify(server, text: str) -> None:
+    subprocess.run(["ldapmodify", "-x", "-H", server.url, "-D", server.admin_dn, "-w", server.password],
+                   input=text, text=True, check=True, capture_output=True)
+
+
+def state(server) -> dict:
+    return dump_state(get_connection("ldap_src"), [BASE])
+
+
+def entry_changes(server, tag: str) -> None:
+    """An add, a modify (with a new value), a rename and a delete."""
+    ldapmodify(server, f"dn: uid={tag},ou=People,{BASE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {tag}\n"
+                       f"cn: {tag}\nsn: {tag}\n\n"
+                       f"dn: cn=group0,ou=Groups,{BASE}\nchangetype: modify\nadd: memberUid\nmemberUid: {tag}\n-\n"
+                       f"replace: description\ndescription: changed by {tag}\n\n"
+                       f"dn: uid=user00003,ou=People,{BASE}\nchangetype: modrdn\nnewrdn: uid={tag}-renamed\n"
+                       f"deleteoldrdn: 1\n\n"
+                       f"dn: uid=user00004,ou=People,{BASE}\nchangetype: delete\n")
+
+
+@pytest.mark.parametrize("change_method", ["accesslog", "digest"])
+def test_in_place_restores_the_chain_into_the_live_server(tmp_path, server, change_method):
+    spec = make_spec(tmp_path, server, change_method=change_method)
+    backup_once(spec, "LdapServer", T0)
+    entry_changes(server, "inc1")
+    last = backup_once(spec, "LdapServer", T0.add(hours=1))
+    assert last["type"] == "incremental"
+    expected = state(server)
+    assert f"uid=inc1-renamed,ou=people,{BASE}" in expected and f"uid=user00004,ou=people,{BASE}" not in expected
+    # the live directory moves on after the backup
+    ldapmodify(server, f"dn: uid=user00005,ou=People,{BASE}\nchangetype: delete\n\n"
+                       f"dn: uid=user00006,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: x@y\n\n"
+                       f"dn: uid=late,ou=People,{BASE}\nchangetype: add\nobjectClass: account\nuid: late\n")
+    assert state(server) != expected
+    data = Path(server.directory) / "data"
+    before_inode = data.stat().st_ino
+    stamp = "20261124050000"
+    report = restore_in_place(verified_plan(spec, "LdapServer"), stamp)
+    after = state(server)  # the same connection: the same URL and port
+    assert after == expected
+    assert report["set"] == last["stem"] and report["downtime_s"] > 0
+    assert report["validation"]["entries"] == {BASE: len(expected)} and report["validation"]["sampled"] > 0
+    assert report["rebuilt"]["changes_replayed"] >= 4
+    previous = Path(f"{data}.pre-restore-{stamp}")
+    assert previous.is_dir() and previous.stat().st_ino == before_inode and (previous / "data.mdb").is_file()
+    assert data.stat().st_ino != before_inode and (data / "data.mdb").is_file()
+    assert not list(data.parent.glob(".metabackup-restore-*"))  # the scratch directory is gone
+    journal = json.loads(Path(report["journal"]).read_text())
+    assert journal["step"] == "done"
+
+
+def test_a_failed_start_rolls_back_to_the_previous_data(tmp_path, server):
+    spec = make_spec(tmp_path, server)
+    backup_once(spec, "LdapServer", T0)
+    ldapmodify(server, f"dn: uid=user00001,ou=People,{BASE}\nchangetype: delete\n\n"
+                       f"dn: uid=after-backup,ou=People,{BASE}\nchangetype: add\nobjectClass: account\n"
+                       "uid: after-backup\n")
+    before = state(server)
+    data = Path(server.directory) / "data"
+    before_inode = data.stat().st_ino
+    (tmp_path / "fail-once").write_text("")
+    stamp = "20261124060000"
+    with pytest.raises(RestoreError) as failure:
+        restore_in_place(verified_plan(spec, "LdapServer"), stamp)
+    message = str(failure.value)
+    assert "failed at step start" in message and "Rolled back" in message, message
+    assert not (tmp_path / "fail-once").exists()  # the start did fail once
+    assert data.stat().st_ino == before_inode
+    assert state(server) == before  # serving, and unchanged
+    assert Path(f"{data}.failed-restore-{stamp}").is_dir() and not Path(f"{data}.pre-restore-{stamp}").exists()
+
+
+def test_a_data_dir_that_is_not_the_databases_directory_is_refused_before_the_stop(tmp_path, server):
+    spec = make_spec(tmp_path, server)
+    backup_once(spec, "LdapServer", T0)
+    wrong = Path(server.directory) / "accesslog"  # a real directory, but another database's
+    source = spec.source("LdapServer")
+    object.__setattr__(source, "service", source.service.model_copy(update={"data_dirs": (str(wrong),)}))
+    before = state(server)
+    with pytest.raises(RestoreError, match=r"service.data_dirs\[0\] is .*/accesslog, but .*slapd.conf keeps the "
+                                           r"database of dc=hadoop,dc=com in .*/data"):
+        restore_in_place(verified_plan(spec, "LdapServer"), "20261124070000")
+    assert state(server) == before  # never stopped
+    assert not list(wrong.parent.glob("*.pre-restore-*")) and not list(wrong.parent.glob("*.restored-*"))
+
+
+def test_the_spec_names_what_an_in_place_ldap_restore_needs(tmp_path, server):
+    path = tmp_path / "bad.yaml"
+    service = {**service_argv(Path(server.directory), tmp_path / "m"), "data_dirs": ["/var/lib/ldap/a", "/var/lib/ldap/b"]}
+    path.write_text(yaml.safe_dump({
+        "name": "lt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
+        "sources": {"LdapServer": {"kind": "ldap", "conn_id": "c", "base_dns": [BASE], "service": service,
+                                   "target": {"type": "LocalDir"}}}}))
+    with pytest.raises(SpecError) as failure:
+        load_spec(path)
+    rows = {fld: why for _, fld, why in failure.value.problems}
+    assert "one slapd database directory per base DN" in rows["sources.LdapServer.service.data_dirs"]
+    assert "is required for an in-place restore" in rows["sources.LdapServer.slapd_conf"]
