@@ -51,10 +51,22 @@ _START = ("m = Path(M)\n"
           "slapd.start(slapd.load(D))")
 
 
-def service_argv(directory: Path, marker: Path) -> dict[str, list[str]]:
+# the same slapd run from a cn=config directory (DIR/slapd.d) instead of its slapd.conf
+_START_F = ("import socket, subprocess\n"
+            "i = slapd.load(D)\n"
+            "subprocess.run(['slapd', '-F', D + '/slapd.d', '-h', i.url + '/'], check=True)\n"
+            "end = time.monotonic() + 20\n"
+            "while time.monotonic() < end:\n"
+            "    with socket.socket() as s:\n"
+            "        if s.connect_ex(('127.0.0.1', i.port)) == 0: sys.exit(0)\n"
+            "    time.sleep(0.05)\n"
+            "sys.exit(1)")
+
+
+def service_argv(directory: Path, marker: Path, config_dir: bool = False) -> dict[str, list[str]]:
     head = f"{_PRELUDE}D = {str(directory)!r}\nM = {str(marker)!r}\n"
     return {name: [sys.executable, "-c", head + body] for name, body in
-            (("stop", _STOP), ("start", _START), ("status", _STATUS))}
+            (("stop", _STOP), ("start", _START_F if config_dir else _START), ("status", _STATUS))}
 
 
 @pytest.fixture()
@@ -67,15 +79,17 @@ def server(tmp_path, monkeypatch):
     subprocess.run(service_argv(Path(instance.directory), tmp_path / "none")["stop"], check=False, timeout=60)
 
 
-def make_spec(tmp_path: Path, server, **options):
-    service = {**service_argv(Path(server.directory), tmp_path / "fail-once"),
+def make_spec(tmp_path: Path, server, config_dir: bool = False, **options):
+    service = {**service_argv(Path(server.directory), tmp_path / "fail-once", config_dir),
                "data_dirs": [str(Path(server.directory) / "data")], "owner": "root", "timeout": 60}
+    config = ({"slapd_config_dir": str(Path(server.directory) / "slapd.d")} if config_dir
+              else {"slapd_conf": str(server.conf)})
     path = tmp_path / "lt.yaml"
     path.write_text(yaml.safe_dump({
         "name": "lt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
         "data_path": str(tmp_path / "data"),
         "sources": {"LdapServer": {"kind": "ldap", "conn_id": "ldap_src", "base_dns": [BASE],
-                                   "slapd_conf": str(server.conf), **options, "service": service,
+                                   **config, **options, "service": service,
                                    "target": {"type": "LocalDir", "max_backups": 5}}}}))
     return load_spec(path)
 
@@ -129,6 +143,32 @@ def test_in_place_restores_the_chain_into_the_live_server(tmp_path, server, chan
     assert not list(data.parent.glob(".metabackup-restore-*"))  # the scratch directory is gone
     journal = json.loads(Path(report["journal"]).read_text())
     assert journal["step"] == "done"
+
+
+def test_in_place_through_a_cn_config_directory(tmp_path, server):
+    """slapd run from slapd.d (cn=config): slapadd goes through a copy of that directory whose
+    olcDbDirectory points at the fresh database (its CRC line dropped); the live slapd.d is untouched."""
+    directory = Path(server.directory)
+    (directory / "slapd.d").mkdir(mode=0o700)
+    # slaptest converts (and then exits 1 as its own database check fails beside the running server; -u would not write)
+    subprocess.run(["slaptest", "-f", str(server.conf), "-F", str(directory / "slapd.d")], capture_output=True)
+    assert (directory / "slapd.d" / "cn=config.ldif").is_file()
+    spec = make_spec(tmp_path, server, config_dir=True, change_method="digest")
+    stop, start = (service_argv(directory, tmp_path / "none", True)[k] for k in ("stop", "start"))
+    subprocess.run(stop, check=True, timeout=60)
+    subprocess.run(start, check=True, timeout=60)  # now from slapd.d
+    config_files = {p: p.read_bytes() for p in (directory / "slapd.d").rglob("*.ldif")}
+    backup_once(spec, "LdapServer", T0)
+    entry_changes(server, "viaconfig")
+    backup_once(spec, "LdapServer", T0.add(hours=1))
+    expected = state(server)
+    ldapmodify(server, f"dn: uid=user00007,ou=People,{BASE}\nchangetype: delete\n")
+    stamp = "20261124080000"
+    report = restore_in_place(verified_plan(spec, "LdapServer"), stamp)
+    assert state(server) == expected
+    assert report["validation"]["entries"] == {BASE: len(expected)}
+    assert Path(f"{directory / 'data'}.pre-restore-{stamp}").is_dir()
+    assert {p: p.read_bytes() for p in (directory / "slapd.d").rglob("*.ldif")} == config_files
 
 
 def test_a_failed_start_rolls_back_to_the_previous_data(tmp_path, server):
