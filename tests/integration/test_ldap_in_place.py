@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ldap
 import pendulum
 import pytest
 import yaml
@@ -45,14 +46,14 @@ _STOP = ("pid = alive(D)\n"
          "    end = time.monotonic() + 20\n"
          "    while alive(D) and time.monotonic() < end: time.sleep(0.05)\n"
          "sys.exit(3 if alive(D) else 0)")
-_START = ("m = Path(M)\n"
-          "if m.exists():\n"
-          "    m.unlink(); print('start refused once (test marker)'); sys.exit(1)\n"
-          "slapd.start(slapd.load(D))")
+_FAIL_ONCE = ("m = Path(M)\n"
+              "if m.exists():\n"
+              "    m.unlink(); print('start refused once (test marker)'); sys.exit(1)\n")
+_START = _FAIL_ONCE + "slapd.start(slapd.load(D))"
 
 
 # the same slapd run from a cn=config directory (DIR/slapd.d) instead of its slapd.conf
-_START_F = ("import socket, subprocess\n"
+_START_F = _FAIL_ONCE + ("import socket, subprocess\n"
             "i = slapd.load(D)\n"
             "subprocess.run(['slapd', '-F', D + '/slapd.d', '-h', i.url + '/'], check=True)\n"
             "end = time.monotonic() + 20\n"
@@ -145,19 +146,43 @@ def test_in_place_restores_the_chain_into_the_live_server(tmp_path, server, chan
     assert journal["step"] == "done"
 
 
-def test_in_place_through_a_cn_config_directory(tmp_path, server):
-    """slapd run from slapd.d (cn=config): slapadd goes through a copy of that directory whose
-    olcDbDirectory points at the fresh database (its CRC line dropped); the live slapd.d is untouched."""
+def serve_from_config_dir(server, tmp_path: Path) -> Path:
+    """Convert the server's slapd.conf to DIR/slapd.d and restart it from there (slapd -F)."""
     directory = Path(server.directory)
     (directory / "slapd.d").mkdir(mode=0o700)
     # slaptest converts (and then exits 1 as its own database check fails beside the running server; -u would not write)
     subprocess.run(["slaptest", "-f", str(server.conf), "-F", str(directory / "slapd.d")], capture_output=True)
     assert (directory / "slapd.d" / "cn=config.ldif").is_file()
-    spec = make_spec(tmp_path, server, config_dir=True, change_method="digest")
     stop, start = (service_argv(directory, tmp_path / "none", True)[k] for k in ("stop", "start"))
     subprocess.run(stop, check=True, timeout=60)
-    subprocess.run(start, check=True, timeout=60)  # now from slapd.d
-    config_files = {p: p.read_bytes() for p in (directory / "slapd.d").rglob("*.ldif")}
+    subprocess.run(start, check=True, timeout=60)
+    return directory / "slapd.d"
+
+
+def config_files(config_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(config_dir)): p.read_bytes() for p in config_dir.rglob("*.ldif")}
+
+
+def served_indexes(server) -> list[bytes]:
+    client = ldap.initialize(server.url)
+    client.simple_bind_s(server.admin_dn, server.password)  # the harness lets it read cn=config
+    [(_, entry)] = client.search_s("olcDatabase={2}mdb,cn=config", ldap.SCOPE_BASE, "(objectClass=*)", ["olcDbIndex"])
+    client.unbind_s()
+    return sorted(entry["olcDbIndex"])
+
+
+def add_index(server) -> None:
+    subprocess.run(["ldapmodify", "-x", "-H", server.url, "-D", slapd.CONFIG_ADMIN_DN, "-w", server.password],
+                   input="dn: olcDatabase={2}mdb,cn=config\nchangetype: modify\nadd: olcDbIndex\nolcDbIndex: mail eq\n",
+                   text=True, check=True, capture_output=True)
+
+
+def test_in_place_through_a_cn_config_directory(tmp_path, server):
+    """slapd run from slapd.d (cn=config): slapadd goes through a copy of that directory whose
+    olcDbDirectory points at the fresh database (its CRC line dropped); the live slapd.d is untouched."""
+    directory = Path(server.directory)
+    spec = make_spec(tmp_path, server, config_dir=True, change_method="digest")
+    before_config = config_files(serve_from_config_dir(server, tmp_path))
     backup_once(spec, "LdapServer", T0)
     entry_changes(server, "viaconfig")
     backup_once(spec, "LdapServer", T0.add(hours=1))
@@ -168,7 +193,46 @@ def test_in_place_through_a_cn_config_directory(tmp_path, server):
     assert state(server) == expected
     assert report["validation"]["entries"] == {BASE: len(expected)}
     assert Path(f"{directory / 'data'}.pre-restore-{stamp}").is_dir()
-    assert {p: p.read_bytes() for p in (directory / "slapd.d").rglob("*.ldif")} == config_files
+    assert config_files(directory / "slapd.d") == before_config
+
+
+def test_restore_config_swaps_the_cn_config_directory_too(tmp_path, server):
+    config_dir = serve_from_config_dir(server, tmp_path)
+    spec = make_spec(tmp_path, server, config_dir=True, restore_config=True)
+    assert [path for _, path in spec.source("LdapServer").live_dirs()] == [f"{server.directory}/data", str(config_dir)]
+    indexes = served_indexes(server)
+    saved_config = config_files(config_dir)
+    backup_once(spec, "LdapServer", T0)
+    expected = state(server)
+    add_index(server)  # the configuration moves on after the backup, and the data too
+    ldapmodify(server, f"dn: uid=user00008,ou=People,{BASE}\nchangetype: delete\n")
+    assert served_indexes(server) == sorted([*indexes, b"mail eq"])
+    changed_config = config_files(config_dir)
+    stamp = "20261124090000"
+    report = restore_in_place(verified_plan(spec, "LdapServer"), stamp)
+    assert state(server) == expected
+    assert served_indexes(server) == indexes
+    assert report["validation"]["config_checked"] == f"{len(report['rebuilt']['config']['sample'])} entries equal"
+    assert config_files(Path(f"{config_dir}.pre-restore-{stamp}")) == changed_config
+    restored = config_files(config_dir)
+    assert sorted(restored) == sorted(saved_config) and restored != changed_config
+    assert [d["live"] for d in report["in_place"]] == [f"{server.directory}/data", str(config_dir)]
+
+
+def test_restore_config_rolls_back_both_directories(tmp_path, server):
+    config_dir = serve_from_config_dir(server, tmp_path)
+    spec = make_spec(tmp_path, server, config_dir=True, restore_config=True)
+    backup_once(spec, "LdapServer", T0)
+    add_index(server)
+    ldapmodify(server, f"dn: uid=user00008,ou=People,{BASE}\nchangetype: delete\n")
+    before, before_config, indexes = state(server), config_files(config_dir), served_indexes(server)
+    (tmp_path / "fail-once").write_text("")
+    stamp = "20261124100000"
+    with pytest.raises(RestoreError, match=r"(?s)failed at step start.*Rolled back"):
+        restore_in_place(verified_plan(spec, "LdapServer"), stamp)
+    assert state(server) == before and served_indexes(server) == indexes
+    assert config_files(config_dir) == before_config
+    assert Path(f"{config_dir}.failed-restore-{stamp}").is_dir()
 
 
 def test_a_failed_start_rolls_back_to_the_previous_data(tmp_path, server):

@@ -19,6 +19,10 @@ offline ``slapadd`` when the server is local and stopped), then apply each incre
 records in order.  Replay is idempotent, so changes made while a full was exported (and thus
 possibly in both the full and the next incremental) apply cleanly.
 
+In place (:mod:`.inplace`, with a ``service`` block and ``slapd_conf`` or ``slapd_config_dir``): the
+chain's final state computed offline as LDIF and loaded by ``slapadd`` into a fresh database
+directory per base DN, swapped with the live ones; ``cn=config`` is kept unless ``restore_config``.
+
 Modules, one concern each:
 - :mod:`.client`: the LDAP protocol client (server URL, bind, error messages, paged search);
 - :mod:`.records`: LDIF records, the archive's members, DNs and per-entry digests;
@@ -26,6 +30,7 @@ Modules, one concern each:
 - :mod:`.index`: the per-entry digest index (written, read back and checked, its staging copy);
 - :mod:`.kind`: the engine (:class:`~.kind.LdapSource`): snapshot, archive, restore;
 - :mod:`.restore`: restore into a directory server, and :func:`~.restore.dump_state`;
+- :mod:`.inplace`: the in-place restore (offline final state, slapadd, validation, identity);
 - this module: the options and the plug-in, light enough for DAG parsing (no python-ldap).
 """
 
@@ -66,6 +71,10 @@ class LdapOptions(SpecModel):
     slapd_config_dir: str | None = Field(None, description="method slapcat and in-place restore: the server's cn=config "
                                          "directory, slapcat -F (an absolute path)")
 
+    restore_config: bool = Field(
+        False, description="an in-place restore also replaces the server's cn=config directory (slapd_config_dir) with "
+        "the cn=config the chain's full saved (swapped and rolled back with the databases)")
+
     @field_validator("slapd_conf", "slapd_config_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
@@ -81,6 +90,11 @@ class LdapOptions(SpecModel):
         if self.method == "slapcat" and len(given) != 1:
             raise ProblemRow("method", "slapcat needs exactly one of slapd_conf (a slapd.conf) and slapd_config_dir "
                              "(a cn=config directory)")
+        if self.restore_config and self.slapd_config_dir is None:
+            raise ProblemRow("restore_config", "needs slapd_config_dir, the server's cn=config directory it replaces "
+                             "(a slapd.conf server keeps its configuration in a file: restore that as a files source)")
+        if self.restore_config and not self.include_config:
+            raise ProblemRow("restore_config", "needs include_config: true (the sets must hold cn=config)")
         if len(given) > 1:
             raise ProblemRow(given[1], "is given with slapd_conf; give one of slapd_conf (a slapd.conf) and "
                              "slapd_config_dir (a cn=config directory)")
@@ -152,8 +166,20 @@ class LdapKind(SourceKind):
     live_dirs_hint = ("the slapd database directory of each base DN, in the order of base_dns (its `directory` in "
                       "slapd.conf, olcDbDirectory in cn=config)")
 
+    def live_dirs(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
+        dirs = super().live_dirs(options, service)
+        if options.restore_config and dirs:
+            dirs.append(("slapd_config_dir", options.slapd_config_dir))
+        return dirs
+
     def service_problems(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
         rows = []
+        if options.restore_config:
+            config = options.slapd_config_dir.rstrip("/")
+            for i, path in enumerate(service.data_dirs):
+                if path.rstrip("/") == config or path.startswith(config + "/") or config.startswith(path.rstrip("/") + "/"):
+                    rows.append((f"data_dirs[{i}]", f"{path} and slapd_config_dir {options.slapd_config_dir}: one is or "
+                                                   "lies inside the other"))
         if len(service.data_dirs) != len(options.base_dns):
             rows.append(("data_dirs", f"must name one slapd database directory per base DN, in the order of base_dns "
                                       f"({len(options.base_dns)}); got {len(service.data_dirs)}"))

@@ -17,6 +17,13 @@ database's ``olcDbDirectory`` changed (and its ``# CRC32`` line dropped, so slap
 sum that no longer matches).  ``-w`` sets each suffix's contextCSN to the greatest entryCSN.  The
 result is given to the service's ``owner`` and mapped to the live database directory.
 
+With the option ``restore_config: true`` (it needs ``slapd_config_dir``), the server's cn=config
+directory is replaced too: the cn=config the chain's full saved is loaded by ``slapadd -n0`` into a
+new configuration directory beside the live one, the databases are loaded through a copy of that
+restored configuration, and the configuration directory is swapped (and rolled back) with the
+database directories; the started server must then serve every entry of that cn=config as saved
+(when the connection can read cn=config).  Without it, the live configuration is kept.
+
 A base DN restored in place must be the suffix of its database (a database holding more than the
 backed-up subtree would lose the rest), and the configuration's directory of that database must
 be the ``service.data_dirs`` entry given for the base: both are checked before anything stops.
@@ -50,7 +57,7 @@ from metabackup.manifest import Manifest
 from metabackup.sources.base import Rebuilt, RestoreError
 from metabackup.sources.ldap.client import connect, ldap_message, paged_search, server_url
 from metabackup.sources.ldap.records import (
-    CHANGES_MEMBER, MEMBER_DIR, VOLATILE_ATTRS, Change, entry_digests, entry_ldif, is_under, iter_entries,
+    CHANGES_MEMBER, CONFIG_MEMBER, MEMBER_DIR, VOLATILE_ATTRS, Change, entry_digests, entry_ldif, is_under, iter_entries,
     normalize_dn, read_changes,
 )
 from metabackup.sources.ldap.restore import SERVER_COMPUTED_ON_ADD, parents_first
@@ -153,20 +160,21 @@ def database_of(options: Any, base: str, dbs: list[dict[str, Any]]) -> dict[str,
                        f"{', '.join(s for db in dbs for s in db['suffixes']) or 'none'})")
 
 
-def config_copy(options: Any, db: dict[str, Any], new_directory: Path, into: Path) -> list[str]:
-    """A copy of the server's configuration under ``into`` in which ``db`` keeps its data in
-    ``new_directory``; the ``-f``/``-F`` arguments of the tools that use it."""
-    if options.slapd_conf:
-        lines = _conf_lines(options.slapd_conf)
+def config_copy(slapd_conf: str | None, config_dir: str | Path | None, db: dict[str, Any], new_directory: Path,
+                into: Path) -> list[str]:
+    """A copy of a slapd configuration (``slapd_conf`` or ``config_dir``) under ``into`` in which
+    ``db`` keeps its data in ``new_directory``; the ``-f``/``-F`` arguments of the tools that use it."""
+    if slapd_conf:
+        lines = _conf_lines(slapd_conf)
         lines[db["directory_line"]] = f'directory "{new_directory}"'
         conf = into / "slapd.conf"
         with private_open(conf, "w") as out:
             out.write("\n".join(lines) + "\n")
         return ["-f", str(conf)]
     copy = into / "slapd.d"
-    shutil.copytree(options.slapd_config_dir, copy, symlinks=True)
+    shutil.copytree(config_dir, copy, symlinks=True)
     os.chmod(copy, 0o700)
-    target = copy / db["file"].relative_to(options.slapd_config_dir)
+    target = copy / db["file"].relative_to(config_dir)
     text = target.read_text(encoding="utf-8")
     unfolded = re.sub(r"\r?\n ", "", text)
     lines = [line for line in unfolded.splitlines() if not line.startswith("# CRC32 ")]
@@ -362,9 +370,57 @@ def _chown_tree(path: Path, owner: str | None) -> None:
             os.lchown(name, user.pw_uid, user.pw_gid)
 
 
+def _slapadd(argv: list[str], what: str, cwd: str | None = None) -> float:
+    """Run one slapadd (argv, allow-listed environment); its seconds, or a RestoreError with its output."""
+    began = time.monotonic()
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              env=child_env(), cwd=cwd)
+    except OSError as exc:
+        raise RestoreError(f"in-place restore: cannot run slapadd: {exc.strerror}") from None
+    if done.returncode != 0:
+        raise RestoreError(f"slapadd of {what} failed (exit {done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-1500:] or 'no output'}")
+    return round(time.monotonic() - began, 3)
+
+
+def _fresh_dir(path: Path, like: str) -> Path:
+    path.mkdir(mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(path, os.stat(like).st_mode & 0o7777)
+    return path
+
+
+def rebuild_config(full: Manifest, open_archive: Callable[[str], BinaryIO], live: str, scratch: Path) -> tuple[Path, dict]:
+    """The cn=config ``full`` saved, loaded by ``slapadd -n0`` into a new configuration directory
+    ``scratch/slapd.d``; with the DN, attributes and digests of each of its entries."""
+    if not full.position.get("config_saved"):
+        raise RestoreError(f"{full.set} holds no cn=config (include_config was false, or the connection could not "
+                           "read cn=config when it was taken); restore_config needs a full that saved it")
+    path = scratch / "config.ldif"
+    with open_archive(full.set) as stream, open_tar_stream(stream) as tar:
+        for member in tar:
+            if member.name == CONFIG_MEMBER and member.isfile():
+                with private_open(path, "wb") as out:
+                    shutil.copyfileobj(tar.extractfile(member), out, 1 << 20)
+                break
+    if not path.exists():
+        raise RestoreError(f"{full.set} says it saved cn=config but its archive has no {CONFIG_MEMBER}")
+    rows = []
+    with open(path, "rb") as stream:
+        for dn, entry in iter_entries(stream):
+            attrs, digests = entry_digests(entry)
+            rows.append({"dn": dn, "attrs": list(attrs), "digests": digests.hex()})
+    built = _fresh_dir(scratch / "slapd.d", live)
+    seconds = _slapadd(["slapadd", "-n0", "-F", str(built), "-l", str(path)], f"the cn=config of {full.set}")
+    return built, {"entries": len(rows), "from": full.set, "slapadd_s": seconds, "sample": rows}
+
+
 def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any, scratch: Path) -> Rebuilt:
     """The state at ``chain[-1]`` loaded by slapadd into a fresh database directory per base DN
-    under ``scratch``, owned by the service's owner; mapped to the live database directories."""
+    under ``scratch``, owned by the service's owner; mapped to the live database directories.
+    With ``restore_config``, the full's cn=config first, in a new configuration directory, and the
+    databases are loaded through (a copy of) it."""
     options, service = source.options, source.service
     bases = list(options.base_dns)
     set_bases = [normalize_dn(b) for b in chain[0].position.get("base_dns", [])]
@@ -372,8 +428,17 @@ def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], sour
         raise RestoreError(f"{chain[-1].set} holds the base DNs {chain[0].position.get('base_dns')}; the spec's "
                            f"sources.{source.name}.base_dns are {bases}: an in-place restore replaces exactly the "
                            "databases the set holds")
-    dbs = databases(options)
-    where = options.slapd_conf or options.slapd_config_dir
+    dirs: dict[str, Path] = {}
+    config_facts = None
+    slapd_conf, config_dir = options.slapd_conf, options.slapd_config_dir
+    where = slapd_conf or config_dir
+    if options.restore_config:
+        config_dir, config_facts = rebuild_config(chain[0], open_archive, options.slapd_config_dir, scratch)
+        where = f"the cn=config of {chain[0].set}"
+        dbs = dir_databases(str(config_dir))
+        dirs[options.slapd_config_dir] = config_dir
+    else:
+        dbs = databases(options)
     chosen = []
     for i, base in enumerate(bases):
         db = database_of(options, base, dbs)
@@ -393,31 +458,21 @@ def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], sour
         raise RestoreError(f"the chain up to {chain[-1].set} yields {total} entries under {bases}, but the set "
                            f"recorded {recorded}; nothing was stopped")
     facts["compute_s"] = round(time.monotonic() - began, 3)
-    dirs: dict[str, Path] = {}
     for i, (base, db) in enumerate(zip(bases, chosen)):
         live = service.data_dirs[i]
-        built = scratch / f"db-{i}"
-        built.mkdir(mode=0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(built, os.stat(live).st_mode & 0o7777)
+        built = _fresh_dir(scratch / f"db-{i}", live)
         config = scratch / f"config-{i}"
         config.mkdir(mode=0o700)
-        where_args = config_copy(options, db, built, config)
+        where_args = config_copy(slapd_conf, config_dir, db, built, config)
         argv = ["slapadd", "-q", "-w", *where_args, "-b", base, "-l", str(scratch / f"final-{i}.ldif")]
-        cwd = str(Path(options.slapd_conf).parent) if options.slapd_conf else None
-        t0 = time.monotonic()
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                                  env=child_env(), cwd=cwd)
-        except OSError as exc:
-            raise RestoreError(f"in-place restore: cannot run slapadd: {exc.strerror}") from None
-        if done.returncode != 0:
-            raise RestoreError(f"slapadd of {base} into a fresh database directory failed (exit {done.returncode}): "
-                               f"{(done.stderr or done.stdout).strip()[-1500:] or 'no output'}")
-        facts.setdefault("slapadd_s", {})[base] = round(time.monotonic() - t0, 3)
-        _chown_tree(built, service.owner)
+        facts.setdefault("slapadd_s", {})[base] = _slapadd(argv, f"{base} into a fresh database directory",
+                                                          str(Path(slapd_conf).parent) if slapd_conf else None)
         dirs[live] = built
         log.info("%s: slapadd loaded %d entries of %s into %s", source.name, facts["entries"][base], base, built)
+    for built in dirs.values():
+        _chown_tree(built, service.owner)
+    if config_facts is not None:
+        facts["config"] = config_facts
     return Rebuilt(dirs, facts)
 
 
@@ -441,10 +496,28 @@ def _count(client, base: str) -> int:
         return 0
 
 
+def _compare(client, rows: list[dict[str, Any]], what: str) -> None:
+    """Each of ``rows`` (DN, attributes, digests of an entry of the set) is served with the same
+    attributes and values (slapadd's additions to an entry that lacked them aside)."""
+    for row in rows:
+        try:
+            [(_, entry)] = client.search_s(row["dn"], ldap.SCOPE_BASE, "(objectClass=*)", ["*", "+"])
+        except ldap.NO_SUCH_OBJECT:
+            raise RestoreError(f"the service has no entry {row['dn']}, which {what} holds") from None
+        attrs, digests = entry_digests(entry)
+        served = {a.lower(): digests[k * 6:(k + 1) * 6].hex() for k, a in enumerate(attrs)}
+        wanted = {a.lower(): row["digests"][k * 12:(k + 1) * 12] for k, a in enumerate(row["attrs"])}
+        differ = sorted(a for a in wanted if served.get(a) != wanted[a])
+        extra = sorted(set(served) - set(wanted) - SLAPADD_FILLS)
+        if differ or extra:
+            raise RestoreError(f"the service's entry {row['dn']} differs from {what}'s: {', '.join(differ + extra)}")
+
+
 def validate(source: Any, facts: dict[str, Any]) -> dict[str, Any]:
     """The started service answers, holds as many entries under each base DN as the set, and the
     sampled entries with the same attributes and values (slapadd's additions to an entry that
-    lacked them aside; entryCSN, contextCSN and attributes the server computes are not compared)."""
+    lacked them aside; entryCSN, contextCSN and attributes the server computes are not compared).
+    With a restored cn=config: every entry of it, as the connection reads cn=config."""
     client = _client(source)
     try:
         counts = {}
@@ -453,20 +526,22 @@ def validate(source: Any, facts: dict[str, Any]) -> dict[str, Any]:
             if counts[base] != facts["entries"].get(base):
                 raise RestoreError(f"the service holds {counts[base]} entries under {base}; the restored set has "
                                    f"{facts['entries'].get(base)}: it does not serve the restored data")
-        for row in facts["sample"]:
+        _compare(client, facts["sample"], "the restored set")
+        out: dict[str, Any] = {"entries": counts, "sampled": len(facts["sample"]), "answers": True}
+        if "config" in facts:
             try:
-                [(_, entry)] = client.search_s(row["dn"], ldap.SCOPE_BASE, "(objectClass=*)", ["*", "+"])
-            except ldap.NO_SUCH_OBJECT:
-                raise RestoreError(f"the service has no entry {row['dn']}, which the restored set holds") from None
-            attrs, digests = entry_digests(entry)
-            served = {a.lower(): digests[k * 6:(k + 1) * 6].hex() for k, a in enumerate(attrs)}
-            wanted = {a.lower(): row["digests"][k * 12:(k + 1) * 12] for k, a in enumerate(row["attrs"])}
-            differ = sorted(a for a in wanted if served.get(a) != wanted[a])
-            extra = sorted(set(served) - set(wanted) - SLAPADD_FILLS)
-            if differ or extra:
-                raise RestoreError(f"the service's entry {row['dn']} differs from the restored set's: "
-                                   f"{', '.join(differ + extra)}")
-        return {"entries": counts, "sampled": len(facts["sample"]), "answers": True}
+                served = client.search_s("cn=config", ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"])
+            except (ldap.NO_SUCH_OBJECT, ldap.INSUFFICIENT_ACCESS, ldap.UNWILLING_TO_PERFORM):
+                served = []
+            if not served:
+                out["config_checked"] = "no: the connection cannot read cn=config"
+            else:
+                if len(served) != facts["config"]["entries"]:
+                    raise RestoreError(f"the service's cn=config has {len(served)} entries; the restored one has "
+                                       f"{facts['config']['entries']}: it does not run the restored configuration")
+                _compare(client, facts["config"]["sample"], f"the cn=config of {facts['config']['from']}")
+                out["config_checked"] = f"{len(served)} entries equal"
+        return out
     except ldap.LDAPError as exc:
         raise RestoreError(f"checking the started service: {ldap_message(exc)}") from None
     finally:
