@@ -282,3 +282,31 @@ def test_the_spec_names_what_an_in_place_ldap_restore_needs(tmp_path, server):
     rows = {fld: why for _, fld, why in failure.value.problems}
     assert "one slapd database directory per base DN" in rows["sources.LdapServer.service.data_dirs"]
     assert "is required for an in-place restore" in rows["sources.LdapServer.slapd_conf"]
+
+
+def test_the_whole_in_place_restore_takes_a_safety_backup_that_restores_back(tmp_path, server):
+    """restore_source_in_place (the CLI's restore --in-place): the lease, the verified chain, the
+    safety backup of the live state, the restore; then the safety set restores the later state back."""
+    from metabackup.inplace import restore_source_in_place
+
+    spec = make_spec(tmp_path, server)
+    first = backup_once(spec, "LdapServer", T0)["stem"]
+    expected = state(server)
+    ldapmodify(server, f"dn: uid=user00009,ou=People,{BASE}\nchangetype: delete\n")
+    later = state(server)
+    report = restore_source_in_place(spec, "LdapServer", first)
+    assert report["set"] == first and state(server) == expected
+    safety = report["safety_backup"]["set"]
+    assert safety != first
+    restore_in_place(verified_plan(spec, "LdapServer", safety), "20261124110000")
+    assert state(server) == later
+
+
+def test_a_base_dn_below_its_databases_suffix_is_refused(tmp_path, server):
+    spec = make_spec(tmp_path, server, base_dns=[f"ou=People,{BASE}"])
+    backup_once(spec, "LdapServer", T0)
+    before = state(server)
+    with pytest.raises(RestoreError, match=r"ou=People,dc=hadoop,dc=com is below the suffix dc=hadoop,dc=com of its "
+                                           r"database .*would lose the entries outside"):
+        restore_in_place(verified_plan(spec, "LdapServer"), "20261124120000")
+    assert state(server) == before
