@@ -82,7 +82,8 @@ def server(tmp_path, monkeypatch):
 
 def make_spec(tmp_path: Path, server, config_dir: bool = False, **options):
     service = {**service_argv(Path(server.directory), tmp_path / "fail-once", config_dir),
-               "data_dirs": [str(Path(server.directory) / "data")], "owner": "root", "timeout": 60}
+               "data_dirs": [str(Path(server.directory) / "data"), str(Path(server.directory) / "accesslog")],
+               "owner": "root", "timeout": 60}
     config = ({"slapd_config_dir": str(Path(server.directory) / "slapd.d")} if config_dir
               else {"slapd_conf": str(server.conf)})
     path = tmp_path / "lt.yaml"
@@ -199,7 +200,8 @@ def test_in_place_through_a_cn_config_directory(tmp_path, server):
 def test_restore_config_swaps_the_cn_config_directory_too(tmp_path, server):
     config_dir = serve_from_config_dir(server, tmp_path)
     spec = make_spec(tmp_path, server, config_dir=True, restore_config=True)
-    assert [path for _, path in spec.source("LdapServer").live_dirs()] == [f"{server.directory}/data", str(config_dir)]
+    assert [path for _, path in spec.source("LdapServer").live_dirs()] == [
+        f"{server.directory}/data", f"{server.directory}/accesslog", str(config_dir)]
     indexes = served_indexes(server)
     saved_config = config_files(config_dir)
     backup_once(spec, "LdapServer", T0)
@@ -216,7 +218,8 @@ def test_restore_config_swaps_the_cn_config_directory_too(tmp_path, server):
     assert config_files(Path(f"{config_dir}.pre-restore-{stamp}")) == changed_config
     restored = config_files(config_dir)
     assert sorted(restored) == sorted(saved_config) and restored != changed_config
-    assert [d["live"] for d in report["in_place"]] == [f"{server.directory}/data", str(config_dir)]
+    assert [d["live"] for d in report["in_place"]] == [f"{server.directory}/data", f"{server.directory}/accesslog",
+                                                       str(config_dir)]
 
 
 def test_restore_config_rolls_back_both_directories(tmp_path, server):
@@ -266,13 +269,20 @@ def test_a_data_dir_that_is_not_the_databases_directory_is_refused_before_the_st
     with pytest.raises(RestoreError, match=r"service.data_dirs\[0\] is .*/accesslog, but .*slapd.conf keeps the "
                                            r"database of dc=hadoop,dc=com in .*/data"):
         restore_in_place(verified_plan(spec, "LdapServer"), "20261124070000")
+    # the accesslog database not named: its log would outlive the writes the restore undoes
+    data_only = (str(Path(server.directory) / "data"),)
+    object.__setattr__(source, "service", source.service.model_copy(update={"data_dirs": data_only}))
+    with pytest.raises(RestoreError, match=r"has an accesslog database \(cn=accesslog, in .*/accesslog\); add that "
+                                           r"directory to sources.LdapServer.service.data_dirs"):
+        restore_in_place(verified_plan(spec, "LdapServer"), "20261124070001")
     assert state(server) == before  # never stopped
     assert not list(wrong.parent.glob("*.pre-restore-*")) and not list(wrong.parent.glob("*.restored-*"))
 
 
 def test_the_spec_names_what_an_in_place_ldap_restore_needs(tmp_path, server):
     path = tmp_path / "bad.yaml"
-    service = {**service_argv(Path(server.directory), tmp_path / "m"), "data_dirs": ["/var/lib/ldap/a", "/var/lib/ldap/b"]}
+    service = {**service_argv(Path(server.directory), tmp_path / "m"),
+               "data_dirs": ["/var/lib/ldap/a", "/var/lib/ldap/b", "/var/lib/ldap/c"]}
     path.write_text(yaml.safe_dump({
         "name": "lt", "created": "2026-11-24T00:00:00Z", "cluster_version": "3.1.0", "type": "manual",
         "sources": {"LdapServer": {"kind": "ldap", "conn_id": "c", "base_dns": [BASE], "service": service,
@@ -310,3 +320,28 @@ def test_a_base_dn_below_its_databases_suffix_is_refused(tmp_path, server):
                                            r"database .*would lose the entries outside"):
         restore_in_place(verified_plan(spec, "LdapServer"), "20261124120000")
     assert state(server) == before
+
+
+def test_after_an_in_place_restore_the_next_backup_is_no_accesslog_replay(tmp_path, server):
+    """The old accesslog holds the writes the restore undid: an accesslog incremental on the
+    safety backup would describe a state the directory no longer has.  The restore empties the
+    log (the old one kept beside it), so the next backup compares digests instead, and its chain
+    restores the directory as it is."""
+    from metabackup.inplace import restore_source_in_place
+
+    spec = make_spec(tmp_path, server)  # change_method auto: accesslog when it can
+    first = backup_once(spec, "LdapServer", T0)["stem"]
+    entry_changes(server, "undone")
+    second = backup_once(spec, "LdapServer", T0.add(hours=1))
+    assert second["manifest"].position["method"] == "accesslog"
+    report = restore_source_in_place(spec, "LdapServer", first)
+    log_dir = f"{server.directory}/accesslog"
+    assert report["rebuilt"]["accesslog"] == f"{log_dir} replaced by an empty log"
+    assert (Path(f"{log_dir}.pre-restore-{report['journal'].rsplit('-', 1)[1][:-5]}") / "data.mdb").is_file()
+    ldapmodify(server, f"dn: uid=user00010,ou=People,{BASE}\nchangetype: modify\nreplace: mail\nmail: new@x\n")
+    now = state(server)
+    third = backup_once(spec, "LdapServer", T0.add(hours=2))
+    assert third["type"] == "incremental" and third["manifest"].position["method"] == "digest"
+    ldapmodify(server, f"dn: uid=user00011,ou=People,{BASE}\nchangetype: delete\n")
+    restore_in_place(verified_plan(spec, "LdapServer", third["stem"]), "20261124130000")
+    assert state(server) == now

@@ -164,7 +164,8 @@ class LdapKind(SourceKind):
     # ---- in place (metabackup.sources.ldap.inplace): slapadd into fresh database directories ----
     in_place = True
     live_dirs_hint = ("the slapd database directory of each base DN, in the order of base_dns (its `directory` in "
-                      "slapd.conf, olcDbDirectory in cn=config)")
+                      "slapd.conf, olcDbDirectory in cn=config), then the accesslog database's directory if the server "
+                      "has one")
 
     def live_dirs(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
         dirs = super().live_dirs(options, service)
@@ -180,9 +181,10 @@ class LdapKind(SourceKind):
                 if path.rstrip("/") == config or path.startswith(config + "/") or config.startswith(path.rstrip("/") + "/"):
                     rows.append((f"data_dirs[{i}]", f"{path} and slapd_config_dir {options.slapd_config_dir}: one is or "
                                                    "lies inside the other"))
-        if len(service.data_dirs) != len(options.base_dns):
+        if len(service.data_dirs) not in (len(options.base_dns), len(options.base_dns) + 1):
             rows.append(("data_dirs", f"must name one slapd database directory per base DN, in the order of base_dns "
-                                      f"({len(options.base_dns)}); got {len(service.data_dirs)}"))
+                                      f"({len(options.base_dns)}), then the directory of the accesslog database "
+                                      f"({options.accesslog_base}) if the server has one; got {len(service.data_dirs)}"))
         if options.slapd_conf is None and options.slapd_config_dir is None:
             rows.append(("../slapd_conf", "is required for an in-place restore (the source has a service block): the "
                                           "server's slapd.conf, or slapd_config_dir for a cn=config directory; slapadd "

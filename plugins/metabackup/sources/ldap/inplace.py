@@ -5,17 +5,18 @@ with each incremental's change records applied in order (as :func:`.restore.appl
 them over the protocol, idempotently).  Only the entries the changes touch (their DNs, the new
 DNs of renames and everything below a renamed entry) are held in memory; the rest streams from
 the full's LDIF to the output.  The operational attributes stay as the set holds them (entryUUID,
-create/modify timestamps and names, entryCSN, structuralObjectClass); an entry an incremental
-modified without giving its new entryCSN loses the old one, and ``slapadd`` gives it a new one,
-as the server does to a change replayed online.
+create/modify timestamps and names, entryCSN, structuralObjectClass).  Each suffix entry gets the
+contextCSN its base had when the last set was taken (none if it had none), and an entry an
+incremental modified without giving its new entryCSN (a digest incremental) gets the newest of
+those CSNs (or, without one, a new CSN from ``slapadd``): so no entry is newer than the restored
+contextCSN.
 
-Each base is then loaded with ``slapadd -q -w`` (argv, allow-listed environment) into a fresh
+Each base is then loaded with ``slapadd -q`` (argv, allow-listed environment) into a fresh
 database directory under the restore's scratch directory, through a COPY of the server's
 configuration in which that database's directory is the fresh one: a ``slapd.conf`` with the
 database's ``directory`` line rewritten, or a copy of the ``cn=config`` directory with the
 database's ``olcDbDirectory`` changed (and its ``# CRC32`` line dropped, so slapd does not check a
-sum that no longer matches).  ``-w`` sets each suffix's contextCSN to the greatest entryCSN.  The
-result is given to the service's ``owner`` and mapped to the live database directory.
+sum that no longer matches).  The result is given to the service's ``owner`` and mapped to the live database directory.
 
 With the option ``restore_config: true`` (it needs ``slapd_config_dir``), the server's cn=config
 directory is replaced too: the cn=config the chain's full saved is loaded by ``slapadd -n0`` into a
@@ -23,6 +24,12 @@ new configuration directory beside the live one, the databases are loaded throug
 restored configuration, and the configuration directory is swapped (and rolled back) with the
 database directories; the started server must then serve every entry of that cn=config as saved
 (when the connection can read cn=config).  Without it, the live configuration is kept.
+
+The server's accesslog database (suffix ``accesslog_base``), if it has one, must be named last in
+``data_dirs``: it is replaced by an empty directory (slapo-accesslog makes its root entry again),
+since the writes it logged are undone by the restore and an accesslog incremental on a set taken
+before the restore (the safety backup) would replay them.  The next backup then finds no parent's
+watermark in the log and compares digests (or takes a full); the old log is kept beside it.
 
 A base DN restored in place must be the suffix of its database (a database holding more than the
 backed-up subtree would lose the rest), and the configuration's directory of that database must
@@ -193,7 +200,7 @@ def _key(entry: dict[str, list[bytes]], attr: str) -> str | None:
     return next((a for a in entry if a.lower() == lower), None)
 
 
-def _modify(entry: dict[str, list[bytes]], change: Change) -> None:
+def _modify(entry: dict[str, list[bytes]], change: Change, stamp: bytes | None) -> None:
     for op, attr, values in change.modlist:
         if attr.lower() in SERVER_COMPUTED_ON_ADD - {"entrycsn"}:
             continue
@@ -223,9 +230,12 @@ def _modify(entry: dict[str, list[bytes]], change: Change) -> None:
         if key is not None and not entry[key]:
             del entry[key]
     if not any(a.lower() == "entrycsn" for _, a, _ in change.modlist):
-        # changed without its CSN (a digest incremental): slapadd stamps a new one, as the server would
+        # changed without its CSN (a digest incremental): the newest CSN its base had at the set
+        # (no later than the change), or none and slapadd stamps one
         for key in [a for a in entry if a.lower() == "entrycsn"]:
             del entry[key]
+        if stamp is not None:
+            entry["entryCSN"] = [stamp]
 
 
 def _rename(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change) -> None:
@@ -259,8 +269,10 @@ def _rename(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change
         state[normalize_dn(moved)] = (moved, child)
 
 
-def apply_offline(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change, set_name: str) -> None:
-    """Apply one change record to ``state`` ({normalized DN: (DN, entry)}) as the online replay would."""
+def apply_offline(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: Change, set_name: str,
+                  stamp: bytes | None = None) -> None:
+    """Apply one change record to ``state`` ({normalized DN: (DN, entry)}) as the online replay
+    would; ``stamp`` is the entryCSN of an entry modified without one."""
     ndn = normalize_dn(change.dn)
     if change.type == "add":
         if ndn in state:  # already there (added during the parent's export): make it equal
@@ -281,7 +293,7 @@ def apply_offline(state: dict[str, tuple[str, dict[str, list[bytes]]]], change: 
     else:
         if ndn not in state:
             raise RestoreError(f"replaying a modify of {change.dn} from {set_name}: no such entry in the chain")
-        _modify(state[ndn][1], change)
+        _modify(state[ndn][1], change, stamp)
 
 
 def _changes(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]) -> list[tuple[str, Change]]:
@@ -309,15 +321,24 @@ def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], 
         if change.type == "modrdn":
             renamed.append(normalize_dn(change.dn))
     nbases = [normalize_dn(b) for b in bases]
+    # each base's contextCSN when the last set was taken: its suffix entry gets it back, and an
+    # entry an incremental changed without giving its CSN gets the newest of them
+    recorded = chain[-1].position.get("context_csn") or {}
+    context = {normalize_dn(b): [c.encode() for c in recorded.get(b, []) if isinstance(c, str)] for b in bases}
     merged = [scratch / f"merged-{i}.ldif" for i in range(len(bases))]
     state: dict[str, tuple[str, dict[str, list[bytes]]]] = {}
     counts = [0] * len(bases)
     sample: list[tuple[int, str, str, tuple[str, ...], bytes]] = []  # a max-heap by the negated key
 
     def keep(i: int, dn: str, entry: dict[str, list[bytes]], out: BinaryIO) -> None:
+        ndn = normalize_dn(dn)
+        if ndn == nbases[i]:
+            for key in [a for a in entry if a.lower() == "contextcsn"]:
+                del entry[key]
+            if context[ndn]:
+                entry["contextCSN"] = context[ndn]
         out.write(entry_ldif(dn, entry))
         counts[i] += 1
-        ndn = normalize_dn(dn)
         key = -int.from_bytes(hashlib.sha256(ndn.encode()).digest()[:8], "big")
         if len(sample) < SAMPLE:
             heapq.heappush(sample, (key, ndn, dn, *entry_digests(entry)))
@@ -342,7 +363,8 @@ def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], 
                     else:
                         keep(i, dn, entry, handles[i])
         for set_name, change in changes:
-            apply_offline(state, change, set_name)
+            owner = max((b for b in nbases if is_under(normalize_dn(change.dn), [b])), key=len, default=None)
+            apply_offline(state, change, set_name, max(context[owner]) if owner and context[owner] else None)
         for ndn, (dn, entry) in state.items():
             owners = [i for i, b in enumerate(nbases) if is_under(ndn, [b])]
             if not owners:
@@ -450,6 +472,21 @@ def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], sour
             log.warning("%s: the database of %s is %s, not mdb; slapadd loads it all the same", source.name, base,
                         db["type"])
         chosen.append(db)
+    log_db = next((db for db in dbs if any(normalize_dn(x) == normalize_dn(options.accesslog_base)
+                                           for x in db["suffixes"])), None)
+    if log_db is not None and len(service.data_dirs) == len(bases):
+        raise RestoreError(f"{where} has an accesslog database ({options.accesslog_base}, in {log_db['directory']}); "
+                           f"add that directory to sources.{source.name}.service.data_dirs after the base DNs' "
+                           "directories: the restore replaces it with an empty log, as the writes it logged are undone "
+                           "(the next backup then compares digests or is a full, instead of replaying them)")
+    if len(service.data_dirs) > len(bases):
+        live_log = service.data_dirs[len(bases)]
+        if log_db is None or os.path.realpath(log_db["directory"] or "") != os.path.realpath(live_log):
+            raise RestoreError(f"sources.{source.name}.service.data_dirs[{len(bases)}] is {live_log}, but " + (
+                f"{where} keeps the accesslog database ({options.accesslog_base}) in {log_db['directory']}"
+                if log_db is not None else f"{where} has no accesslog database ({options.accesslog_base})") +
+                "; after the base DNs' directories, data_dirs names only the accesslog database's directory")
+        dirs[live_log] = _fresh_dir(scratch / "accesslog", live_log)
     began = time.monotonic()
     facts = final_state(chain, open_archive, bases, scratch)
     recorded = chain[-1].position.get("entries")
@@ -464,7 +501,7 @@ def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], sour
         config = scratch / f"config-{i}"
         config.mkdir(mode=0o700)
         where_args = config_copy(slapd_conf, config_dir, db, built, config)
-        argv = ["slapadd", "-q", "-w", *where_args, "-b", base, "-l", str(scratch / f"final-{i}.ldif")]
+        argv = ["slapadd", "-q", *where_args, "-b", base, "-l", str(scratch / f"final-{i}.ldif")]
         facts.setdefault("slapadd_s", {})[base] = _slapadd(argv, f"{base} into a fresh database directory",
                                                           str(Path(slapd_conf).parent) if slapd_conf else None)
         dirs[live] = built
@@ -473,6 +510,8 @@ def rebuild(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], sour
         _chown_tree(built, service.owner)
     if config_facts is not None:
         facts["config"] = config_facts
+    if len(service.data_dirs) > len(bases):
+        facts["accesslog"] = f"{service.data_dirs[len(bases)]} replaced by an empty log"
     return Rebuilt(dirs, facts)
 
 
