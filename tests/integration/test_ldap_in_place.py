@@ -26,10 +26,17 @@ from metabackup.spec import SpecError, load_spec
 T0 = pendulum.datetime(2026, 11, 24, 3, tz="UTC")
 BASE = slapd.SUFFIX
 
-# The service's stop / start / status commands for a harness slapd in DIR, as argv lists (no shell):
-# Python one-liners calling harness.slapd.  status exits 0 while slapd runs, 3 when it does not (a
-# zombie counts as stopped: the container's init may not reap it); start fails once, removing it,
-# while the marker file FAIL_ONCE exists.
+# The service's commands (argv lists, no shell).  A slapd run from its slapd.conf: the harness's own
+# service-stop / service-start / service-status DIR (harness.slapd.service_argv), the start wrapped
+# so that it fails once, removing it, while the marker file exists.
+_FAIL_ONCE = ("import subprocess, sys; from pathlib import Path\n"
+              "m = Path(sys.argv[1])\n"
+              "if m.exists():\n"
+              "    m.unlink(); print('start refused once (test marker)'); sys.exit(1)\n"
+              "sys.exit(subprocess.call(sys.argv[2:]))")
+
+# A slapd run from a cn=config directory (DIR/slapd.d, slapd -F), which the harness does not start:
+# Python one-liners; status exits 0 while slapd runs, 3 when it does not (a zombie counts as stopped).
 _PRELUDE = (f"import os, sys, signal, time; sys.path[:0] = {[str(REPO / 'plugins'), str(REPO)]!r}; "
             "from pathlib import Path; from harness import slapd\n"
             "def alive(d):\n"
@@ -46,14 +53,7 @@ _STOP = ("pid = alive(D)\n"
          "    end = time.monotonic() + 20\n"
          "    while alive(D) and time.monotonic() < end: time.sleep(0.05)\n"
          "sys.exit(3 if alive(D) else 0)")
-_FAIL_ONCE = ("m = Path(M)\n"
-              "if m.exists():\n"
-              "    m.unlink(); print('start refused once (test marker)'); sys.exit(1)\n")
-_START = _FAIL_ONCE + "slapd.start(slapd.load(D))"
-
-
-# the same slapd run from a cn=config directory (DIR/slapd.d) instead of its slapd.conf
-_START_F = _FAIL_ONCE + ("import socket, subprocess\n"
+_START_F = ("import socket, subprocess\n"
             "i = slapd.load(D)\n"
             "subprocess.run(['slapd', '-F', D + '/slapd.d', '-h', i.url + '/'], check=True)\n"
             "end = time.monotonic() + 20\n"
@@ -65,9 +65,19 @@ _START_F = _FAIL_ONCE + ("import socket, subprocess\n"
 
 
 def service_argv(directory: Path, marker: Path, config_dir: bool = False) -> dict[str, list[str]]:
-    head = f"{_PRELUDE}D = {str(directory)!r}\nM = {str(marker)!r}\n"
-    return {name: [sys.executable, "-c", head + body] for name, body in
-            (("stop", _STOP), ("start", _START_F if config_dir else _START), ("status", _STATUS))}
+    if config_dir:
+        head = f"{_PRELUDE}D = {str(directory)!r}\n"
+        argv = {name: [sys.executable, "-c", head + body] for name, body in
+                (("stop", _STOP), ("start", _START_F), ("status", _STATUS))}
+    else:
+        argv = slapd.service_argv(directory)
+    argv["start"] = [sys.executable, "-c", _FAIL_ONCE, str(marker), *argv["start"]]
+    return argv
+
+
+def stop_any(directory: Path) -> None:
+    """Stop the slapd of DIR however it was started (by its pid file)."""
+    subprocess.run(service_argv(directory, directory / "none", config_dir=True)["stop"], check=False, timeout=60)
 
 
 @pytest.fixture()
@@ -77,7 +87,7 @@ def server(tmp_path, monkeypatch):
     slapd.start(instance)
     monkeypatch.setenv("AIRFLOW_CONN_LDAP_SRC", instance.connection_uri())
     yield instance
-    subprocess.run(service_argv(Path(instance.directory), tmp_path / "none")["stop"], check=False, timeout=60)
+    stop_any(Path(instance.directory))
 
 
 def make_spec(tmp_path: Path, server, config_dir: bool = False, **options):
