@@ -41,15 +41,19 @@ _PRELUDE = (f"import os, sys, signal, time; sys.path[:0] = {[str(REPO / 'plugins
             "from pathlib import Path; from harness import slapd\n"
             "def alive(d):\n"
             "    p = Path(d) / 'slapd.pid'\n"
-            "    if not p.exists(): return 0\n"
-            "    pid = int(p.read_text().split()[0])\n"
+            "    for _ in range(100):  # slapd may be writing its pid file\n"
+            "        try: pid = int(p.read_text().split()[0]); break\n"
+            "        except FileNotFoundError: return 0\n"
+            "        except (OSError, ValueError, IndexError): time.sleep(0.02)\n"
+            "    else: return 0\n"
             "    try: state = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]\n"
             "    except OSError: return 0\n"
             "    return 0 if state in 'ZX' else pid\n")
 _STATUS = "sys.exit(0 if alive(D) else 3)"
 _STOP = ("pid = alive(D)\n"
          "if pid:\n"
-         "    os.kill(pid, signal.SIGTERM)\n"
+         "    try: os.kill(pid, signal.SIGTERM)\n"
+         "    except ProcessLookupError: pass\n"
          "    end = time.monotonic() + 20\n"
          "    while alive(D) and time.monotonic() < end: time.sleep(0.05)\n"
          "sys.exit(3 if alive(D) else 0)")
@@ -149,6 +153,9 @@ def test_in_place_restores_the_chain_into_the_live_server(tmp_path, server, chan
     assert report["set"] == last["stem"] and report["downtime_s"] > 0
     assert report["validation"]["entries"] == {BASE: len(expected)} and report["validation"]["sampled"] > 0
     assert report["rebuilt"]["changes_replayed"] >= 4
+    # a digest chain's replay is checked against the sets' per-entry digests before the stop
+    assert report["rebuilt"]["checked_against"].startswith(
+        "the per-entry index of" if change_method == "digest" else "nothing (")
     previous = Path(f"{data}.pre-restore-{stamp}")
     assert previous.is_dir() and previous.stat().st_ino == before_inode and (previous / "data.mdb").is_file()
     assert data.stat().st_ino != before_inode and (data / "data.mdb").is_file()
@@ -164,9 +171,8 @@ def serve_from_config_dir(server, tmp_path: Path) -> Path:
     # slaptest converts (and then exits 1 as its own database check fails beside the running server; -u would not write)
     subprocess.run(["slaptest", "-f", str(server.conf), "-F", str(directory / "slapd.d")], capture_output=True)
     assert (directory / "slapd.d" / "cn=config.ldif").is_file()
-    stop, start = (service_argv(directory, tmp_path / "none", True)[k] for k in ("stop", "start"))
-    subprocess.run(stop, check=True, timeout=60)
-    subprocess.run(start, check=True, timeout=60)
+    subprocess.run(slapd.service_argv(directory)["stop"], check=True, timeout=60)  # the harness started it
+    subprocess.run(service_argv(directory, tmp_path / "none", True)["start"], check=True, timeout=60)
     return directory / "slapd.d"
 
 
@@ -355,3 +361,27 @@ def test_after_an_in_place_restore_the_next_backup_is_no_accesslog_replay(tmp_pa
     ldapmodify(server, f"dn: uid=user00011,ou=People,{BASE}\nchangetype: delete\n")
     restore_in_place(verified_plan(spec, "LdapServer", third["stem"]), "20261124130000")
     assert state(server) == now
+
+
+def test_an_offline_replay_that_misses_the_sets_digests_is_refused_before_the_stop(tmp_path, server, monkeypatch):
+    """Fault injection in our own replay (one change record lost): the computed state no longer
+    matches the per-entry index the digest incremental recorded; refused, the service never stopped."""
+    from metabackup.sources.ldap import inplace
+
+    spec = make_spec(tmp_path, server, change_method="digest")
+    backup_once(spec, "LdapServer", T0)
+    entry_changes(server, "lost")
+    backup_once(spec, "LdapServer", T0.add(hours=1))
+    before = state(server)
+    pid = Path(server.directory, "slapd.pid").read_text().split()[0]
+    real = inplace.apply_offline
+
+    def lossy(state_, change, set_name, stamp=None):
+        if change.type != "add":
+            real(state_, change, set_name, stamp)
+
+    monkeypatch.setattr(inplace, "apply_offline", lossy)
+    with pytest.raises(RestoreError, match=r"differs from the per-entry index of .* nothing was stopped"):
+        restore_in_place(verified_plan(spec, "LdapServer"), "20261124140000")
+    assert Path(server.directory, "slapd.pid").read_text().split()[0] == pid and state(server) == before
+    assert not list(Path(server.directory).glob("*.pre-restore-*"))

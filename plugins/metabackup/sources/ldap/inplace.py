@@ -11,6 +11,12 @@ incremental modified without giving its new entryCSN (a digest incremental) gets
 those CSNs (or, without one, a new CSN from ``slapadd``): so no entry is newer than the restored
 contextCSN.
 
+When the chain's sets carry per-entry digest indexes (a full over the protocol and digest
+incrementals), the computed state is checked against them, entry by entry, before anything is
+stopped: the newest whole index with the later deltas applied must list exactly the computed
+entries with the same attribute digests.  A chain with an accesslog incremental (or a full by
+slapcat) after its newest whole index has no such record; the report says ``checked_against``.
+
 Each base is then loaded with ``slapadd -q`` (argv, allow-listed environment) into a fresh
 database directory under the restore's scratch directory, through a COPY of the server's
 configuration in which that database's directory is the fresh one: a ``slapd.conf`` with the
@@ -307,6 +313,37 @@ def _changes(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]) -> 
     return out
 
 
+def chain_index(chain: list[Manifest], open_archive: Callable[[str], BinaryIO]) -> tuple[dict | None, str]:
+    """The per-entry digest index of the state at ``chain[-1]`` ({normalized DN: (DN, attributes,
+    digests)}): the newest whole index of the chain with the later sets' deltas applied; or None
+    and why, when a set after the newest whole index has none (an accesslog incremental, a full by
+    slapcat)."""
+    from metabackup.sources.ldap.kind import read_set_index
+
+    start = None
+    for k in range(len(chain) - 1, -1, -1):
+        position = chain[k].position
+        if not position.get("index"):
+            return None, f"{chain[k].set} has no per-entry index"
+        if position.get("index_form", "whole") == "whole":
+            start = k
+            break
+    if start is None:
+        return None, "the chain has no whole per-entry index"
+    entries: dict = {}
+    for manifest in chain[start:]:
+        with open_archive(manifest.set) as stream:
+            index = read_set_index(stream, manifest.set)
+        if index.type == "whole":
+            entries = dict(index.entries)
+        else:
+            for ndn in index.deleted:
+                entries.pop(ndn, None)
+            entries.update(index.entries)
+    return entries, f"the per-entry index of {chain[start].set}" + (
+        f" with the deltas up to {chain[-1].set}" if start < len(chain) - 1 else "")
+
+
 def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], bases: list[str],
                 scratch: Path) -> dict[str, Any]:
     """Write the state at ``chain[-1]`` as LDIF, parents first, to ``scratch/final-<i>.ldif`` (one
@@ -329,6 +366,9 @@ def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], 
     state: dict[str, tuple[str, dict[str, list[bytes]]]] = {}
     counts = [0] * len(bases)
     sample: list[tuple[int, str, str, tuple[str, ...], bytes]] = []  # a max-heap by the negated key
+    # what the sets recorded of every entry: the offline replay must arrive at exactly that
+    expected, checked_against = chain_index(chain, open_archive)
+    differ: list[str] = []
 
     def keep(i: int, dn: str, entry: dict[str, list[bytes]], out: BinaryIO) -> None:
         ndn = normalize_dn(dn)
@@ -339,11 +379,16 @@ def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], 
                 entry["contextCSN"] = context[ndn]
         out.write(entry_ldif(dn, entry))
         counts[i] += 1
+        attrs, digests = entry_digests(entry)
+        if expected is not None:
+            row = expected.pop(ndn, None)
+            if row is None or tuple(a.lower() for a in row[1]) != tuple(a.lower() for a in attrs) or row[2] != digests:
+                differ.append(dn)
         key = -int.from_bytes(hashlib.sha256(ndn.encode()).digest()[:8], "big")
         if len(sample) < SAMPLE:
-            heapq.heappush(sample, (key, ndn, dn, *entry_digests(entry)))
+            heapq.heappush(sample, (key, ndn, dn, attrs, digests))
         elif key > sample[0][0]:
-            heapq.heapreplace(sample, (key, ndn, dn, *entry_digests(entry)))
+            heapq.heapreplace(sample, (key, ndn, dn, attrs, digests))
 
     outs = [private_open(path, "wb") for path in merged]
     with contextlib.ExitStack() as stack:
@@ -371,12 +416,20 @@ def final_state(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], 
                 raise RestoreError(f"the chain's changes leave {dn} outside the base DNs {', '.join(bases)}")
             i = max(owners, key=lambda k: len(nbases[k]))
             keep(i, dn, entry, handles[i])
+    if expected is not None and (differ or expected):
+        missing = [row[0] for row in expected.values()]
+        raise RestoreError(
+            f"the state computed from the chain up to {chain[-1].set} differs from {checked_against}: "
+            f"{len(differ)} entries differ or are extra (e.g. {', '.join(differ[:3]) or '-'}), {len(missing)} are "
+            f"missing (e.g. {', '.join(missing[:3]) or '-'}); nothing was stopped. Restore into a new server "
+            "instead (a destination connection: the chain is replayed over the protocol)")
     for i, path in enumerate(merged):
         with private_open(scratch / f"final-{i}.ldif", "w") as out:
             parents_first(path, ldif.LDIFWriter(out, cols=76))
         path.unlink()
     picked = sorted(sample, key=lambda row: row[1])
     return {"entries": dict(zip(bases, counts)), "changes_replayed": len(changes),
+            "checked_against": checked_against if expected is not None else f"nothing ({checked_against})",
             "sample": [{"dn": dn, "attrs": list(attrs), "digests": digests.hex()} for _, _, dn, attrs, digests in picked]}
 
 
