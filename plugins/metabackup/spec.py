@@ -333,7 +333,9 @@ def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[s
                 if (problem := plugin.target_problem(options, config)) is not None:
                     rows.append((f"{where}.{fld}", problem))
             if service is not None:
-                rows += [(f"{where}.service.{fld}", problem) for fld, problem in plugin.service_problems(options, service)]
+                # a field given as "../<name>" is the source's own option, not the service block's
+                rows += [(f"{where}.{fld[3:]}" if fld.startswith("../") else f"{where}.service.{fld}", problem)
+                         for fld, problem in plugin.service_problems(options, service)]
             out.append(Source(name=name, kind=kind, options=options, target=target, copies=tuple(copies),
                               service=service))
     return out

@@ -123,7 +123,8 @@ class SourceKind(ABC):
         return [(f"service.data_dirs[{i}]", path) for i, path in enumerate(service.data_dirs)]
 
     def service_problems(self, options: Any, service: Any) -> list[tuple[str, str]]:
-        """What is wrong with a source's ``service`` block for this kind, as ``(field, reason)``."""
+        """What is wrong with a source's ``service`` block for this kind, as ``(field, reason)``; a
+        field ``"../<name>"`` names the source's own option ``<name>`` instead of a service field."""
         return []
 
     def rebuild_beside(self, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Source,

@@ -19,6 +19,10 @@ offline ``slapadd`` when the server is local and stopped), then apply each incre
 records in order.  Replay is idempotent, so changes made while a full was exported (and thus
 possibly in both the full and the next incremental) apply cleanly.
 
+In place (:mod:`.inplace`, with a ``service`` block and ``slapd_conf`` or ``slapd_config_dir``): the
+chain's final state computed offline as LDIF and loaded by ``slapadd`` into a fresh database
+directory per base DN, swapped with the live ones; ``cn=config`` is kept unless ``restore_config``.
+
 Modules, one concern each:
 - :mod:`.client`: the LDAP protocol client (server URL, bind, error messages, paged search);
 - :mod:`.records`: LDIF records, the archive's members, DNs and per-entry digests;
@@ -26,6 +30,7 @@ Modules, one concern each:
 - :mod:`.index`: the per-entry digest index (written, read back and checked, its staging copy);
 - :mod:`.kind`: the engine (:class:`~.kind.LdapSource`): snapshot, archive, restore;
 - :mod:`.restore`: restore into a directory server, and :func:`~.restore.dump_state`;
+- :mod:`.inplace`: the in-place restore (offline final state, slapadd, validation, identity);
 - this module: the options and the plug-in, light enough for DAG parsing (no python-ldap).
 """
 
@@ -61,9 +66,14 @@ class LdapOptions(SpecModel):
     method: Literal["protocol", "slapcat"] = Field(
         "protocol", description="how a full reads the directory: over LDAP (protocol), or with slapcat from the database "
         "files of a slapd on the worker's own host (back-mdb only; safe while it runs)")
-    slapd_conf: str | None = Field(None, description="method slapcat: the server's slapd.conf (an absolute path)")
-    slapd_config_dir: str | None = Field(None, description="method slapcat: the server's cn=config directory, slapcat -F "
-                                         "(an absolute path)")
+    slapd_conf: str | None = Field(None, description="method slapcat and in-place restore: the server's slapd.conf (an "
+                                   "absolute path)")
+    slapd_config_dir: str | None = Field(None, description="method slapcat and in-place restore: the server's cn=config "
+                                         "directory, slapcat -F (an absolute path)")
+
+    restore_config: bool = Field(
+        False, description="an in-place restore also replaces the server's cn=config directory (slapd_config_dir) with "
+        "the cn=config the chain's full saved (swapped and rolled back with the databases)")
 
     @field_validator("slapd_conf", "slapd_config_dir")
     @classmethod
@@ -80,8 +90,14 @@ class LdapOptions(SpecModel):
         if self.method == "slapcat" and len(given) != 1:
             raise ProblemRow("method", "slapcat needs exactly one of slapd_conf (a slapd.conf) and slapd_config_dir "
                              "(a cn=config directory)")
-        if self.method != "slapcat" and given:
-            raise ProblemRow(given[0], "is read only with method: slapcat")
+        if self.restore_config and self.slapd_config_dir is None:
+            raise ProblemRow("restore_config", "needs slapd_config_dir, the server's cn=config directory it replaces "
+                             "(a slapd.conf server keeps its configuration in a file: restore that as a files source)")
+        if self.restore_config and not self.include_config:
+            raise ProblemRow("restore_config", "needs include_config: true (the sets must hold cn=config)")
+        if len(given) > 1:
+            raise ProblemRow(given[1], "is given with slapd_conf; give one of slapd_conf (a slapd.conf) and "
+                             "slapd_config_dir (a cn=config directory)")
         return self
 
     @field_validator("base_dns")
@@ -144,6 +160,54 @@ class LdapKind(SourceKind):
             yield LdapDestination(conn=ConnectionInfo(
                 conn_id="metabackup-scratch", conn_type="ldap", host="127.0.0.1", port=server.port,
                 login=server.admin_dn, password=server.password))
+
+    # ---- in place (metabackup.sources.ldap.inplace): slapadd into fresh database directories ----
+    in_place = True
+    live_dirs_hint = ("the slapd database directory of each base DN, in the order of base_dns (its `directory` in "
+                      "slapd.conf, olcDbDirectory in cn=config), then the accesslog database's directory if the server "
+                      "has one")
+
+    def live_dirs(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
+        dirs = super().live_dirs(options, service)
+        if options.restore_config and dirs:
+            dirs.append(("slapd_config_dir", options.slapd_config_dir))
+        return dirs
+
+    def service_problems(self, options: LdapOptions, service: Any) -> list[tuple[str, str]]:
+        rows = []
+        if options.restore_config:
+            config = options.slapd_config_dir.rstrip("/")
+            for i, path in enumerate(service.data_dirs):
+                if path.rstrip("/") == config or path.startswith(config + "/") or config.startswith(path.rstrip("/") + "/"):
+                    rows.append((f"data_dirs[{i}]", f"{path} and slapd_config_dir {options.slapd_config_dir}: one is or "
+                                                   "lies inside the other"))
+        if len(service.data_dirs) not in (len(options.base_dns), len(options.base_dns) + 1):
+            rows.append(("data_dirs", f"must name one slapd database directory per base DN, in the order of base_dns "
+                                      f"({len(options.base_dns)}), then the directory of the accesslog database "
+                                      f"({options.accesslog_base}) if the server has one; got {len(service.data_dirs)}"))
+        if options.slapd_conf is None and options.slapd_config_dir is None:
+            rows.append(("../slapd_conf", "is required for an in-place restore (the source has a service block): the "
+                                          "server's slapd.conf, or slapd_config_dir for a cn=config directory; slapadd "
+                                          "loads the set through a copy of it"))
+        return rows
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Any, source: Any, scratch: Path,
+                       request: RestoreRequest) -> Any:
+        from metabackup.sources.ldap.inplace import rebuild
+
+        if request.point_in_time is not None:
+            raise RestoreError("an ldap source restores to a set, not to a point in time")
+        return rebuild(chain, open_archive, source, scratch)
+
+    def validate_in_place(self, chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+        from metabackup.sources.ldap.inplace import validate
+
+        return validate(source, facts)
+
+    def live_identity(self, source: Any) -> dict[str, Any]:
+        from metabackup.sources.ldap.inplace import identity
+
+        return identity(source)
 
     def asset_uris(self, options: LdapOptions) -> list[str]:
         from urllib.parse import quote
