@@ -5,6 +5,7 @@ real HTTP listener when the rollback fails."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pendulum
@@ -92,6 +93,39 @@ def test_oms_in_place_through_the_restore_dag(airflow_project, tmp_path, monkeyp
         assert (content(cluster), dict(iter_tree(etc))) == at_backup
         restored = report_of(restore.dag_id, dr.run_id)["restored"]
         assert sorted(d["live"] for d in restored["in_place"]) == sorted([str(cluster.data), str(etc)])
+
+
+def test_ldap_in_place_through_the_restore_dag(airflow_project, tmp_path, monkeypatch):
+    from harness import slapd
+    from metabackup.connections import get_connection
+    from metabackup.sources.ldap.restore import dump_state
+
+    instance = slapd.prepare(tmp_path / "slapd")
+    slapd.seed_offline(instance, slapd.seed_ldif(users=12, groups=2))
+    slapd.start(instance)
+    monkeypatch.setenv("AIRFLOW_CONN_LDAP_SRC", instance.connection_uri())
+    directory = Path(instance.directory)
+    try:
+        backup, restore = dags_for_dag_file(airflow_project.install(files_spec("ldapinplace", tmp_path, {"LdapServer": {
+            "kind": "ldap", "conn_id": "ldap_src", "base_dns": [slapd.SUFFIX], "slapd_conf": str(instance.conf),
+            "target": {"type": "LocalDir", "max_backups": 5},
+            "service": {**slapd.service_argv(directory), "owner": "root", "timeout": 60,
+                        "data_dirs": [str(directory / "data"), str(directory / "accesslog")]}}})))
+        assert ok(backup.test(run_after=T0))
+        at_backup = dump_state(get_connection("ldap_src"), [slapd.SUFFIX])
+        subprocess.run(["ldapmodify", "-x", "-H", instance.url, "-D", instance.admin_dn, "-w", instance.password],
+                       input=f"dn: uid=user00002,ou=People,{slapd.SUFFIX}\nchangetype: delete\n", text=True,
+                       check=True, capture_output=True)
+        assert dump_state(get_connection("ldap_src"), [slapd.SUFFIX]) != at_backup
+
+        dr = restore.test(run_after=T0.add(hours=1), run_conf={"source": "LdapServer", "in_place": True,
+                                                               "dry_run": False})
+        assert ok(dr), task_states(restore.dag_id, dr.run_id)
+        assert dump_state(get_connection("ldap_src"), [slapd.SUFFIX]) == at_backup
+        report = report_of(restore.dag_id, dr.run_id)
+        assert report["safety_backup"]["type"] == "full" and report["restored"]["downtime_s"] > 0
+    finally:
+        subprocess.run(slapd.service_argv(directory)["stop"], check=False, timeout=60)
 
 
 def test_a_failed_rollback_raises_the_critical_alarm_by_mail_and_webhook(airflow_project, tmp_path, monkeypatch,
