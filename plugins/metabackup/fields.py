@@ -177,6 +177,11 @@ TextList = Annotated[tuple[NonEmptyText, ...], BeforeValidator(_listed),
                      WithJsonSchema({"type": "array", "items": {"type": "string", "minLength": 1}})]
 
 
+#: A list of absolute, normalised paths, kept as a tuple.
+PathList = Annotated[tuple[AbsolutePath, ...], BeforeValidator(_listed),
+                     WithJsonSchema({"type": "array", "items": {"type": "string", "pattern": "^/"}})]
+
+
 def _argv(value: tuple[str, ...]) -> tuple[str, ...]:
     if not value:
         raise ValueError("must name a program and its arguments, e.g. [/usr/local/bin/get-backup-key, prod]")

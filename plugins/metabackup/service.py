@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from metabackup.errors import RestoreError
-from metabackup.fields import AbsolutePath, Argv, ProblemRow, SpecModel, between, matching
+from metabackup.fields import Argv, PathList, ProblemRow, SpecModel, between, matching
 from metabackup.fsutil import child_env
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ServiceControl(SpecModel):
     stop: Argv | None = None
     start: Argv | None = None
     status: Argv | None = None
-    data_dirs: tuple[AbsolutePath, ...] = Field(
+    data_dirs: PathList = Field(
         (), description="the live directories an in-place restore replaces (what each is depends on the kind)")
     owner: OsUser | None = Field(None, description="the OS user that owns data_dirs (restored files are given to it)")
     timeout: between(1, 3600) = Field(300, description="seconds each stop, start or status command may take")
