@@ -143,3 +143,54 @@ def test_a_validation_failure_rolls_back_to_the_namespace_served_before(tmp_path
         assert not os.path.lexists(f"{live}.pre-restore-{when}")  # swapped back into place
     fs.write("/rb/after-rollback.txt", b"ok")
     assert fs.read("/rb/after-rollback.txt") == b"ok"
+
+
+@pytest.fixture()
+def ha_hdfs(tmp_path, monkeypatch):
+    """An HA pair (nn1 active, nn2 standby, a shared edits directory) and one DataNode."""
+    instance = hdfs.start(tmp_path / "ha", "ha")
+    monkeypatch.setenv("AIRFLOW_CONN_WEBHDFS_HACLUSTER", instance.connection_uri())
+    yield instance
+    instance.stop()
+
+
+def test_ha_pair_in_place_both_name_dirs_and_the_shared_edits(tmp_path, ha_hdfs):
+    """Both NameNodes' name directories get the set; the shared edits directory gets its edits
+    alone (as -initializeSharedEdits would), so neither NameNode replays the transactions made
+    after the set; nn1 comes back active, nn2 standby, and after a failover nn2 serves the same."""
+    instance = ha_hdfs
+    fs = WebHdfs(instance.webhdfs_url())
+    fs.mkdirs("/ha/keep")
+    fs.write("/ha/keep/data.bin", b"h" * 6000)
+    fs.write("/ha/empty.txt", b"")
+    name_dirs = [d for n in instance.namenodes for d in n.name_dirs]
+    shared = instance.shared_edits_dir
+    assert shared and Path(shared).is_dir()
+    spec = make_spec(tmp_path, instance, "nnha", [*name_dirs, shared])
+    made = backup_once(spec, "NameNode", T0)
+    expected = fs.tree("/")
+    end_txid = made["manifest"].position["end_txid"]
+
+    fs.mkdirs("/ha/later/deeper")
+    fs.rename("/ha/keep/data.bin", "/ha/moved.bin")
+    fs.delete("/ha/empty.txt")
+    assert fs.tree("/") != expected
+    nodes = datanodes(instance)
+
+    when = stamp()
+    result = restore_in_place(verified_plan(spec, "NameNode"), when)
+
+    assert fs.tree("/") == expected
+    # (file contents are not read: a harness DataNode cannot resolve the NameService for WebHDFS reads)
+    assert datanodes(instance) == nodes
+    validation = result["validation"]
+    assert validation["active"] == instance.webhdfs_url("nn1")
+    assert validation["standby"] == [instance.webhdfs_url("nn2")]
+    assert validation["segment_from"] == end_txid + 1
+    assert sorted(validation["segment_in"]) == sorted([*instance.namenode("nn1").name_dirs, shared])
+    assert not any(p.name.startswith("fsimage") for p in (Path(shared) / "current").iterdir())
+    for live in [*name_dirs, shared]:
+        assert Path(f"{live}.pre-restore-{when}").is_dir()
+
+    hdfs.failover(instance, "nn2")  # the standby tailed the restored shared edits
+    assert WebHdfs(instance.webhdfs_url("nn2")).tree("/") == expected
