@@ -194,3 +194,27 @@ def test_ha_pair_in_place_both_name_dirs_and_the_shared_edits(tmp_path, ha_hdfs)
 
     hdfs.failover(instance, "nn2")  # the standby tailed the restored shared edits
     assert WebHdfs(instance.webhdfs_url("nn2")).tree("/") == expected
+
+
+def test_ha_pair_without_the_shared_edits_directory_is_caught_and_rolled_back(tmp_path, ha_hdfs):
+    """Restoring the name directories alone: the NameNodes replay the later transactions from the
+    shared edits; the validation sees the edit log not continuing at the set's end, rolls back."""
+    instance = ha_hdfs
+    fs = WebHdfs(instance.webhdfs_url())
+    fs.mkdirs("/ha/keep")
+    name_dirs = [d for n in instance.namenodes for d in n.name_dirs]
+    spec = make_spec(tmp_path, instance, "nnhax", name_dirs)
+    made = backup_once(spec, "NameNode", T0)
+    fs.mkdirs("/ha/later")
+    before = fs.tree("/")
+    last = made["manifest"].position["end_txid"]
+
+    when = stamp()
+    with pytest.raises(RestoreError, match=rf"failed at step validate: .*no edit-log segment starting at txid "
+                                           rf"{last + 1}.*Rolled back") as failure:
+        restore_in_place(verified_plan(spec, "NameNode"), when)
+    assert "the service runs and answers as before" in str(failure.value)
+    assert fs.tree("/") == before and "/ha/later" in before
+    for live in name_dirs:
+        assert Path(f"{live}.failed-restore-{when}").is_dir()
+        assert not os.path.lexists(f"{live}.pre-restore-{when}")
