@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Any, TypeVar
 
 from metabackup.scratch_slapd import free_port
 
-__all__ = ["CONNECTION_FILE", "INSTANCE_FILE", "command_line_parser", "end_process", "free_port", "instance_to_start",
-           "load_instance", "log_tail", "process_alive", "reusable", "save_instance", "write_private_json"]
+__all__ = ["CONNECTION_FILE", "INSTANCE_FILE", "NOT_RUNNING", "RUNNING", "SERVICE_COMMANDS", "STATUS_ERROR", "ServiceError",
+           "command_line_parser", "end_process", "free_port", "instance_to_start", "load_instance", "log_tail",
+           "os_user_name", "process_alive", "reusable", "run_service_command", "save_instance", "service_argv_for",
+           "write_private_json"]
 
 CONNECTION_FILE = "airflow-connection.json"
 INSTANCE_FILE = "instance.json"
@@ -47,8 +50,11 @@ def load_instance(cls: type[Instance], directory: str | Path) -> Instance:
     return cls(**json.loads((Path(directory) / INSTANCE_FILE).read_text()))
 
 
-def command_line_parser(prog: str):
-    """``start DIR [--reuse]`` / ``stop DIR``; the caller adds its own start options."""
+def command_line_parser(prog: str, service: bool = False):
+    """``start DIR [--reuse]`` / ``stop DIR``; the caller adds its own start options.
+
+    With ``service``, also ``service-stop DIR`` / ``service-start DIR`` / ``service-status DIR``
+    (:func:`run_service_command`), their parsers in ``parser.service_parsers`` for the caller's options."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=prog)
@@ -57,6 +63,17 @@ def command_line_parser(prog: str):
     start.add_argument("directory")
     start.add_argument("--reuse", action="store_true", help="restart an existing instance in DIRECTORY, keeping its data")
     sub.add_parser("stop").add_argument("directory")
+    parser.service_parsers = []
+    if service:
+        helps = {"service-stop": "stop the server of the instance in DIRECTORY cleanly, keeping its data",
+                 "service-start": "start it again on the same data, port and config; wait until it answers",
+                 "service-status": "exit 0 when it runs and answers, 3 when it is not running, 1 on other errors"}
+        for name, text in helps.items():
+            service_parser = sub.add_parser(name, help=text)
+            service_parser.add_argument("directory")
+            if name != "service-status":
+                service_parser.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+            parser.service_parsers.append(service_parser)
     return parser, start
 
 
@@ -86,7 +103,8 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie)."""
+    """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie).
+    A zombie someone else has not reaped yet counts as ended."""
     if pid <= 0:
         return False
     try:
@@ -99,7 +117,11 @@ def process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def end_process(pid: int, timeout: float) -> None:
@@ -118,3 +140,63 @@ def end_process(pid: int, timeout: float) -> None:
     except ProcessLookupError:
         pass
     process_alive(pid)
+
+
+# --- service commands: act on an existing instance as a service manager would (stop / start / status)
+
+SERVICE_COMMANDS = ("service-stop", "service-start", "service-status")
+RUNNING, STATUS_ERROR, NOT_RUNNING = 0, 1, 3  # service-status exit codes (LSB: 3 = not running)
+
+
+class ServiceError(RuntimeError):
+    """A service command failed; the message (with the server log's tail) goes to stderr."""
+
+
+def os_user_name(uid: int | None = None) -> str:
+    """The name of ``uid`` (default: the effective user), or the number when it has none."""
+    import pwd
+
+    uid = os.geteuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def service_argv_for(module_file: str | Path, directory: str | Path, *options: str) -> dict[str, list[str]]:
+    """``{"stop": [...], "start": [...], "status": [...]}``: argv lists running the harness module
+    ``module_file`` as a script (``python .../harness/NAME.py service-VERB DIR [options]``), which
+    works whatever the child's working directory and PYTHONPATH (the module puts the repository
+    root and ``plugins/`` on sys.path itself when run as a script)."""
+    script = str(Path(module_file).resolve())
+    target = str(Path(directory).resolve())
+    return {verb: [sys.executable, script, f"service-{verb}", target, *options] for verb in ("stop", "start", "status")}
+
+
+def run_service_command(args, stop, start, status) -> int:
+    """Run ``service-stop`` / ``service-start`` / ``service-status`` for a harness's ``main``.
+
+    ``stop(directory, args)`` and ``start(directory, args)`` return a message (printed on stdout,
+    exit 0) or raise (message on stderr, exit 1); ``status(directory, args)`` returns
+    ``(code, message)`` with code RUNNING (0), NOT_RUNNING (3) or STATUS_ERROR (1)."""
+    directory = Path(args.directory)
+    verb = args.command.removeprefix("service-")
+    if not (directory / INSTANCE_FILE).is_file():
+        message = f"{verb}: {directory} holds no {INSTANCE_FILE}: not an instance directory"
+        print(message, file=sys.stdout if verb == "status" else sys.stderr)
+        return STATUS_ERROR
+    try:
+        if verb == "status":
+            code, message = status(directory, args)
+            print(message)
+            return code
+        print((stop if verb == "stop" else start)(directory, args))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a command line: the message, not a traceback
+        text = f"{verb} failed: {exc}"
+        if verb == "status":
+            print(text.replace("\n", " ")[:500])
+        else:
+            print(text, file=sys.stderr)
+        return STATUS_ERROR
+

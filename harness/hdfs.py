@@ -14,6 +14,14 @@ Each instance directory gets ``instance.json``, Hadoop client config in ``conf/`
 (``dfs``, ``dfsadmin``, ``haadmin``, ``oiv``), ``bin/namenode-tool`` (NameNodeTool with this
 cluster's config) and ``bin/hadoop`` (``hadoop CLASSNAME ...``), and ``airflow-connection.json`` (the WebHDFS connection, 0600).  The running
 launcher takes commands on a loopback control port (:func:`command`).
+
+    python harness/hdfs.py service-stop|service-start|service-status DIR [--nn ID] [--timeout S]
+
+act on the NameNode(s) of a running instance (all, or ``--nn nn1``), keeping the DataNode and the
+data: ``stop-nn ID`` / ``restart-nn ID`` on the control channel (a restart loads the name
+directories from disk as they are then, formatting nothing), status exits 0 when the NameNode
+answers (JMX over HTTP and its RPC port), 3 when it is not running, 1 on other errors.
+:func:`service_argv` gives them as argv lists for a backup spec's ``service:``.
 """
 
 from __future__ import annotations
@@ -33,8 +41,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import (
-    CONNECTION_FILE, command_line_parser, free_port, log_tail, process_alive, reusable, write_private_json,
+if __name__ == "__main__" and __spec__ is None:  # run as a script (service_argv): import from the repository root
+    _ROOT = Path(__file__).resolve().parents[1]  # (and not harness/, whose hdfs.py would shadow the hdfs package)
+    sys.path[:] = [str(_ROOT), str(_ROOT / "plugins"),
+                   *(entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "harness")]
+
+from harness import (  # noqa: E402
+    CONNECTION_FILE, NOT_RUNNING, RUNNING, SERVICE_COMMANDS, STATUS_ERROR, ServiceError, command_line_parser,
+    free_port, log_tail, os_user_name, process_alive, reusable, run_service_command, service_argv_for,
+    write_private_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]  # harness/ is at the repository root
@@ -77,9 +92,17 @@ class HdfsInstance:
     nameservice: str | None = None
     active: str = "nn1"
     pid: int = 0
+    # for an in-place restore (filled in when missing from an older instance.json); each
+    # NameNode's name directories are in namenodes[].name_dirs
+    os_user: str = ""  # the launcher (NameNodes, DataNode) runs as the user who started it, owning the dirs
+    shared_edits_dir: str = ""  # ha: the NameNodes' shared edits directory
 
     def __post_init__(self):
         self.namenodes = [n if isinstance(n, NameNodeInfo) else NameNodeInfo(**n) for n in self.namenodes]
+        self.os_user = self.os_user or os_user_name()
+        if self.mode == "ha" and not self.shared_edits_dir:
+            shared = sorted((Path(self.directory) / "data").glob("shared-edits-*"))
+            self.shared_edits_dir = str(shared[0]) if shared else ""
 
     def namenode(self, nn_id: str | None = None) -> NameNodeInfo:
         wanted = nn_id or self.active
@@ -323,14 +346,148 @@ def stop(directory: str | Path, timeout: float = 30) -> None:
     path.unlink(missing_ok=True)
 
 
+def service_argv(directory: str | Path, nn: str | None = None) -> dict[str, list[str]]:
+    """``{"stop": [...], "start": [...], "status": [...]}``: ``[sys.executable, <repo>/harness/hdfs.py,
+    "service-stop", DIR]`` (``+ ["--nn", nn]``) etc., independent of the child's cwd and PYTHONPATH."""
+    return service_argv_for(__file__, directory, *(["--nn", nn] if nn else []))
+
+
+def service_paths(directory: str | Path) -> dict[str, Any]:
+    """What an in-place restore swaps: each NameNode's name directories, and their owner."""
+    instance = load(directory)
+    return {"name_dirs": {n.id: list(n.name_dirs) for n in instance.namenodes},
+            "shared_edits_dir": instance.shared_edits_dir, "os_user": instance.os_user}
+
+
+def _targets(instance: HdfsInstance, nn: str | None) -> list[NameNodeInfo]:
+    """The NameNode ``nn``, or all of them, the active one first."""
+    if nn:
+        if nn not in {n.id for n in instance.namenodes}:
+            raise ServiceError(f"{instance.directory} has no NameNode {nn!r} "
+                               f"(it has {', '.join(n.id for n in instance.namenodes)})")
+        return [instance.namenode(nn)]
+    return sorted(instance.namenodes, key=lambda n: n.id != instance.active)
+
+
+def _probe(info: NameNodeInfo, timeout: float = 20) -> tuple[str, str]:
+    """("up", "active"/"standby") when the NameNode's WebHDFS answers (a standby with its
+    StandbyException) and its RPC port accepts a connection; ("down", "") when neither does;
+    ("error", why) otherwise.  (Not JMX: the NameNodes of one launcher share one MBean server.)"""
+    url = f"http://127.0.0.1:{info.http_port}/webhdfs/v1/?op=GETFILESTATUS&user.name={_os_user()}"
+    http, http_error = None, ""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            http = "active" if response.status == 200 else None
+            http_error = "" if http else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        http, http_error = ("standby", "") if "StandbyException" in body else (None, f"HTTP {exc.code}: {body[:200]}")
+    except OSError as exc:
+        http_error = str(getattr(exc, "reason", exc))
+    with socket.socket() as sock:
+        sock.settimeout(timeout)
+        rpc = sock.connect_ex(("127.0.0.1", info.rpc_port)) == 0
+    if http is not None and rpc:
+        return "up", http
+    if http is None and not rpc and ("refused" in http_error.lower() or "Errno 111" in http_error):
+        return "down", ""
+    return "error", f"WebHDFS {http or http_error}, RPC port {info.rpc_port} {'open' if rpc else 'closed'}"
+
+
+def _launcher_running(instance: HdfsInstance) -> bool:
+    return process_alive(instance.pid)
+
+
+def service_status(directory: str | Path, args=None) -> tuple[int, str]:
+    instance = load(directory)
+    targets = _targets(instance, getattr(args, "nn", None))
+    if not _launcher_running(instance):
+        return NOT_RUNNING, f"NameNode {', '.join(n.id for n in targets)} not running (the HDFS launcher, pid " \
+                            f"{instance.pid}, is not running)"
+    results = {n.id: _probe(n) for n in targets}
+    words = [f"{nn_id} {'running (' + why + ')' if state == 'up' else 'not running' if state == 'down' else why}"
+             for nn_id, (state, why) in results.items()]
+    states = {state for state, _ in results.values()}
+    if states == {"up"}:
+        return RUNNING, "NameNode " + "; ".join(words)
+    if states == {"down"}:
+        return NOT_RUNNING, "NameNode " + "; ".join(words)
+    return STATUS_ERROR, "NameNode " + "; ".join(words)
+
+
+def service_stop(directory: str | Path, args=None) -> str:
+    """``stop-nn`` each chosen NameNode; wait until its ports are closed.  The DataNode runs on."""
+    instance = load(directory)
+    timeout = getattr(args, "timeout", None) or 60
+    targets = _targets(instance, getattr(args, "nn", None))
+    if not _launcher_running(instance):
+        return f"NameNode {', '.join(n.id for n in targets)} was not running (the HDFS launcher is not running)"
+    done = []
+    for info in targets:
+        if _probe(info)[0] == "down":
+            done.append(f"{info.id} was not running")
+            continue
+        try:
+            command(instance, f"stop-nn {info.id}", timeout=timeout)
+        except (OSError, RuntimeError) as exc:
+            raise ServiceError(f"stopping NameNode {info.id} failed: {exc}\n"
+                               f"{log_tail(Path(instance.directory) / 'launcher.log')}") from None
+        deadline = time.monotonic() + timeout
+        while (state := _probe(info, timeout=2))[0] != "down":
+            if time.monotonic() > deadline:
+                raise ServiceError(f"NameNode {info.id} still answers after stop-nn: {state}")
+            time.sleep(0.1)
+        done.append(f"{info.id} stopped")
+    return "NameNode " + "; ".join(done)
+
+
+def service_start(directory: str | Path, args=None) -> str:
+    """``restart-nn`` each chosen NameNode (the active one first): a NameNode on the same ports and
+    configuration that loads its name directories from disk as they are now (nothing formatted);
+    wait until it answers (WebHDFS, as the active one or a standby, and RPC)."""
+    instance = load(directory)
+    timeout = getattr(args, "timeout", None) or 180
+    targets = _targets(instance, getattr(args, "nn", None))
+    launcher_log = Path(instance.directory) / "launcher.log"
+    if not _launcher_running(instance):
+        raise ServiceError(f"the HDFS launcher (pid {instance.pid}) of {instance.directory} is not running, and a "
+                           f"NameNode starts only inside it; `python -m harness.hdfs start {instance.directory} "
+                           f"--reuse` starts a new cluster on the data\n{log_tail(launcher_log)}")
+    done = []
+    for info in targets:
+        if _probe(info)[0] == "up":
+            done.append(f"{info.id} was already running")
+            continue
+        try:
+            reply = command(instance, f"restart-nn {info.id}", timeout=timeout)
+        except (OSError, RuntimeError) as exc:
+            raise ServiceError(f"starting NameNode {info.id} failed: {exc}\n{log_tail(launcher_log)}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            state, why = _probe(info)
+            if state == "up":
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(f"NameNode {info.id} does not answer after restart-nn ({reply}): "
+                                   f"{why or state}\n{log_tail(launcher_log)}")
+            time.sleep(0.2)
+        done.append(f"{info.id} {reply}")
+    return "NameNode " + "; ".join(done)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, start_options = command_line_parser("python -m harness.hdfs")
+    parser, start_options = command_line_parser("python -m harness.hdfs", service=True)
+    for service_parser in parser.service_parsers:
+        service_parser.add_argument("--nn", metavar="ID", default=None,
+                                    help="only this NameNode (nn1, nn2); default all of the instance's")
     start_options.add_argument("--ha", action="store_true", help="two NameNodes under one NameService (--nameservice)")
     start_options.add_argument("--nameservice", default=DEFAULT_NAMESERVICE, metavar="NAME",
                                help=f"the HA pair's NameService (with --ha; default {DEFAULT_NAMESERVICE})")
     args = parser.parse_args(argv)
     if args.command == "start" and args.nameservice != DEFAULT_NAMESERVICE and not args.ha:
         parser.error("--nameservice needs --ha")
+    if args.command in SERVICE_COMMANDS:
+        return run_service_command(args, service_stop, service_start, service_status)
     if args.command == "stop":
         stop(args.directory)
         return 0

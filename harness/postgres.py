@@ -2,6 +2,12 @@
 
     PYTHONPATH=plugins:. python -m harness.postgres start DIR [--reuse]   # DIR/airflow-connection.json (0600)
     PYTHONPATH=plugins:. python -m harness.postgres stop DIR
+    python harness/postgres.py service-stop|service-start|service-status DIR [--timeout S]   # see below
+
+``service-stop`` / ``service-start`` / ``service-status`` act on an existing instance and keep its
+data (``pg_ctl stop -m fast`` / ``pg_ctl start`` on the same data directory / ``pg_ctl status`` and
+``pg_isready``; status exits 0 running, 3 not running, 1 other errors); :func:`service_argv` gives
+them as argv lists for a backup spec's ``service:``.
 
 ``initdb``/``pg_ctl`` run as the ``postgres`` user; the cluster listens on 127.0.0.1 on a free
 port with ``wal_level=replica``, replication slots and WAL senders, SCRAM authentication, and a
@@ -21,10 +27,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import (
-    CONNECTION_FILE, command_line_parser, free_port, instance_to_start, load_instance, save_instance, write_private_json,
+if __name__ == "__main__" and __spec__ is None:  # run as a script (service_argv): import from the repository root
+    _ROOT = Path(__file__).resolve().parents[1]
+    sys.path[:] = [str(_ROOT), str(_ROOT / "plugins"),
+                   *(entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "harness")]
+
+from harness import (  # noqa: E402
+    CONNECTION_FILE, NOT_RUNNING, RUNNING, SERVICE_COMMANDS, STATUS_ERROR, ServiceError, command_line_parser, free_port,
+    instance_to_start, load_instance, log_tail, os_user_name, run_service_command, save_instance, service_argv_for,
+    write_private_json,
 )
-from metabackup.fsutil import child_env
+from metabackup.fsutil import child_env  # noqa: E402
 
 PG_MAJOR = 15
 BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
@@ -49,10 +62,19 @@ class PgInstance:
     port: int
     superuser_password: str
     backup_password: str
+    # for an in-place restore (filled in when missing from an older instance.json):
+    data_dir: str = ""  # the cluster's data directory (PGDATA)
+    os_user: str = ""  # the OS user owning data_dir and running the server
+    log_file: str = ""
+
+    def __post_init__(self):
+        self.data_dir = self.data_dir or str(Path(self.directory) / "data")
+        self.os_user = self.os_user or (OS_USER if os.geteuid() == 0 else os_user_name())
+        self.log_file = self.log_file or str(Path(self.directory) / "postgres.log")
 
     @property
     def data(self) -> Path:
-        return Path(self.directory) / "data"
+        return Path(self.data_dir)
 
     @property
     def socket_dir(self) -> str:
@@ -174,9 +196,77 @@ def wait_ready(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"PostgreSQL on port {port} not ready after {timeout}s")
 
 
+def service_argv(directory: str | Path) -> dict[str, list[str]]:
+    """``{"stop": [...], "start": [...], "status": [...]}``: ``[sys.executable, <repo>/harness/postgres.py,
+    "service-stop", DIR]`` etc., independent of the child's cwd and PYTHONPATH."""
+    return service_argv_for(__file__, directory)
+
+
+def service_paths(directory: str | Path) -> dict[str, str]:
+    """What an in-place restore swaps: the data directory and its owner."""
+    instance = load(directory)
+    return {"data_dir": instance.data_dir, "os_user": instance.os_user, "config_file": str(instance.data / "postgresql.conf")}
+
+
+def _pg_ctl_status(data: Path) -> subprocess.CompletedProcess:
+    return as_postgres(str(BIN / "pg_ctl"), "status", "-D", str(data))  # 0 running, 3 not running, 4 no data dir
+
+
+def _accepting(port: int) -> bool:
+    return subprocess.run([str(BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-t", "5"],
+                          capture_output=True, env=child_env()).returncode == 0
+
+
+def service_status(directory: str | Path, args=None) -> tuple[int, str]:
+    instance = load(directory)
+    state = _pg_ctl_status(instance.data)
+    if state.returncode == 3:
+        return NOT_RUNNING, f"PostgreSQL is not running (data directory {instance.data})"
+    if state.returncode != 0:
+        return STATUS_ERROR, f"PostgreSQL status unknown: pg_ctl status exited {state.returncode}: " \
+                             f"{(state.stdout + state.stderr).strip()}".replace("\n", " ")
+    if not _accepting(instance.port):
+        return STATUS_ERROR, f"PostgreSQL runs but does not accept connections on 127.0.0.1:{instance.port}"
+    return RUNNING, f"PostgreSQL is running and accepting connections on 127.0.0.1:{instance.port}"
+
+
+def service_stop(directory: str | Path, args=None) -> str:
+    """``pg_ctl stop -m fast`` on the instance's data directory; the data stays."""
+    instance = load(directory)
+    timeout = int(getattr(args, "timeout", None) or 60)
+    if _pg_ctl_status(instance.data).returncode == 3:
+        return f"PostgreSQL was not running (data directory {instance.data})"
+    done = as_postgres(str(BIN / "pg_ctl"), "-D", str(instance.data), "-m", "fast", "-w", "-t", str(timeout), "stop")
+    if done.returncode != 0 or _pg_ctl_status(instance.data).returncode != 3:
+        raise ServiceError(f"pg_ctl stop failed for {instance.data}: {(done.stdout + done.stderr).strip()}\n"
+                           f"{log_tail(Path(instance.log_file))}")
+    return f"PostgreSQL stopped (data directory {instance.data})"
+
+
+def service_start(directory: str | Path, args=None) -> str:
+    """``pg_ctl start`` on the same data directory (its config: port, sockets); wait for connections."""
+    instance = load(directory)
+    timeout = int(getattr(args, "timeout", None) or 60)
+    if _pg_ctl_status(instance.data).returncode == 0 and _accepting(instance.port):
+        return f"PostgreSQL was already running on 127.0.0.1:{instance.port}"
+    log = Path(instance.log_file)
+    if not log.exists():
+        log.touch()
+        give_to_postgres(log)
+    start_data_dir(instance.data, log, timeout)  # raises with the log's tail
+    try:
+        wait_ready(instance.port, timeout)
+    except RuntimeError as exc:
+        raise ServiceError(f"{exc}\n{log_tail(log)}") from None
+    return f"PostgreSQL is running on 127.0.0.1:{instance.port} (data directory {instance.data})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser, _ = command_line_parser("python -m harness.postgres")
-    instance = instance_to_start(parser.parse_args(argv), load, stop, prepare)
+    parser, _ = command_line_parser("python -m harness.postgres", service=True)
+    args = parser.parse_args(argv)
+    if args.command in SERVICE_COMMANDS:
+        return run_service_command(args, service_stop, service_start, service_status)
+    instance = instance_to_start(args, load, stop, prepare)
     if instance is None:
         return 0
     start(instance)

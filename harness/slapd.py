@@ -5,6 +5,13 @@
         # Airflow connection for it: AIRFLOW_CONN_<ID>="$(cat DIR/airflow-connection.json)".
         # --suffix: the database's suffix (default dc=hadoop,dc=com); the rootdn is cn=admin,<suffix>
     PYTHONPATH=plugins:. python -m harness.slapd stop DIR
+    python harness/slapd.py service-stop|service-start|service-status DIR [--timeout S]
+
+``service-stop`` ends the instance's slapd (SIGTERM, waiting until it is gone), ``service-start``
+runs it again with the same command line and ``slapd.conf`` (same port, same mdb directories) and
+waits until it answers an anonymous base search of the root DSE, ``service-status`` exits 0 when
+it runs and answers, 3 when it is not running, 1 on other errors; the data stays.
+:func:`service_argv` gives them as argv lists for a backup spec's ``service:``.
 
 A generated ``slapd.conf`` with the mdb backend, the accesslog overlay (optional) writing to
 ``cn=accesslog``, syncprov and ppolicy, and a readable ``cn=config``; a free port on 127.0.0.1;
@@ -24,11 +31,18 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import (
-    CONNECTION_FILE, command_line_parser, end_process, free_port, process_alive, reusable, write_private_json,
+if __name__ == "__main__" and __spec__ is None:  # run as a script (service_argv): import from the repository root
+    _ROOT = Path(__file__).resolve().parents[1]
+    sys.path[:] = [str(_ROOT), str(_ROOT / "plugins"),
+                   *(entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT / "harness")]
+
+from harness import (  # noqa: E402
+    CONNECTION_FILE, NOT_RUNNING, RUNNING, SERVICE_COMMANDS, STATUS_ERROR, ServiceError, command_line_parser,
+    end_process, free_port, log_tail, os_user_name, process_alive, reusable, run_service_command, service_argv_for,
+    write_private_json,
 )
-from metabackup.fsutil import write_private
-from metabackup.scratch_slapd import check_suffix, global_section, launch, mdb_database, ssha
+from metabackup.fsutil import write_private  # noqa: E402
+from metabackup.scratch_slapd import check_suffix, global_section, launch, mdb_database, ssha  # noqa: E402
 
 SUFFIX = "dc=hadoop,dc=com"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
@@ -48,6 +62,17 @@ class SlapdInstance:
     accesslog: bool
     pid: int = 0
     tls_port: int = 0  # ldaps:// listener when prepared with tls=True (StartTLS works on ``port`` then too)
+    # for an in-place restore (filled in when missing from an older instance.json):
+    db_dir: str = ""  # the suffix's mdb directory (data.mdb)
+    accesslog_dir: str = ""  # cn=accesslog's mdb directory ("" without the accesslog)
+    config_file: str = ""  # slapd.conf (slapd -f)
+    os_user: str = ""  # slapd runs as the user who starts it (no -u) and owns the mdb files
+
+    def __post_init__(self):
+        self.db_dir = self.db_dir or str(Path(self.directory) / "data")
+        self.accesslog_dir = self.accesslog_dir or (str(Path(self.directory) / "accesslog") if self.accesslog else "")
+        self.config_file = self.config_file or str(Path(self.directory) / "slapd.conf")
+        self.os_user = self.os_user or os_user_name()
 
     @property
     def url(self) -> str:
@@ -184,6 +209,104 @@ def load(directory: str | Path) -> SlapdInstance:
     return SlapdInstance(**json.loads((Path(directory) / "instance.json").read_text()))
 
 
+def service_argv(directory: str | Path) -> dict[str, list[str]]:
+    """``{"stop": [...], "start": [...], "status": [...]}``: ``[sys.executable, <repo>/harness/slapd.py,
+    "service-stop", DIR]`` etc., independent of the child's cwd and PYTHONPATH."""
+    return service_argv_for(__file__, directory)
+
+
+def service_paths(directory: str | Path) -> dict[str, str]:
+    """What an in-place restore swaps: the mdb directories, the config file and their owner."""
+    instance = load(directory)
+    return {"db_dir": instance.db_dir, "accesslog_dir": instance.accesslog_dir, "config_file": instance.config_file,
+            "os_user": instance.os_user}
+
+
+def _running_pid(instance: SlapdInstance) -> int:
+    """The pid of this instance's slapd (its pid file, else the recorded pid) when it runs, else 0."""
+    candidates = []
+    pidfile = Path(instance.directory) / "slapd.pid"
+    try:
+        candidates.append(int(pidfile.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    candidates.append(instance.pid)
+    for pid in candidates:
+        if not process_alive(pid):
+            continue
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if command_line and command_line[0].endswith(b"slapd") and str(instance.conf).encode() in command_line:
+            return pid
+    return 0
+
+
+def _answers(instance: SlapdInstance, timeout: float = 5) -> str | None:
+    """None when an anonymous base search of the root DSE succeeds, else the error."""
+    import ldap
+
+    try:
+        conn = ldap.initialize(instance.url)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, timeout)
+        conn.set_option(ldap.OPT_TIMEOUT, timeout)
+        conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
+        conn.unbind_s()
+        return None
+    except ldap.LDAPError as exc:
+        return str(exc)
+
+
+def service_status(directory: str | Path, args=None) -> tuple[int, str]:
+    instance = load(directory)
+    pid = _running_pid(instance)
+    if not pid:
+        return NOT_RUNNING, f"slapd is not running ({instance.config_file})"
+    error = _answers(instance)
+    if error is not None:
+        return STATUS_ERROR, f"slapd (pid {pid}) runs but does not answer on {instance.url}: {error}"
+    return RUNNING, f"slapd is running (pid {pid}) and answering on {instance.url}"
+
+
+def service_stop(directory: str | Path, args=None) -> str:
+    """End the instance's slapd (SIGTERM, SIGKILL after the timeout) and wait until it is gone."""
+    instance = load(directory)
+    timeout = getattr(args, "timeout", None) or 30
+    pid = _running_pid(instance)
+    if not pid:
+        return f"slapd was not running ({instance.config_file})"
+    end_process(pid, timeout)
+    if process_alive(pid):
+        raise ServiceError(f"slapd (pid {pid}) did not end\n{log_tail(Path(instance.directory) / 'slapd.log')}")
+    return f"slapd stopped (pid {pid})"
+
+
+def service_start(directory: str | Path, args=None) -> str:
+    """Run slapd again as :func:`start` does (same command line, ``slapd.conf``, port and data);
+    wait until it answers an anonymous base search."""
+    import time
+
+    instance = load(directory)
+    timeout = getattr(args, "timeout", None) or 30
+    if _running_pid(instance) and _answers(instance) is None:
+        return f"slapd was already running on {instance.url}"
+    log = Path(instance.directory) / "slapd.log"
+    try:
+        start(instance, timeout)
+    except Exception as exc:  # noqa: BLE001 - ScratchServerError carries the log's tail already
+        # slapd -d 0 sends config errors to syslog, not its log: slaptest says what is wrong
+        check = subprocess.run(["slaptest", "-u", "-f", instance.config_file], capture_output=True, text=True)
+        raise ServiceError(f"slapd did not start: {exc}\nslaptest -u -f {instance.config_file}: exit "
+                           f"{check.returncode}: {(check.stdout + check.stderr).strip()[-1500:]}") from None
+    deadline = time.monotonic() + timeout
+    while (error := _answers(instance)) is not None:
+        if time.monotonic() > deadline:
+            raise ServiceError(f"slapd (pid {instance.pid}) does not answer on {instance.url}: {error}\n{log_tail(log)}")
+        time.sleep(0.1)
+    return f"slapd is running (pid {instance.pid}) on {instance.url}"
+
+
 def seed_ldif(users: int = 20, groups: int = 5, suffix: str = SUFFIX) -> str:
     """A realistic cluster DIT under ``suffix`` (a ``dc=`` DN): people, groups with memberships,
     a password policy, principals."""
@@ -252,12 +375,14 @@ def seed_offline(instance: SlapdInstance, ldif_text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, start_options = command_line_parser("python -m harness.slapd")
+    parser, start_options = command_line_parser("python -m harness.slapd", service=True)
     start_options.add_argument("--suffix", default=None,
                                help=f"the directory's suffix (default {SUFFIX}); its rootdn is cn=admin,<suffix>")
     start_options.add_argument("--no-accesslog", action="store_true")
     start_options.add_argument("--seed", action="store_true", help="load the demo cluster DIT (under the suffix)")
     args = parser.parse_args(argv)
+    if args.command in SERVICE_COMMANDS:
+        return run_service_command(args, service_stop, service_start, service_status)
     if args.command == "stop":
         stop(args.directory)
         return 0
