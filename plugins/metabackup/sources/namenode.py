@@ -504,7 +504,8 @@ def rebuild_name_dirs(chain: list[Manifest], open_archive: Callable[[str], Binar
     if first not in dirs.values():
         shutil.rmtree(first)
     position = chain[-1].position
-    facts = {"rebuilt_at_ms": int(pendulum.now("UTC").timestamp() * 1000), "cluster_id": position["cluster_id"], "namespace_id": position["namespace_id"],
+    facts = {"rebuilt_at_ms": int(pendulum.now("UTC").timestamp() * 1000),  # a NameNode started later serves it
+             "cluster_id": position["cluster_id"], "namespace_id": position["namespace_id"],
              "block_pool_id": position["block_pool_id"], "image_txid": chain[0].position["image_txid"],
              "last_txid": made["last_txid"], "name_dirs": [d for d, r in roles.items() if r == "name"],
              "edits_dirs": [d for d, r in roles.items() if r == "edits"]}
