@@ -41,7 +41,9 @@ from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_privat
 from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, HEX32, Manifest, int_field, names_field, need, text_field
 from metabackup.fields import ConnId, NameService, SpecModel, between, short
-from metabackup.sources.base import ArchiveResult, BackupError, Rebuilt, RestoreError, RestoreRequest, SourceEngine, SourceKind
+from metabackup.sources.base import (
+    ArchiveResult, BackupError, Rebuilt, RestoreError, RestoreRequest, SourceEngine, SourceKind,
+)
 
 if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
     from metabackup.policy import Decision
