@@ -530,7 +530,7 @@ def _jmx(url: str, bean: str) -> dict[str, Any]:
     response.raise_for_status()
     beans = response.json().get("beans") or []
     if not beans:
-        raise RestoreError(f"{url}/jmx has no {bean} bean")
+        raise LookupError(f"{url}/jmx has no {bean} bean")  # not registered yet: asked again
     return beans[0]
 
 
@@ -558,71 +558,80 @@ def live_namespace_identity(source: Any) -> dict[str, Any]:
             "namespace": _content_summary(urls[0], conn)}
 
 
+def _serving(source: Any, facts: dict[str, Any], expected: tuple, last: int, live: list[str]) -> Any:
+    """One look at the started NameService for :func:`validate_live_namenode`: why it does not
+    serve the restored namespace yet (text: asked again), a RestoreError when it never will (it
+    serves another namespace, or continued its edit log elsewhere), or what it found."""
+    import os
+
+    urls, states, conn = _namenodes(source)
+    if states[urls[0]] != "active":
+        return f"no active NameNode among {', '.join(f'{u} {states[u]}' for u in urls)}"
+    bean = _jmx(urls[0], "NameNodeInfo")
+    if int(bean.get("NNStartedTimeInMillis") or 0) < facts["rebuilt_at_ms"]:
+        return f"{urls[0]} is the NameNode started before the restore (it was not restarted)"
+    if bean.get("Safemode"):
+        return f"{urls[0]} is still in safe mode: {' '.join(bean['Safemode'].split())}"
+    opts = source.options
+    info = NameNodeTool(opts.tool_command, opts.fs_uri, opts.timeout)("info")
+    ids = (info["clusterId"], info["namespaceId"], info["blockPoolId"])
+    if ids != expected:
+        raise RestoreError(f"{source.name}: the active NameNode serves cluster/namespace/block pool {ids}, the set "
+                           f"holds {expected}: it did not load the restored name directory")
+    if int(info["transactionId"]) <= last:  # HA: active, but its edit log not opened for writing yet
+        return f"the active NameNode's last txid is {info['transactionId']}, not yet past the set's {last}"
+    # the active NameNode opened its edit log right after the set's last txid in every live
+    # directory it writes to: it replayed the restored edits, nothing more and nothing less
+    writes_to = {os.path.realpath(d) for d in json.loads(bean.get("NameDirStatuses") or "{}").get("active", {})}
+    checked = [d for d in live if os.path.realpath(d) in writes_to]
+    if not checked:
+        raise RestoreError(f"{source.name}: the active NameNode {urls[0]} writes to none of service.data_dirs "
+                           f"({', '.join(live)}; it writes to {', '.join(sorted(writes_to)) or 'nothing'}): start the "
+                           "NameNode whose name directories were restored as the active one")
+    for directory in checked:
+        current = Path(directory) / "current"
+        found = [m for m in map(re.compile(r"^edits_(inprogress_)?(\d{19})").match, (p.name for p in current.iterdir()))
+                 if m]
+        if last + 1 in {int(m.group(2)) for m in found}:
+            continue
+        if any(m.group(1) for m in found):
+            raise RestoreError(f"{source.name}: {current} has no edit-log segment starting at txid {last + 1}: the "
+                               f"active NameNode did not continue from the set's last txid {last}")
+        return f"{current} has no edit log in progress yet"
+    return urls, states, conn, info, checked
+
+
 def validate_live_namenode(chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
     """The started NameService serves the rebuilt name directories: within the service's timeout a
-    NameNode is active and has left safe mode (its DataNodes reported the blocks the restored
-    namespace names); its namespace, cluster and block pool ids are the set's; it loaded the set's
-    image and replayed its edits exactly: each live name directory's (and shared edits directory's)
-    in-progress segment starts right after the set's last txid; an HA pair's other NameNode answers
-    as a standby."""
+    NameNode is active (started after the rebuild) and has left safe mode (its DataNodes reported
+    the blocks the restored namespace names); its namespace, cluster and block pool ids are the
+    set's; it loaded the set's image and replayed its edits exactly: in each live directory it
+    writes to, its edit log continues right after the set's last txid; an HA pair's other
+    NameNode answers as a standby."""
     import time
 
-    opts = source.options
-    timeout = source.service.timeout if source.service is not None else opts.timeout
+    timeout = source.service.timeout if source.service is not None else source.options.timeout
     deadline = time.monotonic() + timeout
     last = facts["last_txid"]
+    expected = (facts["cluster_id"], facts["namespace_id"], facts["block_pool_id"])
+    live = [*facts["name_dirs"], *facts["edits_dirs"]]
     why = "no answer yet"
     while True:
         try:
-            urls, states, conn = _namenodes(source)
-            if states[urls[0]] != "active":
-                why = f"no active NameNode among {', '.join(f'{u} {states[u]}' for u in urls)}"
-            else:
-                bean = _jmx(urls[0], "NameNodeInfo")
-                safemode = bean.get("Safemode") or ""
-                if int(bean.get("NNStartedTimeInMillis") or 0) < facts["rebuilt_at_ms"]:
-                    why = f"{urls[0]} is the NameNode started before the restore (it was not restarted)"
-                elif not safemode:
-                    break
-                else:
-                    why = f"{urls[0]} is still in safe mode: {' '.join(safemode.split())}"
+            checked = _serving(source, facts, expected, last, live)
+            if isinstance(checked, tuple):
+                urls, states, conn, info, checked = checked
+                break
+            why = checked
+        except RestoreError:
+            raise
         except Exception as exc:  # not answering yet, or answering with an error: asked again until the deadline
             why = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
             raise RestoreError(f"{source.name}: the NameService did not serve the restored namespace within "
                                f"{timeout} s (service.timeout): {why}")
         time.sleep(1)
-    try:
-        info = NameNodeTool(opts.tool_command, opts.fs_uri, opts.timeout)("info")
-    except NameNodeSourceError as exc:
-        raise RestoreError(str(exc)) from None
     ids = (info["clusterId"], info["namespaceId"], info["blockPoolId"])
-    expected = (facts["cluster_id"], facts["namespace_id"], facts["block_pool_id"])
-    if ids != expected:
-        raise RestoreError(f"{source.name}: the active NameNode serves cluster/namespace/block pool {ids}, the set "
-                           f"{chain[-1].set} holds {expected}: it did not load the restored name directory")
-    if int(info["transactionId"]) <= last:
-        raise RestoreError(f"{source.name}: the active NameNode's last txid is {info['transactionId']}, the set ends "
-                           f"at {last}: it did not replay the restored edits")
-    # the active NameNode opened its edit log right after the set's last txid in every live
-    # directory it writes to: it replayed the restored edits, nothing more and nothing less
-    import os
-
-    writes_to = {os.path.realpath(d) for d in
-                 json.loads(_jmx(urls[0], "NameNodeInfo").get("NameDirStatuses") or "{}").get("active", {})}
-    checked = [d for d in [*facts["name_dirs"], *facts["edits_dirs"]] if os.path.realpath(d) in writes_to]
-    if not checked:
-        raise RestoreError(f"{source.name}: the active NameNode {urls[0]} writes to none of service.data_dirs "
-                           f"({', '.join(facts['name_dirs'] + facts['edits_dirs'])}; it writes to "
-                           f"{', '.join(sorted(writes_to)) or 'nothing'}): start the NameNode whose name "
-                           "directories were restored as the active one")
-    for live in checked:
-        current = Path(live) / "current"
-        starts = {int(m.group(1)) for m in map(re.compile(r"^edits_(?:inprogress_)?(\d{19})").match,
-                                                (p.name for p in current.iterdir())) if m}
-        if last + 1 not in starts:
-            raise RestoreError(f"{source.name}: {current} has no edit-log segment starting at txid {last + 1}: the "
-                               f"active NameNode did not continue from the set's last txid {last}")
     standbys = [u for u in urls[1:] if states.get(u) == "standby"]
     unreachable = [u for u in urls[1:] if states.get(u) is None]
     if unreachable:
