@@ -258,3 +258,25 @@ def test_a_restored_name_directory_is_owner_only_whatever_the_umask(tmp_path):
                      "seen_txid": 0o600, "VERSION": 0o600}
     assert (tmp_path / "name").stat().st_mode & 0o777 == 0o700 and current.stat().st_mode & 0o777 == 0o700
     assert (current / "seen_txid").read_text() == "4\n"
+
+
+def test_an_in_place_service_block_must_name_the_name_directories(tmp_path):
+    service = {"systemd": "hadoop-hdfs-namenode.service", "owner": "root"}
+    with pytest.raises(SpecError, match=r"sources\.NameNode\.service\.data_dirs.*at least one"):
+        load_spec(write(tmp_path, {"service": service}))
+    spec = load_spec(write(tmp_path, {"service": {**service, "data_dirs": ["/srv/nn/name1", "/srv/nn/name2"]}}))
+    assert spec.source("NameNode").live_dirs() == [("service.data_dirs[0]", "/srv/nn/name1"),
+                                                   ("service.data_dirs[1]", "/srv/nn/name2")]
+
+
+def test_a_live_directory_holding_edits_only_is_restored_as_edits_only(tmp_path):
+    from metabackup.sources.namenode import _live_dir_role
+
+    name, shared, new = tmp_path / "name", tmp_path / "shared", tmp_path / "new"
+    (name / "current").mkdir(parents=True)
+    (shared / "current").mkdir(parents=True)
+    for f in ("VERSION", "seen_txid", image_name(0), edits_name(1, 4)):
+        (name / "current" / f).write_text("x")
+    for f in ("VERSION", "seen_txid", edits_name(1, 4), "edits_inprogress_0000000000000000005"):
+        (shared / "current" / f).write_text("x")
+    assert [_live_dir_role(d) for d in (name, shared, new)] == ["name", "edits", "name"]

@@ -43,7 +43,9 @@ from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_privat
 from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, HEX32, Manifest, int_field, names_field, need, text_field
 from metabackup.fields import ConnId, NameService, SpecModel, between, short
-from metabackup.sources.base import ArchiveResult, BackupError, RestoreError, SourceEngine, SourceKind
+from metabackup.sources.base import (
+    ArchiveResult, BackupError, Rebuilt, RestoreError, RestoreRequest, SourceEngine, SourceKind,
+)
 
 if TYPE_CHECKING:  # the run's decision, only in annotations (the plug-in stays light)
     from metabackup.policy import Decision
@@ -233,6 +235,33 @@ class NameNodeKind(SourceKind):
 
     def asset_uris(self, options: NameNodeOptions) -> list[str]:
         return [f"hdfs://{options.nameservice}/"]  # the namespace of a NameService, named as HDFS clients name it
+
+    # ---- in place: every name directory of the NameService's NameNodes (and a shared edits
+    # directory) at once; the DataNodes and the other HDFS roles keep running ----
+    in_place = True
+    live_dirs_hint = ("the name directories of every NameNode of the NameService (dfs.namenode.name.dir; both "
+                      "NameNodes' of an HA pair) and, for an HA pair on a shared edits directory, that directory")
+
+    def service_problems(self, options: NameNodeOptions, service: Any) -> list[tuple[str, str]]:
+        if not service.data_dirs:
+            return [("data_dirs", "must name the NameNode's name directories (dfs.namenode.name.dir), at least one; "
+                                  "for an HA pair both NameNodes' and the shared edits directory")]
+        return []
+
+    def rebuild_beside(self, chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any,
+                       scratch: Path, request: RestoreRequest) -> Rebuilt:
+        """The chain's name directory, rebuilt once under ``scratch`` and copied for each further
+        live directory: a full name directory (image and edits) for each one that holds an fsimage
+        (or does not exist yet), the edits alone (``VERSION``, segments, ``seen_txid``) for one that
+        holds edits only (an HA pair's shared edits directory, re-initialised with the restored
+        edits as ``hdfs namenode -initializeSharedEdits`` would); all given to ``service.owner``."""
+        return rebuild_name_dirs(chain, open_archive, source, scratch)
+
+    def validate_in_place(self, chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+        return validate_live_namenode(chain, source, facts)
+
+    def live_identity(self, source: Any) -> dict[str, Any]:
+        return live_namespace_identity(source)
 
 
 KIND = NameNodeKind()
@@ -445,3 +474,193 @@ def restore_name_dir(chain: list[Manifest], open_archive: Callable[[str], Binary
              sum(1 for n in written if n.startswith("edits_")), last)
     return {"name_dir": str(dest), "image": image, "last_txid": last, "files": len(written) + 3,
             "cluster_id": full["cluster_id"], "namespace_id": full["namespace_id"]}
+
+
+# ---- in-place restore ---------------------------------------------------------------------------
+
+def _live_dir_role(live: Path) -> str:
+    """``name`` for a directory that holds an fsimage (or no storage yet), ``edits`` for one that
+    holds edit-log segments only (a shared edits directory, or a separate dfs.namenode.edits.dir)."""
+    current = live / "current"
+    if not current.is_dir():
+        return "name"
+    names = [p.name for p in current.iterdir()]
+    if any(n.startswith("fsimage") for n in names):
+        return "name"
+    return "edits" if any(n.startswith("edits_") for n in names) or (current / "VERSION").exists() else "name"
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            shutil.chown(os.path.join(root, name), user, user)
+    shutil.chown(path, user, user)
+
+
+def rebuild_name_dirs(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any,
+                      scratch: Path) -> Rebuilt:
+    """See :meth:`NameNodeKind.rebuild_beside`."""
+    import shutil
+
+    service = source.service
+    first = scratch / "name-0"
+    made = restore_name_dir(chain, open_archive, first)
+    KIND.validate_restored(chain, source, first, in_place=False)
+    dirs: dict[str, Path] = {}
+    roles: dict[str, str] = {}
+    for number, live in enumerate(service.data_dirs):
+        role = _live_dir_role(Path(live))
+        roles[live] = role
+        built = first if number == 0 and role == "name" else scratch / f"name-{number + 1}"
+        if built != first:
+            ensure_private_dir(built)
+            ensure_private_dir(built / "current")
+            for path in sorted((first / "current").iterdir()):
+                if role == "edits" and path.name.startswith("fsimage"):
+                    continue
+                shutil.copy2(path, built / "current" / path.name)
+        if service.owner:
+            _chown_tree(built, service.owner)
+        dirs[live] = built
+    if first not in dirs.values():
+        shutil.rmtree(first)
+    position = chain[-1].position
+    facts = {"rebuilt_at_ms": int(pendulum.now("UTC").timestamp() * 1000),  # a NameNode started later serves it
+             "cluster_id": position["cluster_id"], "namespace_id": position["namespace_id"],
+             "block_pool_id": position["block_pool_id"], "image_txid": chain[0].position["image_txid"],
+             "last_txid": made["last_txid"], "name_dirs": [d for d, r in roles.items() if r == "name"],
+             "edits_dirs": [d for d, r in roles.items() if r == "edits"]}
+    log.info("%s: name directory of %s rebuilt for %s", source.name, chain[-1].set,
+             ", ".join(f"{d} ({r})" for d, r in roles.items()))
+    return Rebuilt(dirs, facts)
+
+
+def _namenodes(source: Any) -> tuple[list[str], dict[str, str | None], Any]:
+    """The NameService's NameNode HTTP addresses (the active one first), their HA states, the connection."""
+    conn = get_connection(source.options.conn_id)
+    urls = namenode_urls(conn.host, conn.port, conn.extra, label=source.options.conn_id)
+    return urls, {url: namenode_state(url) for url in urls}, conn
+
+
+def _jmx(url: str, bean: str) -> dict[str, Any]:
+    import requests
+
+    response = requests.get(f"{url}/jmx", params={"qry": f"Hadoop:service=NameNode,name={bean}"}, timeout=10)
+    response.raise_for_status()
+    beans = response.json().get("beans") or []
+    if not beans:
+        raise LookupError(f"{url}/jmx has no {bean} bean")  # not registered yet: asked again
+    return beans[0]
+
+
+def _content_summary(url: str, conn: Any) -> dict[str, int]:
+    """``/``'s directory and file counts and length, over WebHDFS at ``url``."""
+    import requests
+
+    params = {"op": "GETCONTENTSUMMARY", **({"user.name": conn.login} if conn.login else {})}
+    response = requests.get(f"{url}/webhdfs/v1/", params=params, timeout=60)
+    if response.status_code != 200:
+        raise RestoreError(f"{url}: WebHDFS GETCONTENTSUMMARY / answered HTTP {response.status_code}: "
+                           f"{response.text[:300].strip()}")
+    summary = response.json()["ContentSummary"]
+    return {"directories": int(summary["directoryCount"]), "files": int(summary["fileCount"]),
+            "bytes": int(summary["length"])}
+
+
+def live_namespace_identity(source: Any) -> dict[str, Any]:
+    """What the running NameService serves: its ids (over RPC, the NameNode tool) and the size of
+    its namespace (``/``'s directory and file counts and length, over WebHDFS at the active one)."""
+    opts = source.options
+    info = NameNodeTool(opts.tool_command, opts.fs_uri, opts.timeout)("info")
+    urls, states, conn = _namenodes(source)
+    return {"cluster_id": info["clusterId"], "namespace_id": info["namespaceId"], "block_pool_id": info["blockPoolId"],
+            "namespace": _content_summary(urls[0], conn)}
+
+
+def _serving(source: Any, facts: dict[str, Any], expected: tuple, last: int, live: list[str]) -> Any:
+    """One look at the started NameService for :func:`validate_live_namenode`: why it does not
+    serve the restored namespace yet (text: asked again), a RestoreError when it never will (it
+    serves another namespace, or continued its edit log elsewhere), or what it found."""
+    import os
+
+    urls, states, conn = _namenodes(source)
+    if states[urls[0]] != "active":
+        return f"no active NameNode among {', '.join(f'{u} {states[u]}' for u in urls)}"
+    bean = _jmx(urls[0], "NameNodeInfo")
+    if int(bean.get("NNStartedTimeInMillis") or 0) < facts["rebuilt_at_ms"]:
+        return f"{urls[0]} is the NameNode started before the restore (it was not restarted)"
+    if bean.get("Safemode"):
+        return f"{urls[0]} is still in safe mode: {' '.join(bean['Safemode'].split())}"
+    opts = source.options
+    info = NameNodeTool(opts.tool_command, opts.fs_uri, opts.timeout)("info")
+    ids = (info["clusterId"], info["namespaceId"], info["blockPoolId"])
+    if ids != expected:
+        raise RestoreError(f"{source.name}: the active NameNode serves cluster/namespace/block pool {ids}, the set "
+                           f"holds {expected}: it did not load the restored name directory")
+    if int(info["transactionId"]) <= last:  # HA: active, but its edit log not opened for writing yet
+        return f"the active NameNode's last txid is {info['transactionId']}, not yet past the set's {last}"
+    # the active NameNode opened its edit log right after the set's last txid in every live
+    # directory it writes to: it replayed the restored edits, nothing more and nothing less
+    writes_to = {os.path.realpath(d) for d in json.loads(bean.get("NameDirStatuses") or "{}").get("active", {})}
+    checked = [d for d in live if os.path.realpath(d) in writes_to]
+    if not checked:
+        raise RestoreError(f"{source.name}: the active NameNode {urls[0]} writes to none of service.data_dirs "
+                           f"({', '.join(live)}; it writes to {', '.join(sorted(writes_to)) or 'nothing'}): start the "
+                           "NameNode whose name directories were restored as the active one")
+    for directory in checked:
+        current = Path(directory) / "current"
+        found = [m for m in map(re.compile(r"^edits_(inprogress_)?(\d{19})").match, (p.name for p in current.iterdir()))
+                 if m]
+        if last + 1 in {int(m.group(2)) for m in found}:
+            continue
+        if any(m.group(1) for m in found):
+            raise RestoreError(f"{source.name}: {current} has no edit-log segment starting at txid {last + 1}: the "
+                               f"active NameNode did not continue from the set's last txid {last}")
+        return f"{current} has no edit log in progress yet"
+    return urls, states, conn, info, checked
+
+
+def validate_live_namenode(chain: list[Manifest], source: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    """The started NameService serves the rebuilt name directories: within the service's timeout a
+    NameNode is active (started after the rebuild) and has left safe mode (its DataNodes reported
+    the blocks the restored namespace names); its namespace, cluster and block pool ids are the
+    set's; it loaded the set's image and replayed its edits exactly: in each live directory it
+    writes to, its edit log continues right after the set's last txid; an HA pair's other
+    NameNode answers as a standby."""
+    import time
+
+    timeout = source.service.timeout if source.service is not None else source.options.timeout
+    deadline = time.monotonic() + timeout
+    last = facts["last_txid"]
+    expected = (facts["cluster_id"], facts["namespace_id"], facts["block_pool_id"])
+    live = [*facts["name_dirs"], *facts["edits_dirs"]]
+    why = "no answer yet"
+    while True:
+        try:
+            checked = _serving(source, facts, expected, last, live)
+            if isinstance(checked, tuple):
+                urls, states, conn, info, checked = checked
+                break
+            why = checked
+        except RestoreError:
+            raise
+        except Exception as exc:  # not answering yet, or answering with an error: asked again until the deadline
+            why = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise RestoreError(f"{source.name}: the NameService did not serve the restored namespace within "
+                               f"{timeout} s (service.timeout): {why}")
+        time.sleep(1)
+    ids = (info["clusterId"], info["namespaceId"], info["blockPoolId"])
+    standbys = [u for u in urls[1:] if states.get(u) == "standby"]
+    unreachable = [u for u in urls[1:] if states.get(u) is None]
+    if unreachable:
+        raise RestoreError(f"{source.name}: NameNode {', '.join(unreachable)} does not answer after the restore")
+    return {"active": urls[0], "standby": standbys, "safe_mode": "off", "cluster_id": ids[0], "namespace_id": ids[1],
+            "block_pool_id": ids[2], "last_txid": int(info["transactionId"]), "segment_from": last + 1,
+            "segment_in": checked,
+            "namespace": _content_summary(urls[0], conn)}
