@@ -163,3 +163,14 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, on_chunk=None) -> int:
 
 def remove_tree(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def chown_tree(path: str | Path, user: str) -> None:
+    """Give ``path`` and everything below it (links themselves, not their targets) to ``user`` and
+    its group; does nothing unless run as root."""
+    if os.geteuid() != 0:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            shutil.chown(os.path.join(root, name), user, user)
+    shutil.chown(path, user, user)

@@ -4,7 +4,6 @@ database directory beside the live one, swap, start, validate; and the rollback 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

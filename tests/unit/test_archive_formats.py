@@ -4,7 +4,6 @@ frame; the reader tells them apart by their first bytes, and a damaged zstd stre
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import io
 import json

@@ -39,7 +39,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import get_connection
-from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, ensure_private_dir, write_private
+from metabackup.fsutil import FILE_MODE, atomic_writer, child_env, chown_tree, ensure_private_dir, write_private
 from metabackup.hdfs import namenode_state, namenode_urls
 from metabackup.manifest import FULL, HEX32, Manifest, int_field, names_field, need, text_field
 from metabackup.fields import ConnId, NameService, SpecModel, between, short
@@ -490,18 +490,6 @@ def _live_dir_role(live: Path) -> str:
     return "edits" if any(n.startswith("edits_") for n in names) or (current / "VERSION").exists() else "name"
 
 
-def _chown_tree(path: Path, user: str) -> None:
-    import os
-    import shutil
-
-    if os.geteuid() != 0:
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            shutil.chown(os.path.join(root, name), user, user)
-    shutil.chown(path, user, user)
-
-
 def rebuild_name_dirs(chain: list[Manifest], open_archive: Callable[[str], BinaryIO], source: Any,
                       scratch: Path) -> Rebuilt:
     """See :meth:`NameNodeKind.rebuild_beside`."""
@@ -525,7 +513,7 @@ def rebuild_name_dirs(chain: list[Manifest], open_archive: Callable[[str], Binar
                     continue
                 shutil.copy2(path, built / "current" / path.name)
         if service.owner:
-            _chown_tree(built, service.owner)
+            chown_tree(built, service.owner)
         dirs[live] = built
     if first not in dirs.values():
         shutil.rmtree(first)

@@ -51,7 +51,7 @@ from pydantic import AfterValidator, Field
 
 from metabackup.archive import open_tar_stream
 from metabackup.connections import ConnectionInfo, get_connection
-from metabackup.fsutil import FILE_MODE, child_env, ensure_private_dir
+from metabackup.fsutil import FILE_MODE, child_env, chown_tree, ensure_private_dir
 from metabackup.manifest import FULL, Manifest, int_field, names_field, need, object_field, text_field, time_field
 from metabackup.naming import SetName
 from metabackup.fields import AbsolutePath, ConnId, SpecModel, between, matching
@@ -786,15 +786,6 @@ def _as_user(user: str, args: list[str], **kwargs) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, env=child_env(), **kwargs)
 
 
-def _chown_tree(path: Path, user: str) -> None:
-    if os.geteuid() != 0:
-        return
-    for root, dirs, files in os.walk(path):
-        for name in [*dirs, *files]:
-            shutil.chown(os.path.join(root, name), user, user)
-    shutil.chown(path, user, user)
-
-
 def _safe_member_filter(set_stem: str, what: str, symlinks_refused_hint: str = ""):
     """A tarfile extraction filter for untrusted archives: regular files and directories only,
     relative names without '..', landing under the destination (tarfile's 'data' filter on top)."""
@@ -1012,7 +1003,7 @@ recovery_target_action = 'promote'
         (data / "recovery.signal").touch(mode=0o600)
         os.close(os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
         for path in (work, data, sock):
-            _chown_tree(path, dest.os_user)
+            chown_tree(path, dest.os_user)
         log.info("recovering %s on port %d towards %s", data, port, target or "the end of the WAL")
         started = True
         run = _as_user(dest.os_user, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "300",
@@ -1045,7 +1036,7 @@ recovery_target_action = 'promote'
                     auto_conf.unlink()
                 else:
                     auto_conf.write_bytes(auto_conf_before)
-                _chown_tree(data, dest.os_user)
+                chown_tree(data, dest.os_user)
         shutil.rmtree(work, ignore_errors=True)
         return result
     except BaseException:
