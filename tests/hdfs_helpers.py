@@ -63,3 +63,20 @@ class WebHdfs:
             if status["type"] == "DIRECTORY":
                 found.update(self.tree(child, skip))
         return found
+
+
+def read_soon(fs: WebHdfs, path: str, timeout: float = 60) -> bytes:
+    """``path``'s content, retried for a while: just after a NameNode restart the DataNode's
+    WebHDFS may answer 403 once or twice (its client still holds the old NameNode process's
+    connection; harness.hdfs.restart_namenode waits out the same for writes)."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = requests.get(f"{fs.base}{path}", params={"op": "OPEN", "user.name": fs.user}, timeout=60)
+        if response.status_code == 200:
+            return response.content
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.5)

@@ -29,23 +29,6 @@ def expect(argv: list[str], cwd, code: int) -> str:
     return done.stdout.strip()
 
 
-def read_soon(fs: WebHdfs, path: str, timeout: float = 60) -> bytes:
-    """``path``'s content, retried for a while: just after a NameNode restart the DataNode's
-    WebHDFS may answer 403 once or twice (its client still holds the old NameNode process's
-    connection; harness.hdfs.restart_namenode waits out the same for writes)."""
-    import time
-
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        response = requests.get(f"{fs.base}{path}", params={"op": "OPEN", "user.name": fs.user}, timeout=60)
-        if response.status_code == 200:
-            return response.content
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.5)
-
-
 def cycle(service: dict[str, list[str]], cwd) -> None:
     """stop -> 0, status -> 3, stop again -> 0, start -> 0, status -> 0."""
     expect(service["stop"], cwd, 0)
@@ -127,42 +110,6 @@ def test_slapd_start_failure_is_reported_with_the_reason(tmp_path):
         assert expect(service["status"], tmp_path, 3)
     finally:
         slapd.stop(instance.directory)
-
-
-def test_namenode_stops_and_starts_on_its_name_directories_as_they_are_on_disk(tmp_path):
-    instance = hdfs.start(tmp_path / "hdfs")
-    try:
-        name_dirs = [Path(d) for d in hdfs.service_paths(instance.directory)["name_dirs"]["nn1"]]
-        assert name_dirs and all((d / "current" / "VERSION").exists() for d in name_dirs)
-        service = hdfs.service_argv(instance.directory)
-        assert expect(service["status"], tmp_path, 0) == "NameNode nn1 running (active)"
-        fs = WebHdfs(instance.webhdfs_url())
-        fs.write("/kept/one", b"written before the stop")
-
-        # stop, move the name directories aside and back (a swap), start: the file is there
-        expect(service["stop"], tmp_path, 0)
-        for d in name_dirs:
-            d.rename(d.with_name(d.name + ".aside"))
-        assert "not running" in expect(service["status"], tmp_path, 3)
-        for d in name_dirs:
-            d.with_name(d.name + ".aside").rename(d)
-        copies = [d.with_name(d.name + ".copy") for d in name_dirs]
-        for d, copy in zip(name_dirs, copies):
-            shutil.copytree(d, copy)
-        expect(service["start"], tmp_path, 0)
-        assert expect(service["status"], tmp_path, 0) == "NameNode nn1 running (active)"
-        assert fs.names("/kept") == ["one"] and read_soon(fs, "/kept/one") == b"written before the stop"
-
-        # the start loads what is on disk then: swap in the copies taken before /kept/two
-        fs.write("/kept/two", b"not in the copies")
-        expect(service["stop"], tmp_path, 0)
-        for d, copy in zip(name_dirs, copies):
-            d.rename(d.with_name(d.name + ".old"))
-            copy.rename(d)
-        expect(service["start"], tmp_path, 0)
-        assert fs.names("/kept") == ["one"] and read_soon(fs, "/kept/one") == b"written before the stop"
-    finally:
-        instance.stop()
 
 
 def test_an_ha_pair_stops_and_starts_whole_or_one_namenode(tmp_path):

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import backup_once
 from harness import hdfs
-from hdfs_helpers import WebHdfs
+from hdfs_helpers import WebHdfs, read_soon
 from metabackup.errors import RestoreError
 from metabackup.inplace import restore_in_place
 from metabackup.restore import verified_plan
@@ -82,7 +82,7 @@ def test_single_namenode_in_place_serves_the_backed_up_namespace(tmp_path, hdfs_
     result = restore_in_place(verified_plan(spec, "NameNode"), when)
 
     assert fs.tree("/") == expected
-    assert fs.read("/ip/keep/data.bin") == b"d" * 5000  # its blocks, from the DataNode that kept running
+    assert read_soon(fs, "/ip/keep/data.bin") == b"d" * 5000  # its blocks, from the DataNode that kept running
     assert datanodes(instance) == nodes, "the DataNode was restarted or replaced"
     assert hdfs.process_alive(instance.pid)
     assert result["downtime_s"] > 0 and result["rebuild_s"] >= 0

@@ -242,11 +242,18 @@ class SFTPTarget(BackupTarget):
 
     def _listing(self, task_dir: str) -> list[str]:
         directory = self._dir(task_dir)
-        sftp = self.sftp
         try:
-            return sorted(sftp.listdir(directory))
+            try:
+                return sorted(self.sftp.listdir(directory))
+            except EOFError:
+                # the connection dropped (e.g. under an upload that failed a moment ago) before its
+                # transport noticed: a listing changes nothing, so list again on a new session
+                self.close()
+                return sorted(self.sftp.listdir(directory))
         except FileNotFoundError:
             return []
+        except TargetError:
+            raise
         except Exception as exc:
             raise TargetError(f"{self.uri}: listing {directory} failed: {_cause(exc)}") from exc
 
