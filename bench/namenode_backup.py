@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,12 +123,6 @@ def load(instance: hdfs.HdfsInstance, *args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def goal_line(metric: str, ours_value: str, baseline: str, ratio: float, goal: str, met: bool) -> str:
     return f"{metric} | {ours_value} | {baseline} | {ratio:.2f}x | {goal} | {'yes' if met else 'NO'}"
 
@@ -186,13 +181,13 @@ def main() -> None:
 
             print(f"\nprofile of our full ({args.profile}), top 20 by cumulative time:")
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(20)
-        med = {k: median(v) for k, v in times.items()}
+        med = {k: statistics.median(v) for k, v in times.items()}
         mib = image_size / 2**20
         print(f"\nfull backup of a namespace of {files} files (fsimage {mib:.1f} MiB), median of {rounds} alternating rounds")
         print(f"{'':28}{'seconds':>9}{'MiB/s':>8}{'output MiB':>12}")
         print(f"{'ours (decide+snapshot+archive)':28}{med['ours']:9.2f}{mib / med['ours']:8.1f}{archive_size / 2**20:12.1f}")
         print(f"{'dfsadmin -fetchImage':28}{med['fetchImage']:9.2f}{mib / med['fetchImage']:8.1f}{mib:12.1f}")
-        print("ours by step (median s): " + ", ".join(f"{k} {median(v):.2f}" for k, v in steps.items()))
+        print("ours by step (median s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in steps.items()))
         ratio = med["fetchImage"] / med["ours"]
         lines = [goal_line(f"full backup throughput, {files} files (x dfsadmin -fetchImage)",
                            f"{med['ours']:.2f} s", f"{med['fetchImage']:.2f} s", ratio, ">= 0.90x", ratio >= 0.90)]

@@ -102,6 +102,24 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def end_process_group(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``timeout`` seconds."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process_alive(pid)
+
+
 def process_alive(pid: int) -> bool:
     """True while ``pid`` runs; reaps it when it is our own exited child (else it stays a zombie).
     A zombie someone else has not reaped yet counts as ended."""

@@ -13,10 +13,8 @@ not a sleep.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import command_line_parser, free_port, instance_to_start, load_instance, log_tail, process_alive, save_instance
+from harness import (
+    command_line_parser, end_process_group, free_port, instance_to_start, load_instance, log_tail, process_alive,
+    save_instance,
+)
 from metabackup.fsutil import child_env, write_private
 
 SERVER = "redis-server"
@@ -134,20 +135,7 @@ def stop(directory: str | Path, timeout: float = 20) -> None:
     instance = load(directory)
     if not instance.pid or not process_alive(instance.pid):
         return
-    try:
-        os.killpg(instance.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(instance.pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(instance.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process_alive(instance.pid)
+    end_process_group(instance.pid, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

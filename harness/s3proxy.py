@@ -16,10 +16,8 @@ back), SigV2 or SigV4 authentication with a generated identity and credential, a
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
-    CONNECTION_FILE, command_line_parser, free_port, instance_to_start, log_tail, process_alive, write_private_json,
+    CONNECTION_FILE, command_line_parser, end_process_group, free_port, instance_to_start, log_tail, process_alive,
+    write_private_json,
 )
 from metabackup.fsutil import child_env, write_private
 
@@ -170,20 +169,7 @@ def stop(directory: str | Path, timeout: float = 20) -> None:
     instance = load(directory)
     if not instance.pid or not process_alive(instance.pid):
         return
-    try:
-        os.killpg(instance.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(instance.pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(instance.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process_alive(instance.pid)
+    end_process_group(instance.pid, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
