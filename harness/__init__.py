@@ -104,20 +104,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 def end_process_group(pid: int, timeout: float) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL it after ``timeout`` seconds."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process_alive(pid)
+    end_process(pid, timeout, group=True)
 
 
 def process_alive(pid: int) -> bool:
@@ -142,10 +129,12 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def end_process(pid: int, timeout: float) -> None:
-    """SIGTERM ``pid``, give it ``timeout`` seconds to end, then SIGKILL it (reaped if our child)."""
+def end_process(pid: int, timeout: float, group: bool = False) -> None:
+    """SIGTERM ``pid`` (its process group with ``group``), give it ``timeout`` seconds to end, then
+    SIGKILL it (reaped if our child)."""
+    send = os.killpg if group else os.kill
     try:
-        os.kill(pid, signal.SIGTERM)
+        send(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -154,7 +143,7 @@ def end_process(pid: int, timeout: float) -> None:
             return
         time.sleep(0.02)
     try:
-        os.kill(pid, signal.SIGKILL)
+        send(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process_alive(pid)
