@@ -19,10 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from metabackup.scratch_slapd import free_port
+from metabackup.scratch_slapd import free_port, free_ports
 
 __all__ = ["CONNECTION_FILE", "INSTANCE_FILE", "NOT_RUNNING", "RUNNING", "SERVICE_COMMANDS", "STATUS_ERROR", "ServiceError",
-           "command_line_parser", "end_process", "free_port", "instance_to_start", "load_instance", "log_tail",
+           "command_line_parser", "end_process", "free_port", "free_ports", "instance_to_start", "load_instance", "log_tail",
            "os_user_name", "process_alive", "reusable", "run_service_command", "save_instance", "service_argv_for",
            "write_private_json"]
 

@@ -48,7 +48,7 @@ if __name__ == "__main__" and __spec__ is None:  # run as a script (service_argv
 
 from harness import (  # noqa: E402
     CONNECTION_FILE, NOT_RUNNING, RUNNING, SERVICE_COMMANDS, STATUS_ERROR, ServiceError, command_line_parser,
-    free_port, log_tail, os_user_name, process_alive, reusable, run_service_command, service_argv_for,
+    free_ports, log_tail, os_user_name, process_alive, reusable, run_service_command, service_argv_for,
     write_private_json,
 )
 
@@ -186,13 +186,14 @@ esac
         (bin_dir / script).chmod(0o755)
 
 
-def _launch(directory: Path, mode: str, ports: list[int], extra: list[str], timeout: float,
+def _launch(directory: Path, mode: str, extra: list[str], timeout: float,
             nameservice: str | None = None) -> HdfsInstance:
     build_jars()
     directory.mkdir(parents=True, exist_ok=True)
     ready = directory / "ready.json"
     ready.unlink(missing_ok=True)
-    control = free_port()
+    # the control port and each NameNode's RPC and HTTP ports, all different
+    control, *ports = free_ports(5 if mode == "ha" else 3)
     log = open(directory / "launcher.log", "ab")  # noqa: SIM115 - handed to the daemon
     proc = subprocess.Popen(
         ["java", *JAVA_OPTIONS, "-cp", classpath(), "metabackup.hdfs.HdfsCluster", mode, str(directory), str(ready),
@@ -258,16 +259,15 @@ def start(directory: str | Path, mode: str = "single", reuse: bool = False, time
         stop(directory)
     if not reuse:
         shutil.rmtree(directory, ignore_errors=True)
-    ports = [free_port() for _ in range(4 if mode == "ha" else 2)]
     if mode == "ha":  # HdfsCluster's optional NAMESERVICE argument after the ports
-        return _launch(directory, mode, ports, [nameservice], timeout, nameservice)
-    return _launch(directory, mode, ports, [], timeout)
+        return _launch(directory, mode, [nameservice], timeout, nameservice)
+    return _launch(directory, mode, [], timeout)
 
 
 def start_namenode_on(name_dir: str | Path, directory: str | Path, timeout: float = 120) -> HdfsInstance:
     """A NameNode alone, without formatting, on an existing name directory (e.g. a restored one)."""
     directory = Path(directory).resolve()
-    return _launch(directory, "namenode", [free_port(), free_port()], [str(Path(name_dir).resolve())], timeout)
+    return _launch(directory, "namenode", [str(Path(name_dir).resolve())], timeout)
 
 
 def command(instance: HdfsInstance, line: str, timeout: float = 120) -> str:

@@ -76,9 +76,17 @@ public final class HdfsCluster {
     String nameDir = mode.equals("namenode") ? args[6] : null;
     String nameservice = mode.equals("ha") && args.length > 8 ? args[8] : DEFAULT_NAMESERVICE;
     HdfsCluster launcher = new HdfsCluster(mode, new File(args[1]), Path.of(args[2]), ports, nameDir, nameservice);
-    launcher.start();
-    Runtime.getRuntime().addShutdownHook(new Thread(launcher::shutdownQuietly));
-    launcher.serve(Integer.parseInt(args[3]));
+    // The control port is bound before the cluster starts, so that no daemon of the cluster can take
+    // it; and any failure ends the JVM (the cluster's own threads would otherwise keep it alive with
+    // nobody answering the control port, or something else answering there).
+    try (ServerSocket control = new ServerSocket(Integer.parseInt(args[3]), 5, InetAddress.getLoopbackAddress())) {
+      launcher.start();
+      Runtime.getRuntime().addShutdownHook(new Thread(launcher::shutdownQuietly));
+      launcher.serve(control);
+    } catch (Throwable failure) {
+      failure.printStackTrace();
+      System.exit(1);
+    }
   }
 
   private Configuration baseConf() {
@@ -185,27 +193,25 @@ public final class HdfsCluster {
     Files.move(temp, readyFile, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
   }
 
-  private void serve(int controlPort) throws IOException {
-    try (ServerSocket server = new ServerSocket(controlPort, 5, InetAddress.getLoopbackAddress())) {
-      while (true) {
-        try (Socket socket = server.accept();
-             BufferedReader in = new BufferedReader(new InputStreamReader(socket.getInputStream(), StandardCharsets.UTF_8));
-             PrintWriter out = new PrintWriter(socket.getOutputStream(), true, StandardCharsets.UTF_8)) {
-          String line = in.readLine();
-          if (line == null) {
-            continue;
-          }
-          String reply;
-          try {
-            reply = "ok " + command(line.trim().split("\\s+"));
-          } catch (Exception e) {
-            reply = "error " + e.getClass().getSimpleName() + ": " + String.valueOf(e.getMessage()).replace('\n', ' ');
-          }
-          out.println(reply);
-          if (line.trim().equals("shutdown")) {
-            shutdownQuietly();
-            System.exit(0);
-          }
+  private void serve(ServerSocket server) throws IOException {
+    while (true) {
+      try (Socket socket = server.accept();
+           BufferedReader in = new BufferedReader(new InputStreamReader(socket.getInputStream(), StandardCharsets.UTF_8));
+           PrintWriter out = new PrintWriter(socket.getOutputStream(), true, StandardCharsets.UTF_8)) {
+        String line = in.readLine();
+        if (line == null) {
+          continue;
+        }
+        String reply;
+        try {
+          reply = "ok " + command(line.trim().split("\\s+"));
+        } catch (Exception e) {
+          reply = "error " + e.getClass().getSimpleName() + ": " + String.valueOf(e.getMessage()).replace('\n', ' ');
+        }
+        out.println(reply);
+        if (line.trim().equals("shutdown")) {
+          shutdownQuietly();
+          System.exit(0);
         }
       }
     }
