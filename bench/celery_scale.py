@@ -91,6 +91,29 @@ with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1,
             ops[task_id] >> ops[other]
 '''
 
+NOOP_TEMPLATE = '''\
+"""Scale benchmark second baseline {dag_id}: no-op PythonOperator tasks shaped like one backup DAG."""
+
+import pendulum
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG
+
+TASKS = {tasks!r}
+
+
+def _noop():
+    return None
+
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
+         default_args={{"pool": {pool!r}}}, tags=["bench"]):
+    ops = {{task_id: PythonOperator(task_id=task_id, trigger_rule=rule, python_callable=_noop)
+           for task_id, (rule, _) in TASKS.items()}}
+    for task_id, (_, downstream) in TASKS.items():
+        for other in downstream:
+            ops[task_id] >> ops[other]
+'''
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -153,11 +176,12 @@ def backup_shape(dag_file: Path, spec_dir: Path, home: Path) -> dict:
     raise RuntimeError(f"could not build {dag_file} (exit {out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
 
 
-def write_baselines(dags: Path, names: list[str], tasks: dict, pool: str) -> list[str]:
+def write_baselines(dags: Path, names: list[str], tasks: dict, pool: str, prefix: str = "empty",
+                    template: str = BASELINE_TEMPLATE) -> list[str]:
     ids = []
     for name in names:
-        dag_id = f"empty_{name}"
-        (dags / f"{dag_id}.py").write_text(BASELINE_TEMPLATE.format(dag_id=dag_id, tasks=tasks, pool=pool))
+        dag_id = f"{prefix}_{name}"
+        (dags / f"{dag_id}.py").write_text(template.format(dag_id=dag_id, tasks=tasks, pool=pool))
         ids.append(dag_id)
     return ids
 
@@ -349,6 +373,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=3, help="small files in each spec's source (default 3)")
     parser.add_argument("--min-file-process-interval", type=int, default=30,
                         help="the DAG processor's re-parse interval in s (default 30, Airflow's default)")
+    parser.add_argument("--noop-baseline", action="store_true",
+                        help="also N DAGs of no-op PythonOperator tasks of the same shape, which do go through "
+                             "Celery and a task process (a third drain; for information)")
     parser.add_argument("--timeout", type=float, default=5400, help="limit of each drain, in s (default 5400)")
     parser.add_argument("--dir", help="work here instead of a new temp directory")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders and logs")
@@ -382,7 +409,8 @@ def main() -> int:
             log(f"  (the spec has no pool yet: the backup tasks run in default_pool, given {args.pool_slots} slots too)")
         empty_ids = write_baselines(dags, names, tasks, pool)
         backup_ids = [f"backup_{n_}" for n_ in names]
-        expected = set(backup_ids) | {f"restore_{n_}" for n_ in names} | set(empty_ids)
+        noop_ids = write_baselines(dags, names, tasks, pool, "noop", NOOP_TEMPLATE) if args.noop_baseline else []
+        expected = set(backup_ids) | {f"restore_{n_}" for n_ in names} | set(empty_ids) | set(noop_ids)
 
         workers = {f"w{i}": {"queues": ["default"], "concurrency": args.concurrency} for i in range(args.workers)}
         env = {"AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": str(args.pool_slots),
@@ -417,7 +445,8 @@ def main() -> int:
             f"(first to last DAG) {loop_s:.1f} s")
         ours_files = {f"backup_{n_}.py" for n_ in names}
         base_files = {f"{i}.py" for i in empty_ids}
-        table = first_full_table(instance.logs["dag-processor"], ours_files | base_files, timeout=60)
+        table = first_full_table(instance.logs["dag-processor"], ours_files | base_files | {f"{i}.py" for i in noop_ids},
+                                 timeout=60)
         if table:
             ours_parse = [table[f] for f in ours_files]
             base_parse = [table[f] for f in base_files]
@@ -458,12 +487,22 @@ def main() -> int:
         if not_success:
             log(f"note: {len(not_success)} EmptyOperator runs did not succeed")
 
+        noop = None
+        if noop_ids:
+            noop = drain(api, noop_ids, f"{n} no-op PythonOperator runs", args.timeout)
+            log(f"no-op runs: {noop['total']:.1f} s (poll saw the end at {noop['observed']:.1f} s), "
+                f"task instances {noop['by_state']}")
+            not_success = [r for r in noop["runs"].values() if r["state"] != "success"]
+            if not_success:
+                log(f"note: {len(not_success)} no-op runs did not succeed")
+
         per_ours = ours["total"] / ours["tasks"]
         per_base = baseline["total"] / baseline["tasks"]
         slots = min(args.pool_slots, args.workers * args.concurrency)
         print()
         print(f"{'':<22}{'total s':>9}{'tasks':>7}{'s/task':>8}{'task s (sum)':>14}{'median task s':>15}{'median queued->start s':>24}")
-        for label, r in (("backup (ours)", ours), ("EmptyOperator", baseline)):
+        for label, r in [("backup (ours)", ours), ("EmptyOperator", baseline)] + ([("no-op PythonOperator", noop)]
+                                                                                   if noop else []):
             wait = r["queue_wait_median"]
             print(f"{label:<22}{r['total']:9.1f}{r['tasks']:7d}{r['total'] / r['tasks']:8.3f}{r['work_sum']:14.1f}"
                   f"{r['work_median']:15.2f}{'-' if wait is None else f'{wait:.2f}':>24}")
@@ -489,6 +528,10 @@ def main() -> int:
         print(row(f"per task (s; {ours['tasks']} / {baseline['tasks']} task instances)", f"{per_ours:.3f}",
                   f"{per_base:.3f}", f"{per_ours / per_base:.2f}x", f"<= {PER_TASK_GOAL:.0f}x baseline per task",
                   "yes" if per_ours / per_base <= PER_TASK_GOAL else "NO"))
+        if noop:
+            per_noop = noop["total"] / noop["tasks"]
+            print(row(f"per task vs no-op PythonOperator on the workers (s; {ours['tasks']} / {noop['tasks']})",
+                      f"{per_ours:.3f}", f"{per_noop:.3f}", f"{per_ours / per_noop:.2f}x", "-", "-"))
         return code
     except Exception as exc:
         log(f"FAILED: {type(exc).__name__}: {exc}")
