@@ -44,8 +44,11 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.txt
 	@touch $@
 
+# The suite on two workers (pytest-xdist), whole files per worker: a file's servers and fixtures
+# stay in one process.  TEST_WORKERS=1 runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 unit: setup
 	$(PY) -m pytest tests/unit
@@ -69,7 +72,7 @@ lock:
 	@$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install --python $(PY) "apache-airflow==3.3.*" apache-airflow-providers-apache-hdfs \
 	  apache-airflow-providers-standard apache-airflow-providers-postgres apache-airflow-providers-openlineage \
-	  apache-airflow-providers-sftp apache-airflow-providers-celery "celery<5.7" boto3 pendulum pydantic pyyaml pytest \
+	  apache-airflow-providers-sftp apache-airflow-providers-celery "celery<5.7" boto3 pendulum pydantic pyyaml pytest pytest-xdist \
 	  python-ldap selenium aiosmtpd import-linter isal zstandard
 	{ sed -n '1,3p' requirements.txt; $(VENV)/bin/uv pip freeze --python $(PY); } > requirements.txt.new
 	mv requirements.txt.new requirements.txt

@@ -202,6 +202,23 @@ def backup_once(spec, source: str, when) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Order: the suites that start whole deployments first (end-to-end, then DAG runs), so that with
+# `pytest -n 2 --dist loadfile` (make test) the two workers do not end on one long file each.
+# Within a suite, and within a file, the order stays as collected.
+# ---------------------------------------------------------------------------------------------
+_SUITE_ORDER = ("e2e", "dags", "integration", "adversarial", "contract", "unit")
+
+
+def pytest_collection_modifyitems(config, items):
+    def suite(item) -> int:
+        parts = Path(str(item.fspath)).parts
+        name = parts[parts.index("tests") + 1] if "tests" in parts else ""
+        return _SUITE_ORDER.index(name) if name in _SUITE_ORDER else len(_SUITE_ORDER)
+
+    items.sort(key=suite)  # stable
+
+
+# ---------------------------------------------------------------------------------------------
 # tests/adversarial: every test is one attack or mishap; a pass means it was refused (nothing
 # outside the destination or target changed), a failure means it escaped.  One line per class
 # (the test module) at the end of the run.
