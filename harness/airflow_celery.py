@@ -43,7 +43,7 @@ from harness.airflow_standalone import PASSWORD, USER, AirflowClient
 from harness.hostname import ENV as HOSTNAME_ENV
 
 REPO = Path(__file__).resolve().parents[1]  # harness/ is at the repository root
-STAGING_ENV = "METABACKUP_WORKER_STAGING"
+STAGING_ENV = "METABACKUP_STAGING_DIR"  # metabackup.spec.STAGING_ENV: the worker's own staging area
 DB_ROLE = "airflow"
 DB_NAME = "airflow"
 COMPONENTS = ("metadatabase", "scheduler", "dag_processor")  # no triggerer here
@@ -277,7 +277,7 @@ def start(home: str | Path, dags_folder: str | Path, spec_dir: str | Path,
 
     ``workers`` maps a worker's name (its ``--celery-hostname`` and the ``hostname`` its task
     instances record) to its queues, or to ``{"queues": [...], "env": {...}, "concurrency": N}``;
-    its staging directory (``$METABACKUP_WORKER_STAGING``) is ``HOME/staging/<name>`` unless its
+    its staging directory (``$METABACKUP_STAGING_DIR``, which overrides every spec's staging_dir) is ``HOME/staging/<name>`` unless its
     env says otherwise.  ``env`` is extra environment for every process (connections, ...).
     """
     began = time.monotonic()

@@ -18,6 +18,7 @@ shared storage) every worker of the task uses, see README *Deployment*, so every
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import logging
@@ -44,6 +45,22 @@ REPORT_EVERY = 30.0
 
 class LockBusy(MetabackupError):
     """Another holder kept the source's lease for longer than this one would wait."""
+
+
+#: the wait of every :meth:`SourceLock.acquire` without its own ``wait`` in this context
+_wait_override: contextvars.ContextVar[float | None] = contextvars.ContextVar("metabackup_lease_wait", default=None)
+
+
+@contextlib.contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    """Within the block, a busy lease is waited for at most ``seconds`` (then :class:`LockBusy`):
+    an Airflow task that holds a pool slot gives the slot up and tries again later instead of
+    waiting for a holder that may need that very slot to finish."""
+    token = _wait_override.set(seconds)
+    try:
+        yield
+    finally:
+        _wait_override.reset(token)
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,9 @@ class SourceLock:
 
     def acquire(self, holder: str, wait: float | None = None, stale_after: float | None = None) -> None:
         """Take the lease (re-entrant for ``holder``), waiting up to ``wait`` seconds for another."""
-        wait = DEFAULT_WAIT if wait is None else wait
+        if wait is None:
+            override = _wait_override.get()
+            wait = DEFAULT_WAIT if override is None else override
         deadline, reported = time.monotonic() + wait, 0.0
         while True:
             busy = self.try_acquire(holder, stale_after)

@@ -75,11 +75,14 @@ class Manifest:
     tools: dict[str, str] = field(default_factory=dict)
     format: int = FORMAT_VERSION
     encryption: EncryptionInfo | None = None
+    host: str | None = None  # the host that took the set (the worker that ran its archive step)
 
     def to_json(self) -> bytes:
         data = asdict(self)
         if self.encryption is None:  # an unencrypted set's manifest reads as it always did
             del data["encryption"]
+        if self.host is None:  # nor does one written before sets named their host
+            del data["host"]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -114,6 +117,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 _TASK_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}_\d{14}$")
+HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
 _OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)\Z")
 _short = reprlib.Repr()
@@ -227,6 +231,7 @@ def _validated(raw: Any) -> dict[str, Any]:
     tools = raw.get("tools", {})
     need(isinstance(tools, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tools.items()),
          "tools", tools, "an object of strings")
+    text_field(raw, "host", HOST, "a host name", optional=True)
     return {**raw, "archive": ArchiveInfo(**archive), "encryption": encryption}
 
 

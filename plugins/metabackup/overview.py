@@ -69,6 +69,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
             "executed_at": manifest.executed_at, "finished_at": manifest.finished_at,
             "size": manifest.archive.size, "archive": manifest.archive.name, "cluster_version": manifest.cluster_version,
             "encrypted_with": manifest.encryption.key_id if manifest.encryption else None,
+            "host": manifest.host,
             "verification": chain_verification(catalog, manifest.set, verified),
         })
     row["test_restore"] = record.get("test_restore")

@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import shutil
+import socket
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +34,7 @@ from metabackup.encryption import new_data_key
 from metabackup.errors import BackupError
 from metabackup.keys import KeyConfig, KeyRing
 from metabackup.locks import SourceLock
-from metabackup.manifest import ArchiveInfo, Manifest, tool_versions
+from metabackup.manifest import HOST, ArchiveInfo, Manifest, tool_versions
 from metabackup.naming import SetName, split_archive_name
 from metabackup.policy import Decision, decide as decide_type
 from metabackup.progress import Progress
@@ -49,7 +50,12 @@ SPACE_MARGIN = 1.2  # need this much more free space than the last full backup t
 
 
 class PreflightError(BackupError):
-    """The run cannot start: a target or the staging area is unusable; the message says which."""
+    """The run cannot start: a target or the staging area is unusable; the message says which
+    (``problems``: one line each)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 class OutOfSpace(BackupError):
@@ -68,11 +74,13 @@ class SetRun:
     source: Source
     executed: pendulum.DateTime
     holder: str | None = None  # who holds the source's lease for this run (default: the backup run itself)
+    host: str | None = None  # the name of the host doing the work, as the scheduler knows it (default: its FQDN)
 
     @classmethod
-    def of(cls, spec: TaskSpec, source_name: str, executed: str | pendulum.DateTime, holder: str | None = None) -> SetRun:
+    def of(cls, spec: TaskSpec, source_name: str, executed: str | pendulum.DateTime, holder: str | None = None,
+           host: str | None = None) -> SetRun:
         moment = pendulum.parse(executed) if isinstance(executed, str) else pendulum.instance(executed)
-        return cls(spec=spec, source=spec.source(source_name), executed=moment, holder=holder)
+        return cls(spec=spec, source=spec.source(source_name), executed=moment, holder=holder, host=host)
 
     @property
     def lock(self) -> SourceLock:
@@ -113,8 +121,8 @@ class SetRun:
         """A file an earlier step of this run left in the work directory; missing is an error."""
         path = self.workdir / name
         if not path.exists():
-            raise BackupError(f"{path} is missing: the previous step of this run did not finish here "
-                               "(with several workers, share staging_dir or set the spec's queue)")
+            raise BackupError(f"{path} is missing: the previous step of this run did not finish here (with "
+                               "several workers, give the source a queue, see README Deployment, or share staging_dir)")
         return path
 
     def _read(self, name: str) -> dict[str, Any]:
@@ -154,6 +162,13 @@ class SetRun:
                                                      compression=self.spec.compression)
 
 
+def host_name(given: str | None = None) -> str | None:
+    """The host name a manifest records: ``given`` (the worker's name, as Airflow records it), else
+    this machine's FQDN; None if neither is a plain host name."""
+    name = given or socket.getfqdn()
+    return name if HOST.fullmatch(name) else None
+
+
 def backup_holder(spec: TaskSpec, executed: pendulum.DateTime) -> str:
     """The lease holder name of a backup run: the task and the run's execution time."""
     return f"backup {spec.name} run {pendulum.instance(executed).in_timezone('UTC').to_iso8601_string()}"
@@ -189,54 +204,85 @@ def sweep_stale_workdirs(spec: TaskSpec, source: str, keep: str | None = None) -
     return removed
 
 
-def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.DateTime | None = None) -> dict[str, Any]:
-    """Check every source can be read and every target is writable with room for a new set;
-    clear stale partial files and work directories of failed runs.  All problems are reported together."""
-    problems, report = [], {}
+def check_source(spec: TaskSpec, name: str, executed: str | pendulum.DateTime | None = None,
+                 keys: KeyRing | None = None, check_staging: bool = True) -> dict[str, Any]:
+    """The preflight of one source, on the host that does its work: the source can be read, its
+    target is writable with room for a new set, the staging area has room; stale partial files and
+    work directories of failed runs are cleared.  All its problems are reported together
+    (:class:`PreflightError`).  ``check_staging``: whether the staging area must have room for this
+    source's set (the CLI's preflight checks room for all its sources at once instead)."""
+    problems = []
+    keys = keys or KeyRing.for_spec(spec)
+    source = spec.source(name)
     task_dir = spec.task_dir
-    staging_need = 0
-    keys = KeyRing.for_spec(spec)
+    need = 0
+    report: dict[str, Any] = {}
+    try:
+        current = SetRun.of(spec, name, executed).name.stem if executed else None
+        swept = sweep_stale_workdirs(spec, name, keep=current)
+        if swept:
+            log.info("%s: removed work directories of earlier runs from the staging area: %s", name, swept)
+        source.plugin.engine(source, task=spec.name).check()
+        target = source.target.open()
+        target.ensure_writable(task_dir)
+        removed = target.remove_partials(task_dir)
+        if removed:
+            log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
+        need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name, spec.timezone))
+        free = target.free_bytes()
+        encryption = spec.encryption_for(source.target)
+        if encryption is not None:  # the key must be at hand now, not after the snapshot
+            keys.key(encryption.key_id, needed_for=f"the sets of {name} at {target.uri}")
+        report = {"target": target.uri, "free_bytes": free, "estimate_bytes": need,
+                  "encrypted": encryption is not None,
+                  "unencrypted_off_cluster": [w for w in spec.unencrypted_off_cluster() if w.startswith(name + " ")],
+                  "copies": _check_copies(spec, source, need, keys)}
+        log.info("%s -> %s: %s bytes free, about %d needed (%s)", name, target.uri, free, need, why)
+        if free is not None and free < need:
+            problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
+    except Exception as exc:  # every check of the source is reported together
+        problems.append(f"{name}: {exc}")
+    if check_staging:
+        problems += _staging_problems(spec, need)
+    if problems:
+        raise PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems), problems)
+    return report
+
+
+def _staging_problems(spec: TaskSpec, need: int) -> list[str]:
+    try:
+        staging = fsutil.ensure_private_dir(spec.staging_dir)
+        staging_free = shutil.disk_usage(staging).free
+        if staging_free < need:
+            return [f"staging {staging} has {staging_free} bytes free, this run needs about {need}"]
+    except OSError as exc:
+        return [f"staging directory {spec.staging_dir}: {exc}"]
+    return []
+
+
+def warn_unencrypted_off_cluster(spec: TaskSpec) -> list[str]:
+    """Log (and return) each off-cluster location whose sets would be stored unencrypted."""
     unencrypted = spec.unencrypted_off_cluster()
     for where in unencrypted:
         log.warning("UNENCRYPTED OFF-CLUSTER: %s stores its sets unencrypted outside the cluster; set the spec's "
                     "encryption: {key_id: ...} (see README, Encryption)", where)
+    return unencrypted
+
+
+def preflight(spec: TaskSpec, source_names: list[str], executed: str | pendulum.DateTime | None = None) -> dict[str, Any]:
+    """Every source's :func:`check_source` in this process (the CLI's backup: one host does all),
+    and room in the staging area for all of them.  All problems are reported together."""
+    problems, report = [], {}
+    keys = KeyRing.for_spec(spec)
+    warn_unencrypted_off_cluster(spec)
     for name in source_names:
-        source = spec.source(name)
         try:
-            current = SetRun.of(spec, name, executed).name.stem if executed else None
-            swept = sweep_stale_workdirs(spec, name, keep=current)
-            if swept:
-                log.info("%s: removed work directories of earlier runs from the staging area: %s", name, swept)
-            source.plugin.engine(source, task=spec.name).check()
-            target = source.target.open()
-            target.ensure_writable(task_dir)
-            removed = target.remove_partials(task_dir)
-            if removed:
-                log.info("%s: removed %d partial files left by an interrupted run: %s", name, len(removed), removed)
-            need, why = estimate_bytes(Catalog.read(target, spec.name, task_dir, name, spec.timezone))
-            staging_need += need
-            free = target.free_bytes()
-            encryption = spec.encryption_for(source.target)
-            if encryption is not None:  # the key must be at hand now, not after the snapshot
-                keys.key(encryption.key_id, needed_for=f"the sets of {name} at {target.uri}")
-            report[name] = {"target": target.uri, "free_bytes": free, "estimate_bytes": need,
-                            "encrypted": encryption is not None,
-                            "unencrypted_off_cluster": [w for w in unencrypted if w.startswith(name + " ")],
-                            "copies": _check_copies(spec, source, need, keys)}
-            log.info("%s -> %s: %s bytes free, about %d needed (%s)", name, target.uri, free, need, why)
-            if free is not None and free < need:
-                problems.append(f"{name}: {target.uri} has {free} bytes free, a full backup needs about {need}")
-        except Exception as exc:  # every source and target is checked; all problems are reported together
-            problems.append(f"{name}: {exc}")
-    try:
-        staging = fsutil.ensure_private_dir(spec.staging_dir)
-        staging_free = shutil.disk_usage(staging).free
-        if staging_free < staging_need:
-            problems.append(f"staging {staging} has {staging_free} bytes free, this run needs about {staging_need}")
-    except OSError as exc:
-        problems.append(f"staging directory {spec.staging_dir}: {exc}")
+            report[name] = check_source(spec, name, executed, keys, check_staging=False)
+        except PreflightError as exc:
+            problems += exc.problems
+    problems += _staging_problems(spec, sum(r["estimate_bytes"] for r in report.values()))
     if problems:
-        raise PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems))
+        raise PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems), problems)
     return report
 
 
@@ -356,6 +402,7 @@ def archive(run: SetRun) -> dict[str, Any]:
         tools=tool_versions(**kind.tool_versions()),
         encryption=(sealing_info(run.keys, encryption, data_key, run.name.stem, written.plaintext)
                     if encryption is not None else None),
+        host=host_name(run.host),
     )
     with fsutil.atomic_writer(run.workdir / "manifest.json") as handle:
         handle.write(manifest.to_json())
@@ -465,21 +512,31 @@ def prune(run: SetRun, target: BackupTarget, catalog: Catalog, max_backups: int)
     return {"kept": [m.set for m in plan.keep], "deleted": [m.set for m in plan.delete], "orphans": [m.set for m in plan.orphans]}
 
 
-def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str | None = None) -> dict[str, Any]:
-    """Summarise the run from the catalog, free its staging space and its leases, whatever happened
-    before; raise :class:`RunIncomplete` (after cleaning up) if a selected source committed no set."""
-    summary, problems = {}, []
-    for name in source_names:
-        run = SetRun.of(spec, name, executed, holder=holder)
-        try:
-            committed = run.catalog().get(run.name.stem)
-            summary[name] = set_event(run.target, committed) if committed else None
-        except Exception as exc:  # a target that cannot be read must not keep the staging space or the lease
-            summary[name] = None
-            problems.append(f"{name}: cannot read the catalog at its target: {exc}")
-        fsutil.remove_tree(run.workdir)
-        if run.lock.release(run.lock_holder):
-            log.info("%s: released the lease this run held", name)
+def finish_source(spec: TaskSpec, name: str, executed: str, holder: str | None = None) -> dict[str, Any]:
+    """The end of one source's part of a run, on the host that did its work, whatever happened
+    before: read what the run committed from the catalog, free the run's work directory and the
+    source's lease.  ``{"event": <the committed set> or None, "problem": <why the catalog could not
+    be read> or None}``."""
+    run = SetRun.of(spec, name, executed, holder=holder)
+    event, problem = None, None
+    try:
+        committed = run.catalog().get(run.name.stem)
+        event = set_event(run.target, committed) if committed else None
+    except Exception as exc:  # a target that cannot be read must not keep the staging space or the lease
+        problem = f"{name}: cannot read the catalog at its target: {exc}"
+    fsutil.remove_tree(run.workdir)
+    if run.lock.release(run.lock_holder):
+        log.info("%s: released the lease this run held", name)
+    return {"event": event, "problem": problem}
+
+
+def summarize(finished: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The run's summary from each selected source's :func:`finish_source` result (None: its finish
+    step did not report); raise :class:`RunIncomplete` if a source committed no set."""
+    summary = {name: (result or {}).get("event") for name, result in finished.items()}
+    problems = [result["problem"] for result in finished.values() if result and result.get("problem")]
+    problems += [f"{name}: its finish step did not report (see its log)" for name, result in finished.items()
+                 if result is None]
     for name, event in summary.items():
         log.info("%s: %s", name, f"{event['type']} set at {event['location']}" if event else "no set committed")
     missing = [name for name, event in summary.items() if event is None]
@@ -487,6 +544,13 @@ def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str |
         raise RunIncomplete(f"no set was committed for {', '.join(missing)} in this run (see the failed task of each); "
                             "staging space and leases were freed" + ("; " + "; ".join(problems) if problems else ""))
     return summary
+
+
+def record(spec: TaskSpec, source_names: list[str], executed: str, holder: str | None = None) -> dict[str, Any]:
+    """Summarise the run from the catalog, free its staging space and its leases, whatever happened
+    before (every source's :func:`finish_source` in this process); raise :class:`RunIncomplete`
+    (after cleaning up) if a selected source committed no set."""
+    return summarize({name: finish_source(spec, name, executed, holder=holder) for name in source_names})
 
 
 def run_set(run: SetRun, force_full: bool = False, keep: bool = True) -> dict[str, Any]:

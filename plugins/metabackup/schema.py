@@ -15,7 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from metabackup.service import ServiceControl
 from metabackup.sources import KINDS, source_kind
-from metabackup.spec import SOURCE_NAMES, TaskSpec
+from metabackup.spec import SOURCE_NAMES, QueueName, TaskSpec
 from metabackup.targets import TYPES, target_config
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -40,6 +40,9 @@ def spec_schema() -> dict[str, Any]:
             service=(ServiceControl | None, Field(None, description="how to stop, start and check the source's "
                                                                     "service, its live directories and their owner "
                                                                     "(for an in-place restore)")),
+            queue=(QueueName | None, Field(None, description="the Celery queue of this source's tasks (a worker "
+                                                             "on the host that holds its data); default: the "
+                                                             "spec's queue")),
         ))
     spec_file = create_model(
         "TaskSpecFile", __base__=TaskSpec, __doc__=TaskSpec.__doc__,

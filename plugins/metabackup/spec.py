@@ -14,6 +14,8 @@ JSON Schema of the whole file.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,7 +45,7 @@ from metabackup.spec_yaml import load_yaml_with_texts
 from metabackup.targets.base import TargetConfig
 
 __all__ = ["SOURCE_NAMES", "Policy", "Schedule", "Source", "SpecClash", "SpecError", "TaskSpec", "check_no_name_clash",
-           "dag_file_name", "load_spec", "load_spec_dir", "name_clash_error", "same_name_files"]
+           "check_task_limit", "dag_file_name", "max_tasks", "load_spec", "load_spec_dir", "name_clash_error", "same_name_files"]
 
 SOURCE_NAMES = ("OMS", "LdapServer", "DBService", "NameNode")
 TaskType = Literal["periodic", "manual"]
@@ -52,6 +54,17 @@ PolicyType = Literal["full_then_incremental", "full_always", "full_every_n"]
 DEFAULT_DATA_PATH = "/srv/BigData"
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}"
+_QUEUE = r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}"
+QueueName = matching(_QUEUE, "is not a valid queue name (letters, digits, _ . : -, at most 128)",
+                     "a Celery queue: the workers listening on it do the work")
+PoolName = matching(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}", "is not a valid Airflow pool name (letters, digits, _ . -)",
+                    "the Airflow pool every task of the task's DAGs draws a slot from")
+DEFAULT_POOL = "metabackup"
+#: a worker's own staging directory: overrides every spec's staging_dir on that host
+STAGING_ENV = "METABACKUP_STAGING_DIR"
+#: how many task specs a spec folder may hold (the cluster manager's limit is 100)
+MAX_TASKS_ENV = "METABACKUP_MAX_TASKS"
+DEFAULT_MAX_TASKS = 100
 
 
 def _timezone(value: str) -> str:
@@ -123,6 +136,8 @@ class Source(SpecModel):
     copies: tuple[SerializeAsAny[TargetConfig], ...] = ()
     #: how to stop, start and check the source's service, and its live directories (in-place restore)
     service: ServiceControl | None = None
+    #: the Celery queue of this source's tasks (None: the spec's ``queue``)
+    queue: str | None = None
 
     def live_dirs(self) -> list[tuple[str, str]]:
         """The live directories an in-place restore of this source replaces, as ``(field, path)``."""
@@ -173,7 +188,11 @@ class TaskSpec(SpecModel):
     staging_dir: str = Field("LocalBackup/.staging", validate_default=True,
                              description="absolute, or relative to data_path (default <data_path>/LocalBackup/.staging)")
     sources: tuple[Source, ...] = Field((), exclude=True)
-    queue: str | None = Field(None, description="the Celery queue of the workers that hold staging_dir")
+    queue: QueueName | None = Field(
+        None, description="the Celery queue of the preflight and record tasks, and of every source without a queue "
+                          "of its own")
+    pool: PoolName = Field(DEFAULT_POOL, description="the Airflow pool every backup and restore task draws a slot "
+                                                     "from (created with 1 slot when missing)")
     encryption: SpecEncryption | None = Field(
         None, description="the key that encrypts every off-cluster location's sets (and, with on_cluster, all)")
     compression: Literal["gzip", "zstd"] = Field(
@@ -186,6 +205,11 @@ class TaskSpec(SpecModel):
     @field_validator("staging_dir")
     @classmethod
     def _staging_under_data_path(cls, value: str, info: ValidationInfo) -> str:
+        override = os.environ.get(STAGING_ENV)
+        if override:  # this worker's own staging area (README, Deployment)
+            if not override.startswith("/") or ".." in override.split("/"):
+                raise ValueError(f"${STAGING_ENV} must be an absolute path without '..', got {short(override)}")
+            return posixpath.normpath(override)
         return path_under(value, info.data.get("data_path") or DEFAULT_DATA_PATH)
 
     @model_validator(mode="after")
@@ -320,14 +344,22 @@ def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[s
             rows.append((f"{where}.copies", f"must be a list of targets; got {short(copies_raw)}"))
             copies_raw = []
         copies = [_target(raw, f"{where}.copies[{i}]", context, texts, rows) for i, raw in enumerate(copies_raw)]
-        service, service_ok = None, True
+        queue = body.get("queue")
+        if queue is not None and not (isinstance(queue, str) and re.fullmatch(_QUEUE, queue)):
+            rows.append((f"{where}.queue", f"{short(queue)} is not a valid queue name (letters, digits, _ . : -, at "
+                                           "most 128); it names the Celery queue of this source's tasks"))
+            queue = None
+            settings_ok = False
+        else:
+            settings_ok = True
+        service = None
         if body.get("service") is not None:
             try:
                 service = ServiceControl.model_validate(body["service"])
             except ValidationError as exc:
                 rows += problems(exc, f"{where}.service", texts, ServiceControl)
-                service_ok = False
-        if options is not None and target is not None and None not in copies and service_ok:
+                settings_ok = False
+        if options is not None and target is not None and None not in copies and settings_ok:
             plugin = source_kind(kind)
             for fld, config in [("target", target), *((f"copies[{i}]", c) for i, c in enumerate(copies))]:
                 if (problem := plugin.target_problem(options, config)) is not None:
@@ -337,11 +369,11 @@ def _sources(raw: Any, data_path: str, texts: dict[str, str], rows: list[tuple[s
                 rows += [(f"{where}.{fld[3:]}" if fld.startswith("../") else f"{where}.service.{fld}", problem)
                          for fld, problem in plugin.service_problems(options, service)]
             out.append(Source(name=name, kind=kind, options=options, target=target, copies=tuple(copies),
-                              service=service))
+                              service=service, queue=queue))
     return out
 
 
-_SOURCE_FIELDS = ("kind", "target", "copies", "service")
+_SOURCE_FIELDS = ("kind", "target", "copies", "service", "queue")
 
 
 def _target(raw: Any, where: str, context: dict[str, Any], texts: dict[str, str],
@@ -437,6 +469,42 @@ def same_name_files(path: str | Path) -> list[Path]:
         return []
 
 
+def max_tasks() -> int:
+    """How many task specs one spec folder may hold: ``$METABACKUP_MAX_TASKS``, default 100."""
+    raw = os.environ.get(MAX_TASKS_ENV, "")
+    if not raw:
+        return DEFAULT_MAX_TASKS
+    if not raw.isdigit() or int(raw) < 1:
+        raise SpecError([(f"${MAX_TASKS_ENV}", "<environment>", f"must be a whole number of at least 1, got {short(raw)}")])
+    return int(raw)
+
+
+def over_task_limit(paths: list[Path], limit: int | None = None) -> list[Path]:
+    """The spec files past the folder's task limit: all files count, the first ``limit`` in name
+    order are kept (so adding a spec never moves an older one past the limit unless it sorts before it)."""
+    limit = max_tasks() if limit is None else limit
+    return sorted(paths)[limit:]
+
+
+def task_limit_error(path: Path, count: int, limit: int) -> SpecError:
+    return SpecError([(str(path), "<file>",
+                       f"the spec folder {path.parent} holds {count} task specs and at most {limit} are allowed "
+                       f"(${MAX_TASKS_ENV}; the cluster manager allows 100): this file is past the limit in name order "
+                       f"and is not loaded. Remove specs no longer used, or raise ${MAX_TASKS_ENV}")])
+
+
+def check_task_limit(path: str | Path) -> None:
+    """Raise :class:`SpecError` when ``path`` is past its folder's task limit (one directory listing)."""
+    path = Path(path)
+    try:
+        paths = list(path.parent.glob("*.y*ml"))
+    except OSError:
+        return
+    limit = max_tasks()
+    if len(paths) > limit and path in over_task_limit(paths, limit):
+        raise task_limit_error(path, len(paths), limit)
+
+
 def name_clash_error(paths: list[Path], name: str) -> SpecError:
     """The same task name (ignoring case) in several files: one error row per file, naming them all."""
     files = ", ".join(p.name for p in sorted(paths))
@@ -468,6 +536,10 @@ def load_spec_dir(directory: str | Path) -> tuple[dict[str, TaskSpec], list[Spec
     errors: list[SpecError] = []
     seen: dict[str, list[TaskSpec]] = {}
     paths = sorted(Path(directory).glob("*.y*ml"))
+    limit = max_tasks()
+    past = over_task_limit(paths, limit)
+    errors += [task_limit_error(path, len(paths), limit) for path in past]
+    paths = [p for p in paths if p not in past]
     by_stem: dict[str, list[Path]] = {}
     for path in paths:
         by_stem.setdefault(path.stem.lower(), []).append(path)

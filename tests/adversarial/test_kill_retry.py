@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = "killretry"
 DAG_ID = f"backup_{TASK}"
 SOURCE = "OMS"
-STEPS = ("decide", "snapshot", "archive", "upload", "verify", "retention")
+STEPS = ("decide", "snapshot", "archive", "upload", "verify", "retention", "finish")
 
 
 def points(when: str) -> list[str]:

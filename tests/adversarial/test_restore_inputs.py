@@ -70,7 +70,7 @@ def test_the_restore_dag_refuses_a_hostile_destination_before_anything_runs(rest
                                     run_conf={"source": "OMS", "destination": destination, "dry_run": False})
     states = task_states(restorable["restore"].dag_id, dr.run_id)
     assert not str(dr.state).endswith("success")
-    assert states["resolve"] == "failed" and states["restore"] in ("upstream_failed", "skipped")
+    assert states["OMS.resolve"] == "failed" and states["OMS.restore"] in ("upstream_failed", "skipped")
     assert not (tmp / "INJECTED").exists()
     assert snapshot(tmp) == before
 

@@ -50,7 +50,7 @@ def test_replicate_tasks_fill_each_copy_and_the_restore_dag_reads_from_them(airf
                                                            "dry_run": False, "target": "copy 2"})
     assert ok(dr), task_states(restore.dag_id, dr.run_id)
     assert dict(iter_tree(dest / str(src).lstrip("/"))) == trees[1]
-    assert xcom(restore.dag_id, dr.run_id, "verify")["location"] == "copy 2"
+    assert xcom(restore.dag_id, dr.run_id, "OMS.verify")["location"] == "copy 2"
 
     shutil.rmtree(tmp_path / "data" / "LocalBackup" / task_dir)  # the primary is gone: auto falls back
     dest = tmp_path / "auto"
@@ -58,5 +58,5 @@ def test_replicate_tasks_fill_each_copy_and_the_restore_dag_reads_from_them(airf
                                                            "dry_run": False, "target": "auto"})
     assert ok(dr), task_states(restore.dag_id, dr.run_id)
     assert dict(iter_tree(dest / str(src).lstrip("/"))) == trees[1]
-    report = xcom(restore.dag_id, dr.run_id, "report")
+    report = xcom(restore.dag_id, dr.run_id, "OMS.report")
     assert "verified at copy 1" in report["summary"][1], report["summary"]

@@ -28,14 +28,15 @@ def content(instance) -> dict:
         return dict(conn.execute(PG_CAPTURE).fetchall())
 
 
-def report_of(dag_id: str, run_id: str, task_id: str = "report"):
+def report_of(dag_id: str, run_id: str, task_id: str = "DBService.report"):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
         row = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id,
-                                                      XComModel.task_id == task_id)).first()
+                                                      XComModel.task_id == task_id,
+                                                      XComModel.key == "return_value")).first()
         value = row.value if row else None
         return json.loads(value) if isinstance(value, (str, bytes)) else value
 
@@ -91,7 +92,7 @@ def test_oms_in_place_through_the_restore_dag(airflow_project, tmp_path, monkeyp
         dr = restore.test(run_after=T0.add(hours=1), run_conf={"source": "OMS", "in_place": True, "dry_run": False})
         assert ok(dr), task_states(restore.dag_id, dr.run_id)
         assert (content(cluster), dict(iter_tree(etc))) == at_backup
-        restored = report_of(restore.dag_id, dr.run_id)["restored"]
+        restored = report_of(restore.dag_id, dr.run_id, "OMS.report")["restored"]
         assert sorted(d["live"] for d in restored["in_place"]) == sorted([str(cluster.data), str(etc)])
 
 
@@ -122,7 +123,7 @@ def test_ldap_in_place_through_the_restore_dag(airflow_project, tmp_path, monkey
                                                                "dry_run": False})
         assert ok(dr), task_states(restore.dag_id, dr.run_id)
         assert dump_state(get_connection("ldap_src"), [slapd.SUFFIX]) == at_backup
-        report = report_of(restore.dag_id, dr.run_id)
+        report = report_of(restore.dag_id, dr.run_id, "LdapServer.report")
         assert report["safety_backup"]["type"] == "full" and report["restored"]["downtime_s"] > 0
     finally:
         subprocess.run(slapd.service_argv(directory)["stop"], check=False, timeout=60)
@@ -148,9 +149,9 @@ def test_a_failed_rollback_raises_the_critical_alarm_by_mail_and_webhook(airflow
             pg.start_data_dir(cluster.data, Path(cluster.directory) / "postgres.log")
         assert not ok(dr)
         states = task_states(restore.dag_id, dr.run_id)
-        assert states["restore"] == "failed" and states["report"] == "failed", states
+        assert states["DBService.restore"] == "failed" and states["DBService.report"] == "failed", states
     [alarm] = posted
-    assert alarm["alarm"] == "ALM-12035" and alarm["task_id"] == "restore" and alarm["source"] == "DBService"
+    assert alarm["alarm"] == "ALM-12035" and alarm["task_id"] == "DBService.restore" and alarm["source"] == "DBService"
     assert alarm["directories"][0]["live"] == str(cluster.data)
     assert alarm["directories"][0]["live_holds"] == "the previous data"
     [(recipients, message)] = mailbox

@@ -87,7 +87,7 @@ def test_restore_of_the_manager_oms_kind_database_and_directories(client, projec
     try:
         outcome = run_ok(client, "restore_e2eper", {"source": "OMS", "destination": str(dest_root / "oms"),
                                                     "dry_run": False})
-        assert outcome["tasks"]["validate"] == "success"
+        assert outcome["tasks"]["OMS.validate"] == "success"
         assert (dest_root / "oms" / "database" / "PG_VERSION").exists()
         restored = dest_root / "oms" / "files" / str(project["conf"]).lstrip("/")
         assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in project["conf"].iterdir())
@@ -105,13 +105,13 @@ def test_restore_each_source_kind_through_the_restore_dag(client, backed_up, pro
         # ldap, into the empty server's connection
         outcome = run_ok(client, "restore_e2eman", {"source": "LdapServer", "destination": "e2e_ldap_empty",
                                                     "dry_run": False})
-        assert outcome["tasks"]["validate"] == "success"
+        assert outcome["tasks"]["LdapServer.validate"] == "success"
         restored = dump_state(ldap_conn(servers["ldap_empty"]), ["dc=hadoop,dc=com"])
         assert set(restored) == set(backed_up["ldap"])
         # postgres, into a new data directory
         outcome = run_ok(client, "restore_e2eman", {"source": "DBService", "destination": str(dest_root / "pg"),
                                                     "dry_run": False})
-        assert outcome["tasks"]["validate"] == "success" and (dest_root / "pg" / "PG_VERSION").exists()
+        assert outcome["tasks"]["DBService.validate"] == "success" and (dest_root / "pg" / "PG_VERSION").exists()
         # namenode, into a new name directory that a fresh NameNode then serves
         run_ok(client, "restore_e2eman", {"source": "NameNode", "destination": str(dest_root / "nn"), "dry_run": False})
         from harness import hdfs

@@ -3,12 +3,21 @@
 
 Graph of ``backup_<name>``::
 
-    preflight -> [per source TaskGroup:
-                    decide (branch) -> full | incremental   (the snapshot; the other is skipped)
-                    -> archive -> upload -> verify (commit + asset event) -> retention]
-              -> record
+    per source TaskGroup:  check ─┐
+                                  preflight (all checks passed?)
+                                  └─> decide (branch) -> full | incremental (the snapshot; the other is skipped)
+                                      -> archive -> upload -> verify (commit + asset event)
+                                      -> replicate_N -> retention -> finish (whatever happened)
+    record (after every source's finish)
 
-The decision is taken per source because each source has its own chain in the catalog.
+The decision is taken per source because each source has its own chain in the catalog.  A
+source's tasks carry its queue (its own, else the spec's): they hand files to each other through
+the staging directory of the host whose worker listens on it.  ``preflight`` and ``record`` read
+only XCom and run on the spec's queue.  Every task of both DAGs draws a slot from the spec's
+``pool`` (``metabackup``: created with one slot when missing, the cluster manager's one task at a time).
+
+Graph of ``restore_<name>``: ``choose`` (a branch on the ``source`` param) -> that source's
+TaskGroup ``resolve -> verify -> safety_backup -> restore -> validate -> report``, on its queue.
 
 DAG files stay cheap to parse: nothing touches the network, a subprocess or a target at import or
 build time.  A validated spec is first reduced to its *plan* (:func:`dag_plan`: plain JSON values,
@@ -29,6 +38,8 @@ from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule
 
 from metabackup.airflow import parse_cache
 from metabackup.airflow.operators import (
+    BackupCheckOperator,
+    BackupFinishOperator,
     BackupPreflightOperator,
     BackupRecordOperator,
     BackupReplicateOperator,
@@ -37,6 +48,7 @@ from metabackup.airflow.operators import (
     BackupVerifyOperator,
 )
 from metabackup.airflow.restore_operators import (
+    RestoreChooseSourceOperator,
     RestoreReportOperator,
     RestoreResolveOperator,
     RestoreRunOperator,
@@ -122,7 +134,7 @@ def spec_path_for_dag_file(dag_file: str | Path) -> Path:
 
 
 def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
-    from metabackup.spec import check_no_name_clash, load_spec
+    from metabackup.spec import check_no_name_clash, check_task_limit, load_spec
 
     spec_path = spec_path_for_dag_file(dag_file)
     if not spec_path.exists():
@@ -130,6 +142,7 @@ def _spec_for_dag_file(dag_file: str | Path) -> TaskSpec:
     # Another spec whose name differs only in case (Nightly.yaml beside nightly.yaml) is the same task
     # for output directories: neither file's DAGs are built (one directory listing, no parsing).
     check_no_name_clash(spec_path)
+    check_task_limit(spec_path)  # more task specs in the folder than allowed: those past the limit are refused
     return load_spec(spec_path)
 
 
@@ -190,9 +203,11 @@ def dag_plan(spec: TaskSpec) -> dict[str, Any]:
         "retries": spec.retries,
         "retry_delay": spec.retry_delay,
         "queue": spec.queue,
+        "pool": spec.pool,
         "tags": list(spec.tags),
         "sources": [{
             "name": s.name,
+            "queue": s.queue or spec.queue,
             "tooltip": f"{s.name} ({s.kind}) -> {s.target.type}",
             "inlets": list(s.plugin.asset_uris(s.options)),
             "location": s.target.uri(task_dir),
@@ -310,6 +325,7 @@ def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
     }
     if plan["queue"]:
         default_args["queue"] = plan["queue"]
+    default_args["pool"] = plan["pool"]
     sched = plan["schedule"]
     with DAG(
         dag_id=plan["dag_id"],
@@ -333,13 +349,17 @@ def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
         },
     ) as dag:
         spec_path = plan["path"]
-        preflight = BackupPreflightOperator(task_id="preflight", spec_path=spec_path)
-        # record runs whatever happened: it frees the run's staging space and leases, then fails the
-        # run if a selected source committed no set
+        # preflight runs after every check, whatever their outcome: it fails with all their problems
+        preflight = BackupPreflightOperator(task_id="preflight", spec_path=spec_path, trigger_rule=TriggerRule.ALL_DONE)
+        # record runs whatever happened (each finish has freed its source's staging space and lease),
+        # then fails the run if a selected source committed no set
         record = BackupRecordOperator(task_id="record", spec_path=spec_path, trigger_rule=TriggerRule.ALL_DONE)
         for source in plan["sources"]:
             common = {"spec_path": spec_path, "source": source["name"]}
+            if source["queue"]:
+                common["queue"] = source["queue"]
             with TaskGroup(group_id=source["name"], tooltip=source["tooltip"]) as group:
+                check = BackupCheckOperator(task_id="check", **common)
                 decide = BackupTypeBranchOperator(
                     task_id="decide", full_task_id=f"{group.group_id}.full",
                     incremental_task_id=f"{group.group_id}.incremental", **common,
@@ -356,12 +376,15 @@ def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
                 replicas = [BackupReplicateOperator(task_id=f"replicate_{number}", copy=number,
                                                     outlets=[_location_asset(uri)], **common)
                             for number, uri in enumerate(source["copies"], 1)]
+                finish = BackupFinishOperator(task_id="finish", trigger_rule=TriggerRule.ALL_DONE, **common)
                 decide >> [full, incremental] >> archive >> upload >> verify
                 if replicas:
                     verify >> replicas >> retention
                 else:
                     verify >> retention
-            preflight >> group >> record
+                retention >> finish
+            check >> preflight >> decide
+            finish >> record
     return dag
 
 
@@ -379,7 +402,8 @@ def build_restore_dag(spec: TaskSpec) -> DAG:
 
 
 def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
-    """``restore_<name>``: resolve -> verify -> safety_backup -> restore -> validate -> report.
+    """``restore_<name>``: choose -> <source>.resolve -> verify -> safety_backup -> restore ->
+    validate -> report, the chosen source's group on its queue (the others skipped).
 
     One restore DAG per task, so its form offers exactly that task's sources and its runs sit
     beside the backups they read.  ``dry_run`` is on by default: a run does everything but the
@@ -387,7 +411,7 @@ def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
     """
     source_names = [s["name"] for s in plan["sources"]]
     locations = plan["locations"]
-    default_args: dict = {"owner": "metabackup", "retries": 0}
+    default_args: dict = {"owner": "metabackup", "retries": 0, "pool": plan["pool"]}
     if plan["queue"]:
         default_args["queue"] = plan["queue"]
     with DAG(
@@ -420,12 +444,22 @@ def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
                                          "then each off-site copy); or one of them."),
         },
     ) as dag:
-        common = {"spec_path": plan["path"]}
-        resolve = RestoreResolveOperator(task_id="resolve", **common)
-        verify = RestoreVerifyOperator(task_id="verify", **common)
-        safety = RestoreSafetyBackupOperator(task_id="safety_backup", **common)
-        run = RestoreRunOperator(task_id="restore", trigger_rule=TriggerRule.NONE_FAILED, **common)
-        validate = RestoreValidateOperator(task_id="validate", **common)
-        report = RestoreReportOperator(task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common)
-        resolve >> verify >> safety >> run >> validate >> report
+        choose = RestoreChooseSourceOperator(task_id="choose", source_names=source_names)
+        for source in plan["sources"]:
+            common = {"spec_path": plan["path"], "source": source["name"]}
+            if source["queue"]:
+                common["queue"] = source["queue"]
+            with TaskGroup(group_id=source["name"], tooltip=f"restore {source['tooltip']}"):
+                resolve = RestoreResolveOperator(task_id="resolve", **common)
+                verify = RestoreVerifyOperator(task_id="verify", **common)
+                safety = RestoreSafetyBackupOperator(task_id="safety_backup", **common)
+                # the restore runs after a skipped safety backup (not in place), but only in the
+                # chosen group: verify is its upstream too, and must have succeeded
+                run = RestoreRunOperator(task_id="restore", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                                         **common)
+                validate = RestoreValidateOperator(task_id="validate", **common)
+                report = RestoreReportOperator(task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common)
+                resolve >> verify >> safety >> run >> validate >> report
+                verify >> run
+            choose >> resolve
     return dag

@@ -1,6 +1,9 @@
 """Operators for one backup task's DAG.  Each loads the spec by path at run time and calls one
-pipeline step; none holds state of its own, so any worker that can read the spec, the sources,
-the target and the staging directory can run any of them.
+pipeline step; none holds state of its own.  A source's tasks (check, decide, snapshot, archive,
+upload, verify, replicate, retention, finish) hand files to each other through the staging
+directory of the host they run on, so they all carry the source's queue; ``preflight`` and
+``record`` only read what those tasks reported (XCom) and run on the spec's queue, anywhere.
+Every task names the worker host and queue it ran on, in its log and as its ``worker`` XCom.
 
 Parsing a DAG file builds these operators but runs none of them, so this module imports only
 Airflow's base classes: the pipeline (and through it the archive, catalog, encryption and the
@@ -9,10 +12,14 @@ sources' and targets' clients) and the spec loader are imported by ``execute``, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime
+import functools
+import socket
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseBranchOperator, BaseOperator, Context
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 
 from metabackup.airflow.faults import kill_point
 
@@ -39,6 +46,49 @@ def execution_time(context: Context) -> str:
     return context["dag_run"].run_after.isoformat()
 
 
+def announce_worker(operator: BaseOperator, context: Context) -> dict[str, str]:
+    """Say where this task runs (log line and the ``worker`` XCom): the worker's host name as its
+    task instance records it, and the queue the task was sent to."""
+    host = getattr(context["ti"], "hostname", None) or socket.getfqdn()
+    where = {"host": host, "queue": operator.queue}
+    operator.log.info("running on worker host %s (queue %s)", host, operator.queue)
+    context["ti"].xcom_push(key="worker", value=where)
+    return where
+
+
+#: a busy lease is waited for this long inside a task, then the task gives its pool slot up ...
+LEASE_WAIT_IN_TASK = 20.0
+#: ... and is rescheduled this much later, until it has waited the lease's whole wait (locks.DEFAULT_WAIT)
+LEASE_RESCHEDULE_AFTER = 30.0
+
+
+def yields_slot_while_lease_busy(method: Callable[..., Any]) -> Callable[..., Any]:
+    """For an ``execute`` (or ``choose_branch``) that takes a source's lease: when another run holds
+    it, wait :data:`LEASE_WAIT_IN_TASK` seconds, then reschedule the task (state
+    ``up_for_reschedule``: its pool slot is free meanwhile, so the holder's own tasks can run and
+    let go of the lease) instead of waiting in the slot; once the reschedules add up to the lease
+    wait (``$METABACKUP_LOCK_WAIT_SECONDS``), the last try waits the rest and fails as before."""
+
+    @functools.wraps(method)
+    def execute(self: BaseOperator, context: Context, *args: Any, **kwargs: Any) -> Any:
+        from metabackup import locks
+
+        waited = int(context.get("task_reschedule_count") or 0) * (LEASE_WAIT_IN_TASK + LEASE_RESCHEDULE_AFTER)
+        left = locks.DEFAULT_WAIT - waited
+        if left <= LEASE_WAIT_IN_TASK + LEASE_RESCHEDULE_AFTER:
+            with locks.waiting_at_most(max(left, LEASE_WAIT_IN_TASK)):
+                return method(self, context, *args, **kwargs)
+        try:
+            with locks.waiting_at_most(LEASE_WAIT_IN_TASK):
+                return method(self, context, *args, **kwargs)
+        except locks.LockBusy as exc:
+            self.log.info("%s. Giving the pool slot up; trying again in %.0f s", exc, LEASE_RESCHEDULE_AFTER)
+            raise AirflowRescheduleException(datetime.datetime.now(datetime.timezone.utc)
+                                             + datetime.timedelta(seconds=LEASE_RESCHEDULE_AFTER)) from None
+
+    return execute
+
+
 class _SpecMixin:
     spec_path: str
 
@@ -48,8 +98,49 @@ class _SpecMixin:
         return load_spec(self.spec_path)
 
 
+class _SourceOperator(_SpecMixin, BaseOperator):
+    """A task of one source's group that runs only when the source is among the run's sources."""
+
+    def __init__(self, *, spec_path: str, source: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec_path, self.source = spec_path, source
+
+    def spec_if_selected(self, context: Context) -> TaskSpec:
+        """Say where this runs; the spec, or skip when the source is not among this run's sources."""
+        announce_worker(self, context)
+        spec = self.load()
+        if self.source not in selected_sources(spec, context):
+            raise AirflowSkipException(f"{self.source} is not among this run's sources")
+        return spec
+
+
+def _source_task(source: str, step: str) -> str:
+    """The task id of ``step`` in ``source``'s task group."""
+    return f"{source}.{step}"
+
+
+class BackupCheckOperator(_SourceOperator):
+    """One source's preflight, on its own host: the source readable, its target writable with room
+    for a new set (the last full's size and growth, +20 %), the staging area with room, stale partial
+    files and work directories of failed runs cleared.  Its problems are also its ``problems`` XCom."""
+
+    ui_color = "#e8f0fe"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
+        spec = self.spec_if_selected(context)
+        try:
+            return pipeline.check_source(spec, self.source, execution_time(context))
+        except pipeline.PreflightError as exc:
+            context["ti"].xcom_push(key="problems", value=exc.problems)
+            raise
+
+
 class BackupPreflightOperator(_SpecMixin, BaseOperator):
-    """Targets reachable and writable, free space at least the last full backup's size (+20 %)."""
+    """Gate of the run (after every source's check, whatever their outcome): fails with every
+    source's problems together, so that no source starts unless all can; warns of off-cluster
+    locations whose sets would be stored unencrypted.  Reads only XCom: it runs on any worker."""
 
     ui_color = "#e8f0fe"
 
@@ -60,8 +151,23 @@ class BackupPreflightOperator(_SpecMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
+        announce_worker(self, context)
         spec = self.load()
-        return pipeline.preflight(spec, selected_sources(spec, context), execution_time(context))
+        pipeline.warn_unencrypted_off_cluster(spec)
+        ti = context["ti"]
+        report, problems = {}, []
+        for name in selected_sources(spec, context):
+            check = _source_task(name, "check")
+            found = ti.xcom_pull(task_ids=check)
+            if found is not None:
+                report[name] = found
+                continue
+            problems += ti.xcom_pull(task_ids=check, key="problems") or [
+                f"{name}: its check did not finish (see the log of {check})"]
+        if problems:
+            raise pipeline.PreflightError(f"preflight failed for task {spec.name}:\n  " + "\n  ".join(problems),
+                                          problems)
+        return report
 
 
 class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
@@ -74,10 +180,12 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
         self.spec_path, self.source = spec_path, source
         self.full_task_id, self.incremental_task_id = full_task_id, incremental_task_id
 
+    @yields_slot_while_lease_busy
     def choose_branch(self, context: Context) -> str | Sequence[str] | None:
         from metabackup import pipeline
         from metabackup.manifest import FULL
 
+        announce_worker(self, context)
         spec = self.load()
         if self.source not in selected_sources(spec, context):
             self.log.info("%s is not among this run's sources; skipping it", self.source)
@@ -102,10 +210,13 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
             raise ValueError(f"unknown backup step {step!r}")
         self.spec_path, self.source, self.step = spec_path, source, step
 
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
-        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
+        where = announce_worker(self, context)
+        run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context),
+                                 host=where["host"])
         kill_point(f"{self.source}.{self.step}.before")
         result = getattr(pipeline, self.step)(run)
         kill_point(f"{self.source}.{self.step}.after")
@@ -121,9 +232,11 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
         super().__init__(**kwargs)
         self.spec_path, self.source = spec_path, source
 
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
+        announce_worker(self, context)
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.verify.before")
         event = pipeline.verify(run)
@@ -143,10 +256,12 @@ class BackupReplicateOperator(_SpecMixin, BaseOperator):
         super().__init__(**kwargs)
         self.spec_path, self.source, self.copy = spec_path, source, copy
 
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
         from metabackup.replication import replicate
 
+        announce_worker(self, context)
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.replicate_{self.copy}.before")
         event = replicate(run, self.copy)
@@ -156,8 +271,23 @@ class BackupReplicateOperator(_SpecMixin, BaseOperator):
         return event
 
 
+class BackupFinishOperator(_SourceOperator):
+    """The end of one source's part of the run, on its own host, whatever happened before: what the
+    run committed (from the catalog), the run's work directory and the source's lease freed."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from metabackup import pipeline
+
+        spec = self.spec_if_selected(context)
+        kill_point(f"{self.source}.finish.before")
+        result = pipeline.finish_source(spec, self.source, execution_time(context), holder=lease_holder(context))
+        kill_point(f"{self.source}.finish.after")
+        return result
+
+
 class BackupRecordOperator(_SpecMixin, BaseOperator):
-    """Summarises what the run committed (from the catalog) and frees its staging space."""
+    """Summarises what the run committed (each source's finish step) and fails the run if a
+    selected source committed no set.  Reads only XCom: it runs on any worker."""
 
     def __init__(self, *, spec_path: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -166,9 +296,11 @@ class BackupRecordOperator(_SpecMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
+        announce_worker(self, context)
         spec = self.load()
         kill_point("record.before")
-        result = pipeline.record(spec, selected_sources(spec, context), execution_time(context),
-                                 holder=lease_holder(context))
+        ti = context["ti"]
+        result = pipeline.summarize({name: ti.xcom_pull(task_ids=_source_task(name, "finish"))
+                                     for name in selected_sources(spec, context)})
         kill_point("record.after")
         return result

@@ -17,7 +17,8 @@ A plan is found again only for
   changes it), and Python's version.
 
 Only specs that validated are cached; any other case (a missing or odd file, a spec beside another
-whose name differs only in case, no cache directory) takes the full path, which raises exactly
+whose name differs only in case, a folder with more specs than ``$METABACKUP_MAX_TASKS``, no cache
+directory) takes the full path, which raises exactly
 what it always did.  The DAGs built from a cached plan are those built from the validated spec: the
 factory always builds from a plan, and a plan is stored only when it reads back equal.
 
@@ -44,6 +45,9 @@ MAX_SPEC_BYTES = 64 * 1024
 #: entries kept when the directory is tidied (a spec edited often leaves one entry per version)
 KEEP_ENTRIES = 256
 TIDY_ABOVE = 1024
+#: as metabackup.spec.MAX_TASKS_ENV / DEFAULT_MAX_TASKS (not imported, as above)
+MAX_TASKS_ENV = "METABACKUP_MAX_TASKS"
+DEFAULT_MAX_TASKS = 100
 #: the libraries that read and validate a spec: a plan is kept for one installation of each
 LIBRARIES = ("pydantic", "pydantic_core", "pendulum", "yaml")
 
@@ -123,21 +127,29 @@ def entry_key(spec_path: Path, data: bytes) -> str:
     return digest.hexdigest()
 
 
-def _has_same_name_files(spec_path: Path) -> bool:
+def _needs_full_path(spec_path: Path) -> bool:
     """Another spec beside this one whose name differs at most in case (as
-    :func:`metabackup.spec.same_name_files`): then the full path raises the clash."""
+    :func:`metabackup.spec.same_name_files`), or more specs in the folder than
+    ``$METABACKUP_MAX_TASKS`` allows (as :func:`metabackup.spec.check_task_limit`; any odd value too):
+    then the full path raises the clash or the limit.  One directory listing."""
     key = spec_path.stem.lower()
     try:
-        return any(p.stem.lower() == key and p.name != spec_path.name for p in spec_path.parent.glob("*.y*ml"))
+        paths = list(spec_path.parent.glob("*.y*ml"))
     except OSError:
         return True
+    if any(p.stem.lower() == key and p.name != spec_path.name for p in paths):
+        return True
+    limit = os.environ.get(MAX_TASKS_ENV, "")
+    if limit and not limit.isdigit():
+        return True
+    return len(paths) > (int(limit) if limit else DEFAULT_MAX_TASKS)
 
 
 def lookup(spec_path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """``(plan, key)``: the cached plan of this spec's current bytes (or None), and the key to store
     its plan under after validating it (None: do not store)."""
     directory = cache_dir()
-    if directory is None or _has_same_name_files(spec_path):
+    if directory is None or _needs_full_path(spec_path):
         return None, None
     data = read_spec_bytes(spec_path)
     if data is None:

@@ -1,6 +1,8 @@
 """Operators of a task's restore DAG.  Each reads the run's params and calls the core
 (``metabackup.restore``); the chain resolved first is handed on through XCom (set names only) and
-re-checked by every later step, so a retention run in between cannot swap the chain.
+re-checked by every later step, so a retention run in between cannot swap the chain.  ``choose``
+picks the ``source`` param's task group; that group's steps carry the source's queue (its host
+holds the source's lease, its staging area and, for an in-place restore, its live data).
 
 Parsing a DAG file builds these operators but runs none of them: the core they call (restore,
 pipeline, locks, the spec loader) is imported by ``execute``, in the worker."""
@@ -10,8 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseBranchOperator, BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
+
+from metabackup.airflow.operators import announce_worker, yields_slot_while_lease_busy
 
 if TYPE_CHECKING:
     from metabackup import restore
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
 
 RESOLVE_TASK = "resolve"
 VERIFY_TASK = "verify"
+STEPS = (RESOLVE_TASK, VERIFY_TASK, "safety_backup", "restore", "validate", "report")
 
 
 def restore_params(context: Context) -> dict[str, Any]:
@@ -36,12 +41,46 @@ def restore_params(context: Context) -> dict[str, Any]:
     }
 
 
+class RestoreChooseSourceOperator(BaseBranchOperator):
+    """The branch to the task group of the run's ``source`` param (the form offers only the task's
+    sources; a run triggered with another is refused here, before anything runs)."""
+
+    ui_color = "#fff4d6"
+
+    def __init__(self, *, source_names: list[str], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.source_names = list(source_names)
+
+    def choose_branch(self, context: Context) -> str:
+        from metabackup.errors import RestoreError
+
+        announce_worker(self, context)
+        source = context["params"].get("source")
+        if source not in self.source_names:
+            raise RestoreError(f"source {source!r} is not a source of this task; choose one of {self.source_names}")
+        return f"{source}.{RESOLVE_TASK}"
+
+
 class _RestoreStep(BaseOperator):
     ui_color = "#fce8e6"
+    step = ""
 
-    def __init__(self, *, spec_path: str, **kwargs: Any):
+    def __init__(self, *, spec_path: str, source: str, **kwargs: Any):
         super().__init__(**kwargs)
-        self.spec_path = spec_path
+        self.spec_path, self.source = spec_path, source
+
+    def step_id(self, step: str) -> str:
+        """The task id of ``step`` of this source's group."""
+        return f"{self.source}.{step}"
+
+    def pull(self, context: Context, step: str) -> Any:
+        return context["ti"].xcom_pull(task_ids=self.step_id(step))
+
+    def skip_unless_chosen(self, context: Context) -> None:
+        """Every step of a group other than the ``source`` param's skips (cleared by hand, say)."""
+        chosen = context["params"].get("source")
+        if chosen != self.source:
+            raise AirflowSkipException(f"this run restores {chosen}, not {self.source}")
 
     def load(self) -> TaskSpec:
         from metabackup.spec import load_spec
@@ -68,7 +107,7 @@ class _RestoreStep(BaseOperator):
         spec = self.load()
         if p["source"] not in [s.name for s in spec.sources]:
             raise restore.RestoreError(f"task {spec.name} has no source {p['source']!r}")
-        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK) if self.task_id != RESOLVE_TASK else None
+        resolved = self.pull(context, RESOLVE_TASK) if self.step != RESOLVE_TASK else None
         # later steps restore the set resolve chose ("latest" must not move to the safety backup)
         chosen = resolved["set"] if resolved else p["backup_set"]
         plan = restore.plan_restore(spec, p["source"], chosen, p["point_in_time"], self.location(context))
@@ -83,14 +122,13 @@ class _RestoreStep(BaseOperator):
         chosen = restore_params(context)["target"]
         if chosen != "auto":
             return chosen
-        if self.task_id == RESOLVE_TASK:
+        if self.step == RESOLVE_TASK:
             return None
-        ti = context["ti"]
-        if self.task_id != VERIFY_TASK:
-            verified = ti.xcom_pull(task_ids=VERIFY_TASK)
+        if self.step != VERIFY_TASK:
+            verified = self.pull(context, VERIFY_TASK)
             if verified and verified.get("location"):
                 return verified["location"]
-        resolved = ti.xcom_pull(task_ids=RESOLVE_TASK)
+        resolved = self.pull(context, RESOLVE_TASK)
         return resolved.get("location") if resolved else None
 
     def skip_if_dry_run(self, context: Context, what: str) -> None:
@@ -101,10 +139,15 @@ class _RestoreStep(BaseOperator):
 class RestoreResolveOperator(_RestoreStep):
     """Resolve the chain from the catalog (set, latest, or the set reaching a point in time)."""
 
+    step = RESOLVE_TASK
+
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import restore
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         self.hold(context)
         plan = self.plan(context)
         described = plan.describe()
@@ -127,12 +170,17 @@ class RestoreResolveOperator(_RestoreStep):
 class RestoreVerifyOperator(_RestoreStep):
     """Re-read every archive of the chain against its SHA-256 and check the cluster version."""
 
+    step = VERIFY_TASK
+
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import restore
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         self.hold(context)
-        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
+        resolved = self.pull(context, RESOLVE_TASK)
         # auto: the first location where the resolved chain is intact (primary, mirror, copies)
         location = None if p["target"] == "auto" else p["target"]
         plan = restore.verified_plan(self.load(), p["source"], resolved["set"], p["point_in_time"], location)
@@ -153,15 +201,20 @@ class RestoreVerifyOperator(_RestoreStep):
 class RestoreSafetyBackupOperator(_RestoreStep):
     """Before an in-place restore, take a full backup of what is there now."""
 
+    step = "safety_backup"
+
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import inplace, pipeline
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         if not p["in_place"]:
             raise AirflowSkipException("not an in-place restore: the current state is left untouched")
         self.skip_if_dry_run(context, "take a safety backup of the current state first")
         self.hold(context)
-        found = (context["ti"].xcom_pull(task_ids=VERIFY_TASK) or {}).get("in_place")
+        found = (self.pull(context, VERIFY_TASK) or {}).get("in_place")
         skipped = inplace.safety_backup_needed(self.plan(context), found) if found else None
         if skipped:
             self.log.warning("NO SAFETY BACKUP: %s", skipped)
@@ -173,10 +226,15 @@ class RestoreSafetyBackupOperator(_RestoreStep):
 class RestoreRunOperator(_RestoreStep):
     """Restore the chain into the destination (or in place)."""
 
+    step = "restore"
+
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import restore
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         self.hold(context)
         self.skip_if_dry_run(context, f"restore into {p['destination'] or 'place'}")
         plan = self.plan(context)
@@ -194,37 +252,46 @@ class RestoreRunOperator(_RestoreStep):
 class RestoreValidateOperator(_RestoreStep):
     """Compare the restored state with what the set recorded (entries, identifiers, txids)."""
 
+    step = "validate"
+
+    @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import restore
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         self.hold(context)
         self.skip_if_dry_run(context, "validate the restored state")
         plan = self.plan(context)
         if p["in_place"]:  # again, now that the restore step is over: the service still serves the set
-            restored = context["ti"].xcom_pull(task_ids="restore") or {}
+            restored = self.pull(context, "restore") or {}
             return plan.source.plugin.validate_in_place(plan.chain, plan.source, restored.get("rebuilt") or {})
         return restore.validate_restore(plan, p["destination"])
 
 
 class RestoreReportOperator(_RestoreStep):
     """Say what was done, or for a dry run what would be done; release the source's lease whatever
-    happened (it runs when all else is done) and fail the run if the restore did not complete."""
+    happened (it runs when all else is done) and fail the run if the restore did not complete.
+    In the groups of the sources not chosen it skips."""
+
+    step = "report"
 
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import restore
         from metabackup.locks import lock_for
 
         p = restore_params(context)
+        announce_worker(self, context)
+        self.skip_unless_chosen(context)
         spec = self.load()
         if p["source"] in [s.name for s in spec.sources] and lock_for(spec, p["source"]).release(self.holder(context)):
             self.log.info("released the lease on %s", p["source"])
-        ti = context["ti"]
-        resolved = ti.xcom_pull(task_ids=RESOLVE_TASK) or {}
-        verified = ti.xcom_pull(task_ids="verify") or {}
-        safety = ti.xcom_pull(task_ids="safety_backup")
-        restored = ti.xcom_pull(task_ids="restore")
-        validated = ti.xcom_pull(task_ids="validate")
+        resolved = self.pull(context, RESOLVE_TASK) or {}
+        verified = self.pull(context, VERIFY_TASK) or {}
+        safety = self.pull(context, "safety_backup")
+        restored = self.pull(context, "restore")
+        validated = self.pull(context, "validate")
         where = "in place" if p["in_place"] else p["destination"]
         lines = [f"{'DRY RUN: would restore' if p['dry_run'] else 'restored'} {resolved.get('source')} "
                  f"({resolved.get('kind')}) set {resolved.get('set')} into {where}",

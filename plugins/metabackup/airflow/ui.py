@@ -140,10 +140,11 @@ def render_page(data: dict[str, Any]) -> str:
                 restore = (f'<button class="restore" data-dag="{e(task["restore_dag_id"])}" data-conf="{e(conf)}">'
                            'Restore…</button>') if s["restorable"] else ""
                 rows.append(f'<tr><td><code>{e(s["set"])}</code></td><td>{e(s["type"])}</td>'
-                            f'<td>{e(s["executed_at"][:19])}</td><td>{_size(s["size"])}</td><td>{chain}</td>'
+                            f'<td>{e(s["executed_at"][:19])}</td><td>{_size(s["size"])}</td>'
+                            f'<td>{e(s.get("host") or "-")}</td><td>{chain}</td>'
                             f'<td>{_verification(s["verification"])}</td><td>{restore}</td></tr>')
             parts.append('<table><thead><tr><th>set</th><th>type</th><th>executed (UTC)</th><th>size</th>'
-                         '<th>chain</th><th>last verified</th><th></th></tr></thead><tbody>'
+                         '<th>taken on</th><th>chain</th><th>last verified</th><th></th></tr></thead><tbody>'
                          + "".join(rows) + "</tbody></table>")
         parts.append("</section>")
     if not data["tasks"]:
