@@ -45,10 +45,11 @@ $(STAMP): requirements.txt
 	@touch $@
 
 # The suite on two workers (pytest-xdist), whole files per worker: a file's servers and fixtures
-# stay in one process.  TEST_WORKERS=1 runs it in one process.
+# stay in one process; files in the order tests/conftest.py sorts them (deployments first).
+# TEST_WORKERS=1 runs it in one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 unit: setup
 	$(PY) -m pytest tests/unit

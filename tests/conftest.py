@@ -207,15 +207,18 @@ def backup_once(spec, source: str, when) -> dict:
 # Within a suite, and within a file, the order stays as collected.
 # ---------------------------------------------------------------------------------------------
 _SUITE_ORDER = ("e2e", "dags", "integration", "adversarial", "contract", "unit")
+_FILES_FIRST = ("test_kill_retry.py",)  # a whole airflow standalone, killed and retried step by step
 
 
 def pytest_collection_modifyitems(config, items):
-    def suite(item) -> int:
-        parts = Path(str(item.fspath)).parts
+    def rank(item) -> tuple[int, int]:
+        path = Path(str(item.fspath))
+        parts = path.parts
         name = parts[parts.index("tests") + 1] if "tests" in parts else ""
-        return _SUITE_ORDER.index(name) if name in _SUITE_ORDER else len(_SUITE_ORDER)
+        return (0 if path.name in _FILES_FIRST else 1,
+                _SUITE_ORDER.index(name) if name in _SUITE_ORDER else len(_SUITE_ORDER))
 
-    items.sort(key=suite)  # stable
+    items.sort(key=rank)  # stable
 
 
 # ---------------------------------------------------------------------------------------------

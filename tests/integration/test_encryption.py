@@ -301,7 +301,7 @@ def test_the_key_never_reaches_argv_output_or_files(tmp_path, how):
         vault = tmp_path / "vault"
         vault.write_text(key)
         vault.chmod(0o600)
-        script.write_text(f"#!/bin/sh\nsleep 0.3\nexec cat {vault}\n")  # slow enough to be seen by ps
+        script.write_text(f"#!/bin/sh\nsleep 1\nexec cat {vault}\n")  # slow enough to be seen by ps under load
         script.chmod(0o700)
         encryption = {"key_id": "secret_kek", "key_command": [str(script)], "on_cluster": True}
     spec_path, src = make_spec(tmp_path, "secret", encryption=encryption)
