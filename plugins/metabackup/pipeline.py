@@ -314,10 +314,14 @@ def decide(run: SetRun, force_full: bool = False) -> Decision:
     existing = catalog.get(run.name.stem)
     executed_utc = run.executed.in_timezone("UTC").to_iso8601_string()
     if existing is not None and existing.executed_at != executed_utc:
+        same_second = run.executed.in_timezone("UTC").replace(microsecond=0) == \
+            pendulum.parse(existing.executed_at).in_timezone("UTC").replace(microsecond=0)
+        why = ("set names have one-second resolution: trigger the run again a second later" if same_second else
+               f"local time repeats in {run.spec.timezone} (a DST fall-back hour); give this task a timezone "
+               "without DST (e.g. UTC) to keep hourly backups unique")
         raise BackupError(
             f"set name {run.name.stem} is already taken by the run of {existing.executed_at}, and this run is at "
-            f"{executed_utc}: local time repeats in {run.spec.timezone} (a DST fall-back hour). Refusing to skip or "
-            "overwrite; give this task a timezone without DST (e.g. UTC) to keep hourly backups unique")
+            f"{executed_utc}: {why}. Refusing to skip or overwrite")
     if existing is not None:
         decision = Decision(type=existing.type, parent=existing.parent, committed=True,
                             reason=f"set {existing.set} is already committed at {run.target.uri}; nothing to redo")
@@ -521,7 +525,10 @@ def finish_source(spec: TaskSpec, name: str, executed: str, holder: str | None =
     event, problem = None, None
     try:
         committed = run.catalog().get(run.name.stem)
-        event = set_event(run.target, committed) if committed else None
+        if committed is not None and committed.executed_at != run.executed.in_timezone("UTC").to_iso8601_string():
+            problem = f"{name}: the set {committed.set} is the run of {committed.executed_at}'s, not this run's"
+        elif committed is not None:
+            event = set_event(run.target, committed)
     except Exception as exc:  # a target that cannot be read must not keep the staging space or the lease
         problem = f"{name}: cannot read the catalog at its target: {exc}"
     fsutil.remove_tree(run.workdir)

@@ -232,3 +232,24 @@ def test_hourly_names_that_repeat_at_dst_fall_back_fail_loudly(tmp_path):
     assert again.name.stem == run.name.stem
     with pytest.raises(RuntimeError, match="local time repeats in America/New_York"):
         pipeline.decide(again)
+
+
+def test_a_second_run_in_the_same_second_fails_and_does_not_count_the_first_runs_set(tmp_path):
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "a").write_text("a")
+    spec = write_spec(tmp_path, files_spec("same", tmp_path, {
+        "OMS": {"kind": "files", "paths": [str(src)], "target": {"type": "LocalDir"}}}, timezone="UTC"))
+    first = pendulum.datetime(2026, 11, 29, 2, 18, 51, 120000, tz="UTC")
+    run = pipeline.SetRun.of(spec, "OMS", first, holder="first")
+    pipeline.decide(run)
+    for step in (pipeline.snapshot, pipeline.archive, pipeline.upload, pipeline.verify, pipeline.retention):
+        step(run)
+    assert pipeline.finish_source(spec, "OMS", first.isoformat(), holder="first")["event"]["set"] == run.name.stem
+    again = first.add(microseconds=500000)  # the same second: the same set name
+    with pytest.raises(RuntimeError, match="set names have one-second resolution"):
+        pipeline.decide(pipeline.SetRun.of(spec, "OMS", again, holder="second"))
+    finished = pipeline.finish_source(spec, "OMS", again.isoformat(), holder="second")
+    assert finished["event"] is None and "not this run's" in finished["problem"]
+    with pytest.raises(pipeline.RunIncomplete, match="no set was committed for OMS"):
+        pipeline.summarize({"OMS": finished})
