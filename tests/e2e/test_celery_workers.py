@@ -34,7 +34,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 def _own_processes(pids: list[int]) -> list[str]:
     """``ps`` lines of processes in the sessions of ``pids`` (should be none after stop)."""
-    out = subprocess.run(["ps", "-eo", "pid,sid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+    out = subprocess.run(["ps", "-eww", "-o", "pid,sid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
     return [line for line in out if line.split(None, 2)[1] in {str(p) for p in pids}]
 
 

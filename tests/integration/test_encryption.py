@@ -310,7 +310,7 @@ def test_the_key_never_reaches_argv_output_or_files(tmp_path, how):
 
     def watch_ps() -> None:
         while not stop.is_set():
-            listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
             seen_args.append(listing)
             time.sleep(0.05)
 
