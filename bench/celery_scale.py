@@ -351,6 +351,17 @@ def ensure_pool(api, name: str, slots: int) -> None:
         api._request("PATCH", f"/api/v2/pools/{urllib.parse.quote(name)}?update_mask=slots", {"slots": slots})
 
 
+def drain_baseline(api, dag_ids: list[str], label: str, short: str, timeout: float) -> dict:
+    """:func:`drain` of a baseline's runs, logging its totals and any run that did not succeed."""
+    result = drain(api, dag_ids, label, timeout)
+    log(f"{short} runs: {result['total']:.1f} s (poll saw the end at {result['observed']:.1f} s), "
+        f"task instances {result['by_state']}")
+    not_success = [r for r in result["runs"].values() if r["state"] != "success"]
+    if not_success:
+        log(f"note: {len(not_success)} {short} runs did not succeed")
+    return result
+
+
 def row(metric: str, ours: str, base: str, ratio: str, goal: str, met: str) -> str:
     return f"| {metric} | {ours} | {base} | {ratio} | {goal} | {met} |"
 
@@ -480,21 +491,9 @@ def main() -> int:
             print("\n".join(failed))
             log("FAILED: not every backup run succeeded")
             return 1
-        baseline = drain(api, empty_ids, f"{n} EmptyOperator runs", args.timeout)
-        log(f"EmptyOperator runs: {baseline['total']:.1f} s (poll saw the end at {baseline['observed']:.1f} s), "
-            f"task instances {baseline['by_state']}")
-        not_success = [r for r in baseline["runs"].values() if r["state"] != "success"]
-        if not_success:
-            log(f"note: {len(not_success)} EmptyOperator runs did not succeed")
-
-        noop = None
-        if noop_ids:
-            noop = drain(api, noop_ids, f"{n} no-op PythonOperator runs", args.timeout)
-            log(f"no-op runs: {noop['total']:.1f} s (poll saw the end at {noop['observed']:.1f} s), "
-                f"task instances {noop['by_state']}")
-            not_success = [r for r in noop["runs"].values() if r["state"] != "success"]
-            if not_success:
-                log(f"note: {len(not_success)} no-op runs did not succeed")
+        baseline = drain_baseline(api, empty_ids, f"{n} EmptyOperator runs", "EmptyOperator", args.timeout)
+        noop = drain_baseline(api, noop_ids, f"{n} no-op PythonOperator runs", "no-op", args.timeout) \
+            if noop_ids else None
 
         per_ours = ours["total"] / ours["tasks"]
         per_base = baseline["total"] / baseline["tasks"]
