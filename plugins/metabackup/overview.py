@@ -7,26 +7,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pendulum
+
+from metabackup import rpo
 from metabackup.catalog import Catalog
 from metabackup.spec import TaskSpec, load_spec_dir
 
 
-def overview(spec_dir: str | Path) -> dict[str, Any]:
+def overview(spec_dir: str | Path, now: pendulum.DateTime | None = None) -> dict[str, Any]:
     specs, errors = load_spec_dir(spec_dir)
+    now = now or pendulum.now("UTC")
     return {
-        "tasks": [task_overview(spec) for spec in specs.values()],
+        "tasks": [task_overview(spec, now) for spec in specs.values()],
         "spec_errors": [str(e) for e in errors],
+        "at": now.to_iso8601_string(),
     }
 
 
-def task_overview(spec: TaskSpec) -> dict[str, Any]:
+def task_overview(spec: TaskSpec, now: pendulum.DateTime | None = None) -> dict[str, Any]:
     task_dir = spec.task_dir
+    now = now or pendulum.now("UTC")
     return {
         "name": spec.name, "type": spec.type, "policy": spec.policy.type, "description": spec.description,
         "backup_dag_id": spec.dag_id, "restore_dag_id": spec.restore_dag_id, "task_dir": task_dir,
         "schedule": (f"every {spec.schedule.every} {spec.schedule.period}(s) from {spec.schedule.start.isoformat()}"
                      if spec.schedule else "manual"),
-        "sources": [source_overview(spec, name, task_dir) for name in (s.name for s in spec.sources)],
+        "sources": [source_overview(spec, name, task_dir, now) for name in (s.name for s in spec.sources)],
     }
 
 
@@ -42,14 +48,16 @@ def chain_verification(catalog: Catalog, stem: str, verified: dict[str, Any]) ->
                                          f"{verified[broken[0]].get('error')}"}
 
 
-def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str, Any]:
+def source_overview(spec: TaskSpec, source_name: str, task_dir: str,
+                    now: pendulum.DateTime | None = None) -> dict[str, Any]:
     from metabackup.verification import read_record
 
     source = spec.source(source_name)
     row: dict[str, Any] = {"source": source.name, "kind": source.kind, "target_type": source.target.type,
                            "max_backups": source.target.max_backups, "sets": [], "error": None,
-                           "test_restore": None, "invalid": []}
+                           "test_restore": None, "invalid": [], "used_bytes": 0, "free_bytes": None}
     row["target"] = source.target.uri(task_dir)
+    row["asset_uris"] = list(source.plugin.asset_uris(source.options))
     row.update(_storage(spec, source.target))
     row["copies"] = [copy_overview(spec, source.name, number, task_dir) for number in range(1, len(source.copies) + 1)]
     try:
@@ -58,7 +66,16 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str) -> dict[str
         record = read_record(target, task_dir, source.name)
     except Exception as exc:  # one unreachable target must not hide the others
         row["error"] = f"{type(exc).__name__}: {exc}"
+        row["rpo"] = {**rpo.status(spec, None, now), "text": f"cannot read its target: {row['error']}"}
+        if spec.schedule is not None:
+            row["rpo"]["state"] = "stale"
         return row
+    row["rpo"] = rpo.status(spec, rpo.newest_restorable(catalog), now)
+    row["used_bytes"] = sum(m.archive.size for m in catalog.sets)
+    try:
+        row["free_bytes"] = target.free_bytes()
+    except Exception as exc:  # free space is a hint: the sets are still shown
+        row["free_bytes_error"] = f"{type(exc).__name__}: {exc}"
     verified = record.get("sets", {})
     row["invalid"] = [{"name": bad.name, "reason": bad.reason} for bad in catalog.invalid]
     for manifest in reversed(catalog.sets):  # newest first

@@ -12,8 +12,10 @@ except the closing line when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 DEFAULT_EVERY = 10.0
 
@@ -55,10 +57,38 @@ class Progress:
         now = self._clock()
         if now - self._last >= self.every:
             self._last = now
-            self.log.info("%s", self.line())
+            line = self.line()
+            self.log.info("%s", line)
+            _report(line)
 
     def done(self, always: bool = True) -> None:
         elapsed = self._clock() - self._started
         if always or elapsed >= self.every:
-            self.log.info("%s: done, %s in %.1f s (%s)", self.what, self._amount(self.count), elapsed,
-                          self._rate(self.count, elapsed))
+            line = (f"{self.what}: done, {self._amount(self.count)} in {elapsed:.1f} s "
+                    f"({self._rate(self.count, elapsed)})")
+            self.log.info("%s", line)
+            _report(line)
+
+
+# Where else a progress line goes (besides the log): the Airflow operators register a reporter that
+# pushes it as the running task's ``progress`` XCom, which the Backups page shows.
+_reporters: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def reporting_to(reporter: Callable[[str], None]):
+    """Within the block, also hand every progress line to ``reporter`` (whose failures are logged
+    and otherwise ignored: progress is a hint, never a reason for a step to fail)."""
+    _reporters.append(reporter)
+    try:
+        yield
+    finally:
+        _reporters.remove(reporter)
+
+
+def _report(line: str) -> None:
+    for reporter in list(_reporters):
+        try:
+            reporter(line)
+        except Exception as exc:  # noqa: BLE001 - see reporting_to
+            logging.getLogger(__name__).warning("could not report progress: %s", exc)

@@ -79,7 +79,54 @@ def project(tmp_path_factory, servers):
     for spec in (manual, periodic):
         (specs / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         shutil.copy(REPO / "dags" / "backup_default.py", dags / f"backup_{spec['name']}.py")
-    return {"root": root, "dags": dags, "specs": specs, "conf": conf, "data": data}
+    rpo_sets = rpo_tasks(root, specs, dags, data)
+    slow = files_task("e2eslow", root, data, pool="e2eslow", description="a run that pauses after its upload")
+    (specs / "e2eslow.yaml").write_text(yaml.safe_dump(slow, sort_keys=False))
+    shutil.copy(REPO / "dags" / "backup_default.py", dags / "backup_e2eslow.py")
+    shutil.copy(REPO / "dags" / "metabackup_verify.py", dags / "metabackup_verify.py")
+    return {"root": root, "dags": dags, "specs": specs, "conf": conf, "data": data, "rpo_sets": rpo_sets,
+            "markers": root / "markers"}
+
+
+def files_task(name: str, root: Path, data: Path, **fields) -> dict:
+    """A task backing up one folder of its own (``<root>/<name>-src``) with the ``files`` kind."""
+    source = root / f"{name}-src"
+    source.mkdir()
+    (source / "app.conf").write_text(f"{name}\n" * 200)
+    return {"name": name, "created": TASK_CREATED, "cluster_version": "3.1.0", "timezone": "UTC", "type": "manual",
+            "data_path": str(data), "retries": 0,
+            "sources": {"OMS": {"kind": "files", "paths": [str(source)], "target": {"type": "LocalDir", "max_backups": 5}}},
+            **fields}
+
+
+#: hourly tasks whose newest set is this many minutes old when Airflow starts: ok, late (past 1.25
+#: periods), stale (past 2 periods)
+RPO_AGES = {"e2erpo_ok": 20, "e2erpo_late": 95, "e2erpo_stale": 300}
+
+
+def rpo_tasks(root: Path, specs: Path, dags: Path, data: Path) -> dict[str, list[str]]:
+    """Three hourly tasks with real sets taken (by the core, no scheduler) 20, 95 and 300 minutes
+    ago.  The late and stale tasks' source folders are then removed: the scheduled run Airflow makes
+    at start fails its check, so they stay late and stale, each with a failed last run."""
+    import pendulum
+
+    from metabackup.pipeline import backup
+    from metabackup.spec import load_spec
+
+    now = pendulum.now("UTC")
+    made = {}
+    for name, minutes in RPO_AGES.items():
+        spec = files_task(name, root, data, type="periodic", pool="e2erpo",
+                          schedule={"start": now.subtract(days=3).start_of("hour").to_iso8601_string(), "period": "hour"})
+        path = specs / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        loaded = load_spec(path)
+        made[name] = [backup(loaded, executed=now.subtract(minutes=minutes + 120))["OMS"]["set"],
+                      backup(loaded, executed=now.subtract(minutes=minutes))["OMS"]["set"]]
+        if name != "e2erpo_ok":
+            shutil.rmtree(root / f"{name}-src")
+        shutil.copy(REPO / "dags" / "backup_default.py", dags / f"backup_{name}.py")
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +142,16 @@ def airflow(project, servers, tmp_path_factory):
         "AIRFLOW_CONN_WEBHDFS_HACLUSTERX": servers["hdfs_standby"].connection_uri(),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(project["root"] / "openlineage.jsonl"), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "metabackup-e2e",
+        # a viewer-role user besides the admin (Airflow writes its generated password to passwords.json)
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        # verification only when triggered (the Backups page's Verify now), not at start
+        "METABACKUP_VERIFY_SCHEDULE": "none",
+        # the e2eslow task's run stops after its upload (40 s) so the page shows a running step
+        "METABACKUP_PAUSE_AT": "backup_e2eslow:OMS.upload.after",
+        "METABACKUP_PAUSE_SECONDS": "40",
+        "METABACKUP_KILL_MARKERS": str(project["markers"]),
     }
+    project["markers"].mkdir(exist_ok=True)
     instance = airflow_standalone.start(tmp_path_factory.mktemp("e2e-airflow"), project["dags"], project["specs"], env)
     yield instance
     instance.stop()

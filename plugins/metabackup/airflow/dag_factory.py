@@ -343,9 +343,10 @@ def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
         params={
             "force_full": _param(False, type="boolean", title="Force a full backup",
                                  description="Take a full backup of every selected source, whatever the policy says."),
-            "sources": _param(source_names, type="array", title="Sources",
+            # examples: Airflow's trigger form shows an array with examples as a multi-select
+            "sources": _param(source_names, type="array", title="Sources", examples=source_names,
                               items={"type": "string", "enum": source_names}, uniqueItems=True, minItems=1,
-                              description="Back up only these sources in this run."),
+                              description="Back up only these sources in this run (all of them by default)."),
         },
     ) as dag:
         spec_path = plan["path"]
@@ -425,7 +426,8 @@ def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
         default_args=default_args,
         tags=["metabackup", "restore", *source_names],
         params={
-            "source": _param(source_names[0], type="string", enum=source_names, title="Source"),
+            "source": _param(source_names[0], type="string", enum=source_names, title="Source",
+                             description="The source whose set is restored."),
             "backup_set": _param("latest", type="string", minLength=1, title="Backup set",
                                  description="A set name from the Backups page, or latest."),
             "point_in_time": _param(None, type=["null", "string"], title="Point in time (PostgreSQL)",
@@ -437,8 +439,12 @@ def build_restore_dag_from_plan(plan: dict[str, Any]) -> DAG:
                                            "safety backup; rolled back if the restored service fails its checks."),
             "dry_run": _param(True, type="boolean", title="Dry run",
                               description="Resolve and verify only; report what would happen."),
-            "allow_version_mismatch": _param(False, type="boolean", title="Allow a cluster version mismatch"),
-            "keep_running": _param(False, type="boolean", title="Keep a restored PostgreSQL server running"),
+            "allow_version_mismatch": _param(False, type="boolean", title="Allow a cluster version mismatch",
+                                             description="Restore a set taken on another cluster version than "
+                                                         "the spec's cluster_version."),
+            "keep_running": _param(False, type="boolean", title="Keep a restored PostgreSQL server running",
+                                   description="Leave the PostgreSQL server a restore to a new directory "
+                                               "started running (to inspect it); stopped otherwise."),
             "target": _param("auto", type="string", enum=["auto", *locations], title="Read from",
                              description="auto: the first location where the chain is intact (primary, mirror, "
                                          "then each off-site copy); or one of them."),

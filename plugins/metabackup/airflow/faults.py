@@ -40,8 +40,11 @@ def _first_time(env: str, name: str, marker: str) -> bool:
     return True
 
 
-def kill_point(name: str) -> None:
-    if _first_time(KILL_AT_ENV, name, name):
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _first_time(PAUSE_AT_ENV, name, f"{name}.paused"):
-        time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV) or 600))
+def kill_point(name: str, scope: str | None = None) -> None:
+    """Fire the point ``name`` (e.g. ``OMS.upload.after``) when listed; with a ``scope`` (a DAG id)
+    also when listed as ``<scope>:<name>``, which fires in that DAG only."""
+    for point in (name, f"{scope}:{name}") if scope else (name,):
+        if _first_time(KILL_AT_ENV, point, point):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if _first_time(PAUSE_AT_ENV, point, f"{point}.paused"):
+            time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV) or 600))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseBranchOperator, BaseOperator, Context
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 
+from metabackup import progress
 from metabackup.airflow.faults import kill_point
 
 if TYPE_CHECKING:
@@ -217,9 +218,11 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
         where = announce_worker(self, context)
         run = pipeline.SetRun.of(self.load(), self.source, execution_time(context), holder=lease_holder(context),
                                  host=where["host"])
-        kill_point(f"{self.source}.{self.step}.before")
-        result = getattr(pipeline, self.step)(run)
-        kill_point(f"{self.source}.{self.step}.after")
+        scope = context["dag_run"].dag_id
+        with progress.reporting_to(lambda line: context["ti"].xcom_push(key="progress", value={"line": line})):
+            kill_point(f"{self.source}.{self.step}.before", scope)
+            result = getattr(pipeline, self.step)(run)
+            kill_point(f"{self.source}.{self.step}.after", scope)
         return result
 
 

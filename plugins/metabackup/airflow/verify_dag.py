@@ -5,7 +5,9 @@ test-restore the newest chain
 into a scratch instance.  A failure fails the task and alerts through
 :class:`~metabackup.airflow.notifier.MetabackupFailureNotifier`.
 
-Schedule: ``METABACKUP_VERIFY_SCHEDULE`` (a cron expression or preset; default ``@daily``).
+Schedule: ``METABACKUP_VERIFY_SCHEDULE`` (a cron expression or preset, or ``none`` for runs only
+when triggered; default ``@daily``).  A run triggered with ``{"task": <name>}`` (the Backups page's
+*Verify now*) verifies that task only; the other tasks' steps are skipped.
 Specs that do not validate are left out here; their own DAG files show the error.
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, Context, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Context, Param, TaskGroup
+from airflow.sdk.exceptions import AirflowSkipException
 
 from metabackup.airflow.notifier import MetabackupFailureNotifier
 from metabackup.spec import SpecError, load_spec
@@ -30,9 +33,15 @@ SCRATCH_ENV = "METABACKUP_SCRATCH_DIR"
 
 
 class _SourceOperator(BaseOperator):
-    def __init__(self, *, spec_path: str, source: str, **kwargs: Any):
+    def __init__(self, *, spec_path: str, task_name: str, source: str, **kwargs: Any):
         super().__init__(**kwargs)
-        self.spec_path, self.source = spec_path, source
+        self.spec_path, self.task_name, self.source = spec_path, task_name, source
+
+    def skip_unless_chosen(self, context: Context) -> None:
+        """A run for one task (the Backups page's *Verify now*: ``{"task": name}``) skips the others."""
+        chosen = (context["params"].get("task") or "").strip()
+        if chosen and chosen != self.task_name:
+            raise AirflowSkipException(f"this run verifies task {chosen} only")
 
 
 class VerifySetsOperator(_SourceOperator):
@@ -43,6 +52,7 @@ class VerifySetsOperator(_SourceOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup.verification import verify_sets
 
+        self.skip_unless_chosen(context)
         return verify_sets(load_spec(self.spec_path), self.source)
 
 
@@ -54,7 +64,15 @@ class ScratchRestoreOperator(_SourceOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup.verification import restore_to_scratch
 
+        self.skip_unless_chosen(context)
         return restore_to_scratch(load_spec(self.spec_path), self.source, os.environ.get(SCRATCH_ENV))
+
+
+def verify_schedule() -> str | None:
+    """``$METABACKUP_VERIFY_SCHEDULE`` (a cron expression or preset; ``none``: only when triggered,
+    e.g. by the Backups page's *Verify now*), default ``@daily``."""
+    value = os.environ.get(SCHEDULE_ENV, "@daily").strip()
+    return None if value.lower() in ("", "none") else value
 
 
 def build_verify_dag(spec_dir: str | Path, dag_file: str | Path | None = None) -> DAG:
@@ -68,20 +86,24 @@ def build_verify_dag(spec_dir: str | Path, dag_file: str | Path | None = None) -
         dag_id=VERIFY_DAG_ID,
         description="Re-read every backup set's checksum and test-restore the newest chain of each source",
         doc_md=__doc__,
-        schedule=os.environ.get(SCHEDULE_ENV, "@daily"),
+        schedule=verify_schedule(),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
         default_args={"owner": "metabackup", "retries": 0, "on_failure_callback": [MetabackupFailureNotifier()]},
         tags=["metabackup", "verification"],
+        params={"task": Param("", type="string", title="Task",
+                              description="Verify only this backup task (its name); empty: every task.",
+                              **({"examples": [spec.name for spec in specs]} if specs else {}))},
     ) as dag:
         for spec in specs:
             with TaskGroup(group_id=spec.name, tooltip=f"backup task {spec.name}"):
                 for source in spec.sources:
                     extra = {"queue": spec.queue} if spec.queue else {}
                     with TaskGroup(group_id=source.name):
-                        checksums = VerifySetsOperator(task_id="checksums", spec_path=spec.path, source=source.name, **extra)
-                        scratch = ScratchRestoreOperator(task_id="test_restore", spec_path=spec.path, source=source.name, **extra)
+                        common = {"spec_path": spec.path, "task_name": spec.name, "source": source.name, **extra}
+                        checksums = VerifySetsOperator(task_id="checksums", **common)
+                        scratch = ScratchRestoreOperator(task_id="test_restore", **common)
                         checksums >> scratch
     if dag_file is not None:
         dag.fileloc = str(Path(dag_file).resolve())
