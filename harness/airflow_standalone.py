@@ -62,7 +62,7 @@ class StandaloneAirflow:
 
 
 def start(home: str | Path, dags_folder: str | Path, spec_dir: str | Path, env: dict[str, str] | None = None,
-          timeout: float = 240) -> StandaloneAirflow:
+          timeout: float = 420) -> StandaloneAirflow:
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()

@@ -57,7 +57,7 @@ def project(tmp_path_factory, servers):
     data.chmod(0o755)
     nn = servers["hdfs"]
     manual = {
-        "name": "e2eman", "created": TASK_CREATED, "cluster_version": "3.1.0", "timezone": "Asia/Shanghai",
+        "name": "default", "created": TASK_CREATED, "cluster_version": "3.1.0", "timezone": "Asia/Shanghai",
         "type": "manual", "data_path": str(data), "description": "end-to-end manual task",
         "sources": {
             "OMS": {"kind": "files", "paths": [str(conf)], "target": {"type": "LocalDir", "max_backups": 3}},
@@ -160,7 +160,8 @@ def airflow(project, servers, tmp_path_factory):
 @pytest.fixture(scope="session")
 def client(airflow):
     api = airflow.client()
-    for dag_id in ("backup_e2eman", "restore_e2eman", "backup_e2eper", "restore_e2eper"):
+    for dag_id in ("backup_default", "restore_default", "backup_e2eper", "restore_e2eper", "backup_e2eslow",
+                   "metabackup_verify", *(f"backup_{name}" for name in RPO_AGES)):
         api.wait_for_dag(dag_id)
     assert api.import_errors() == []
     return api
