@@ -34,7 +34,7 @@ Medians of both, the ratio Backups / DAG list and the goal (<= 2x).  Airflow is 
 the temp folder removed (unless ``--keep``).
 
     PYTHONPATH=plugins:. .venv/bin/python bench/ui_page.py [--tasks 100] [--sets 50] [--repeat 5]
-        [--jobs N] [--timeout S] [--dir DIR] [--keep] [--screenshots DIR] [--seed N] [--quick]
+        [--jobs N] [--timeout S] [--dir DIR] [--keep] [--reuse] [--screenshots DIR] [--seed N] [--quick]
 """
 
 from __future__ import annotations
@@ -109,6 +109,22 @@ def generate(base: Path, tasks: int, sets: int, seed: int) -> tuple[Path, Path, 
     return dags, specs, names
 
 
+def count_sets(spec) -> int:
+    """The committed sets of every source of the task, read with ``Catalog.read`` as the page does;
+    an invalid manifest is an error."""
+    import pendulum
+
+    from metabackup import pipeline
+
+    committed = 0
+    for source in spec.sources:
+        catalog = pipeline.SetRun.of(spec, source.name, pendulum.parse(FIRST_EXECUTED)).catalog()
+        if catalog.invalid:
+            raise RuntimeError(f"{spec.name} {source.name}: invalid manifests {catalog.invalid[:2]}")
+        committed += len(catalog.sets)
+    return committed
+
+
 def make_sets(spec_path: str, sets: int, seed: int) -> tuple[str, int, float]:
     """(pool worker) ``sets`` real backup runs of one task, an hour of executed time apart, one line of a
     source file changed before each; the task, the committed sets it now has, the seconds it took."""
@@ -131,13 +147,7 @@ def make_sets(spec_path: str, sets: int, seed: int) -> tuple[str, int, float]:
         missing = [s for s, r in result.items() if not r or not r.get("set")]
         if missing:
             raise RuntimeError(f"{spec.name} run {n}: no set committed for {missing}: {result}")
-    committed = 0
-    for source in spec.sources:
-        catalog = pipeline.SetRun.of(spec, source.name, first).catalog()  # Catalog.read, as the page does
-        if catalog.invalid:
-            raise RuntimeError(f"{spec.name} {source.name}: invalid manifests {catalog.invalid[:2]}")
-        committed += len(catalog.sets)
-    return spec.name, committed, time.monotonic() - began
+    return spec.name, count_sets(spec), time.monotonic() - began
 
 
 def all_sets(specs: Path, names: list[str], sets: int, seed: int, jobs: int) -> tuple[int, float]:
@@ -161,10 +171,12 @@ def wait_all_listed(api, expected: set[str], timeout: float) -> float:
     last_report = 0.0
     while True:
         listed: set[str] = set()
+        received = 0  # the offset grows by what each page returned, so this ends even while DAGs appear
         while True:
-            page = api.get(f"/api/v2/dags?limit=100&offset={len(listed)}")
+            page = api.get(f"/api/v2/dags?limit=100&offset={received}&order_by=dag_id")
+            received += len(page["dags"])
             listed |= {d["dag_id"] for d in page["dags"]}
-            if not page["dags"] or len(listed) >= page["total_entries"]:
+            if not page["dags"] or received >= page["total_entries"]:
                 break
         errors = api.import_errors()
         if errors:
@@ -231,6 +243,7 @@ class Browser:
         self.url, self.timeout = url, timeout
         self.driver.execute_cdp_cmd("Page.enable", {})
         self._script: str | None = None
+        self.timing: list[float] = [0, 0, 0]
         self._login(password)
 
     def _login(self, password: str) -> None:
@@ -247,7 +260,8 @@ class Browser:
 
     def load(self, path: str, condition_js: str) -> tuple[float, float]:
         """Navigate to ``path`` with ``condition_js`` (a function body returning true when the page is
-        ready) watched from the document's start; (ready ms on the page's clock, wall ms until seen)."""
+        ready) watched from the document's start; (ready ms on the page's clock, wall ms until seen).
+        The document's navigation timing is left in ``self.timing`` (ms: first byte, last byte, DOMContentLoaded)."""
         if self._script is not None:
             self.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": self._script})
         self._script = self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
@@ -258,7 +272,11 @@ class Browser:
         while True:
             ready = self.driver.execute_script("return window.__uibReady")
             if ready is not None:
-                return float(ready), (time.perf_counter() - began) * 1000
+                wall = (time.perf_counter() - began) * 1000
+                self.timing = self.driver.execute_script(
+                    "const t = performance.getEntriesByType('navigation')[0];"
+                    "return t ? [t.responseStart, t.responseEnd, t.domContentLoadedEventEnd] : null") or [0, 0, 0]
+                return float(ready), wall
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{path}: not ready within {self.timeout:.0f} s ({condition_js.strip()[:200]})")
             time.sleep(0.01)
@@ -304,6 +322,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120, help="limit of one page load, in s (default 120)")
     parser.add_argument("--dir", help="work here instead of a new temp directory")
     parser.add_argument("--keep", action="store_true", help="keep the generated folders and Airflow's home")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --dir: use the specs, DAG files and sets a run with --keep left there (same "
+                             "--tasks and --sets; every catalog is read and counted) instead of making new ones")
     parser.add_argument("--screenshots", metavar="DIR", help="save a screenshot of both pages (after the warm-up) here")
     parser.add_argument("--seed", type=int, default=20261129)
     parser.add_argument("--quick", action="store_true",
@@ -314,22 +335,36 @@ def main() -> int:
 
     from harness import airflow_standalone
 
+    if args.reuse and not args.dir:
+        parser.error("--reuse needs --dir")
     base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="metabackup-bench-ui-"))
     base.mkdir(parents=True, exist_ok=True)
     subdirs = ("dags", "specs", "src", "data", "airflow")
-    for sub in subdirs:
+    for sub in subdirs[-1:] if args.reuse else subdirs:
         shutil.rmtree(base / sub, ignore_errors=True)
     instance = browser = None
     try:
         n = args.tasks
-        dags, specs, names = generate(base, n, args.sets, args.seed)
         sources = sum(2 if i % 2 else 1 for i in range(n))
-        log(f"generated {n} specs ({sources} sources) and DAG files under {base}; making {args.sets} sets per "
-            f"source with {args.jobs} processes")
-        committed, took = all_sets(specs, names, args.sets, args.seed, args.jobs)
+        if args.reuse:
+            from metabackup.spec import load_spec
+
+            dags, specs = base / "dags", base / "specs"
+            names = [f"{PREFIX}_{i:03d}" for i in range(n)]
+            found = sorted(p.stem for p in specs.glob("*.yaml"))
+            if found != names or sorted(p.name for p in dags.glob("backup_*.py")) != [f"backup_{x}.py" for x in names]:
+                raise RuntimeError(f"--reuse: {specs} and {dags} do not hold the {n} tasks' specs and DAG files")
+            committed = sum(count_sets(load_spec(specs / f"{x}.yaml")) for x in names)
+            log(f"reusing {n} specs ({sources} sources), DAG files and {committed} committed sets under {base}")
+        else:
+            dags, specs, names = generate(base, n, args.sets, args.seed)
+            log(f"generated {n} specs ({sources} sources) and DAG files under {base}; making {args.sets} sets per "
+                f"source with {args.jobs} processes")
+            committed, took = all_sets(specs, names, args.sets, args.seed, args.jobs)
+            log(f"{committed} sets committed in {took:.0f} s ({took / committed * 1000:.0f} ms each, "
+                f"{args.jobs} processes)")
         if committed != sources * args.sets:
             raise RuntimeError(f"{committed} sets committed, expected {sources * args.sets}")
-        log(f"{committed} sets committed in {took:.0f} s ({took / committed * 1000:.0f} ms each, {args.jobs} processes)")
 
         began = time.monotonic()
         instance = airflow_standalone.start(base / "airflow", dags, specs, timeout=600)
@@ -361,16 +396,20 @@ def main() -> int:
         set_rows = browser.count('return document.querySelectorAll("section.task tr").length')
         log(f"/metabackup/backups: {shown} section.task, {set_rows} table rows in them")
 
-        base_ms, ours_ms, base_wall, ours_wall = [], [], [], []
+        base_ms, ours_ms, base_wall, ours_wall, base_ttfb, ours_ttfb, ours_html = [], [], [], [], [], [], []
         for r in range(args.repeat):
             ready, wall = browser.load("/dags", dag_ready)
             base_ms.append(ready)
             base_wall.append(wall)
+            base_ttfb.append(browser.timing[0])
             ready, wall = browser.load("/metabackup/backups", ours_ready)
             ours_ms.append(ready)
             ours_wall.append(wall)
-            log(f"  round {r + 1}: /dags {base_ms[-1]:.0f} ms (wall {base_wall[-1]:.0f}), /metabackup/backups "
-                f"{ours_ms[-1]:.0f} ms (wall {ours_wall[-1]:.0f})")
+            ours_ttfb.append(browser.timing[0])
+            ours_html.append(browser.timing[1])
+            log(f"  round {r + 1}: /dags {base_ms[-1]:.0f} ms (wall {base_wall[-1]:.0f}; its HTML's first byte "
+                f"{base_ttfb[-1]:.0f}), /metabackup/backups {ours_ms[-1]:.0f} ms (wall {ours_wall[-1]:.0f}; first byte "
+                f"{ours_ttfb[-1]:.0f}, last byte {ours_html[-1]:.0f})")
 
         mb, mo = statistics.median(base_ms), statistics.median(ours_ms)
         wb, wo = statistics.median(base_wall), statistics.median(ours_wall)
@@ -385,6 +424,8 @@ def main() -> int:
                   f"<= {GOAL:.0f}x DAG list", "yes" if mo / mb <= GOAL else "NO"))
         print(row("same, median wall ms from driver.get until seen", f"{wo:.0f}", f"{wb:.0f}", f"{wo / wb:.2f}x",
                   "-", "-"))
+        print(row("median ms to the HTML's first byte (server time; the DAG list's data comes later from the API)",
+                  f"{statistics.median(ours_ttfb):.0f}", f"{statistics.median(base_ttfb):.0f}", "-", "-", "-"))
         return 0
     except Exception as exc:
         log(f"FAILED: {type(exc).__name__}: {exc}")
