@@ -29,7 +29,7 @@ HEADER = ["metric", "ours", "baseline", "ratio", "goal", "met"]
 # The order they run in (servers that start slowly last); optional ones are run when their file exists.
 SCRIPTS = ["archive_throughput", "encryption", "parse_time", "ldap_export", "postgres_backup", "memory",
            "hdfs_upload", "offsite_upload"]
-OPTIONAL = ["namenode_backup", "celery_scale"]
+OPTIONAL = ["namenode_backup", "celery_scale", "ui_page"]
 
 
 def discover() -> list[str]:
