@@ -13,6 +13,7 @@ record of time.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,10 +31,16 @@ TEMP_MARKER = ".partial-"
 _SET_NAME = re.compile(r"^(?P<version>[A-Za-z0-9.\-]+)_(?P<source>[A-Za-z0-9\-]+)_(?P<stamp>\d{14})$")
 
 
+@functools.lru_cache(maxsize=64)
+def zone(name: str) -> pendulum.Timezone:
+    """``pendulum.timezone(name)``, loaded once per name (they are immutable)."""
+    return pendulum.timezone(name)
+
+
 def format_timestamp(moment: pendulum.DateTime, timezone: str) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"refusing to name a backup after a naive time: {moment!r}")
-    return pendulum.instance(moment).in_timezone(timezone).format(TIMESTAMP_FORMAT)
+    return pendulum.instance(moment).in_timezone(zone(timezone)).format(TIMESTAMP_FORMAT)
 
 
 def parse_timestamp(stamp: str, timezone: str) -> pendulum.DateTime:

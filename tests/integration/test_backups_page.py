@@ -155,3 +155,37 @@ def test_the_chain_diagram_follows_parents_not_times():
     for x1, x2 in re.findall(r'<line class="link" x1="([\d.]+)" y1="[\d.]+" x2="([\d.]+)"', svg):
         assert float(x2) < float(x1)
     assert '<g class="set incremental broken">' in svg
+
+
+def test_a_manifest_is_parsed_once_per_content_and_again_when_it_changes(tmp_path, monkeypatch):
+    """The API server reads every catalog on each page load: an unchanged manifest is not validated
+    again, a rewritten one (key rotation, tampering) is, and an invalid one is refused every time."""
+    import json
+
+    from metabackup.manifest import Manifest
+
+    spec = hourly("cache", tmp_path)
+    backup(spec, executed=NOW.subtract(hours=2))
+    backup(spec, executed=NOW.subtract(hours=1))
+    parsed = []
+    real = Manifest.from_json.__func__
+
+    def counting(cls, data, origin=""):
+        parsed.append(origin)
+        return real(cls, data, origin=origin)
+
+    monkeypatch.setattr(Manifest, "from_json", classmethod(counting))
+    first = task_overview(spec, NOW)["sources"][0]
+    again = task_overview(spec, NOW)["sources"][0]
+    assert first["sets"] == again["sets"] and len(first["sets"]) == 2
+    assert len(parsed) <= 2  # none the second time (earlier tests may have parsed these bytes already)
+    parsed.clear()
+    (newest,) = [p for p in (tmp_path / "data" / "cache").rglob("*.manifest.json") if first["sets"][0]["set"] in p.name]
+    raw = json.loads(newest.read_text())
+    raw["archive"]["size"] = "big"
+    newest.write_text(json.dumps(raw))
+    for _ in range(2):
+        row = task_overview(spec, NOW)["sources"][0]
+        assert [s["set"] for s in row["sets"]] == [first["sets"][1]["set"]]
+        assert row["invalid"] and "archive.size" in row["invalid"][0]["reason"]
+    assert parsed == [parsed[0]] * 2 and parsed[0].endswith(newest.name)  # the changed one, each time

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +98,31 @@ def join_uri(root: str, task_dir: str) -> str:
     return f"{root.rstrip('/')}/{task_dir}" if task_dir else root
 
 
+_PARSED: collections.OrderedDict[bytes, Manifest] = collections.OrderedDict()
+_PARSED_LOCK = threading.Lock()
+#: manifests kept parsed (a process that reads catalogs again and again, e.g. the API server
+#: serving the Backups page, validates each manifest once, not on every request)
+PARSED_MANIFESTS_KEPT = 50_000
+
+
+def _parsed_manifest(origin: str, data: bytes) -> Manifest:
+    """``Manifest.from_json(data, origin)``, remembered by a digest of both: the same bytes from the
+    same place parse to the same manifest.  Only valid manifests are remembered (an invalid one is
+    refused again each time, with its reason); any change of the bytes is a new parse."""
+    key = hashlib.sha256(origin.encode() + b"\0" + data).digest()
+    with _PARSED_LOCK:
+        manifest = _PARSED.get(key)
+        if manifest is not None:
+            _PARSED.move_to_end(key)
+            return manifest
+    manifest = Manifest.from_json(data, origin=origin)
+    with _PARSED_LOCK:
+        _PARSED[key] = manifest
+        while len(_PARSED) > PARSED_MANIFESTS_KEPT:
+            _PARSED.popitem(last=False)
+    return manifest
+
+
 class BackupTarget(ABC):
     #: its config's ``uri()``: the one name of the target in lineage, messages and the Backups page
     uri: str
@@ -160,7 +188,7 @@ class BackupTarget(ABC):
         origin = f"{self.uri}/{task_dir}/{name}"
         with self.open_read(task_dir, name) as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
-        manifest = Manifest.from_json(data, origin=origin)
+        manifest = _parsed_manifest(origin, data)
         if manifest.set + MANIFEST_SUFFIX != name:
             raise ManifestError(f"{origin}: not a valid backup manifest: it describes set {manifest.set!r}")
         return manifest
