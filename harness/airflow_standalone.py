@@ -167,6 +167,12 @@ class AirflowClient:
         run = self._post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> None:
+        """Clear tasks of a run (as the UI's *Clear*): they run again, as their next try, in the same run."""
+        self._post(f"/api/v2/dags/{dag_id}/clearTaskInstances",
+                   {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
+                    "reset_dag_runs": True, "include_upstream": False, "include_downstream": False})
+
     def wait(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
         """Wait for a run to end; return its state and task states (with logs of failed tasks)."""
         quoted = urllib.parse.quote(run_id, safe="")

@@ -377,7 +377,9 @@ def build_dag_from_plan(plan: dict[str, Any]) -> DAG:
                 replicas = [BackupReplicateOperator(task_id=f"replicate_{number}", copy=number,
                                                     outlets=[_location_asset(uri)], **common)
                             for number, uri in enumerate(source["copies"], 1)]
-                finish = BackupFinishOperator(task_id="finish", trigger_rule=TriggerRule.ALL_DONE, **common)
+                steps = [check, decide, full, incremental, archive, upload, verify, *replicas, retention]
+                finish = BackupFinishOperator(task_id="finish", trigger_rule=TriggerRule.ALL_DONE,
+                                              steps=[t.task_id for t in steps] + [preflight.task_id], **common)
                 decide >> [full, incremental] >> archive >> upload >> verify
                 if replicas:
                     verify >> replicas >> retention

@@ -8,6 +8,10 @@ Always logs the failure.  Also, when configured in the worker's / DAG processor'
   through the ``smtp_default`` connection (or ``METABACKUP_ALERT_SMTP_CONN_ID``), from
   ``METABACKUP_ALERT_FROM`` or else the connection's ``from_email`` extra.
 
+Alarms that are raised once and cleared once (ALM-12034 from a backup run's ``record``, the RPO
+alarm from ``metabackup_watch``; see :mod:`metabackup.alarms`) go through the same channels with
+:func:`send_alarm_change`.
+
 Each channel is tried on its own: a webhook that is down does not stop the e-mail, and neither
 stops the other's attempt; a channel that fails is logged with its reason.
 No secret is sent: the error text is the task's own message (our messages never hold passwords).
@@ -64,6 +68,20 @@ def raise_alarm(alarm: dict[str, Any], context: Any) -> None:
     log.critical("metabackup ALARM %s: %s", alarm.get("alarm"), json.dumps(payload, default=str))
     send_everywhere(payload, f"metabackup CRITICAL {alarm.get('alarm')}: {alarm.get('title')} "
                              f"({alarm.get('task')} {alarm.get('source')})", context)
+
+
+def send_alarm_change(note: dict[str, Any], context: Any) -> None:
+    """An alarm raised or cleared (:mod:`metabackup.alarms`: ``status`` ``raised`` or ``cleared``)
+    with the task's fields, through every configured channel: the subject says which."""
+    payload = {**alert_payload(context), **note}
+    what = f"{note.get('alarm')}: {note.get('title')} ({note.get('task')} {note.get('source')})"
+    if note.get("status") == "cleared":
+        log.warning("metabackup alarm CLEARED %s: %s", note.get("alarm"), json.dumps(payload, default=str))
+        subject = f"metabackup CLEARED {what}"
+    else:
+        log.critical("metabackup ALARM %s: %s", note.get("alarm"), json.dumps(payload, default=str))
+        subject = f"metabackup ALARM {what}"
+    send_everywhere(payload, subject, context)
 
 
 def send_everywhere(payload: dict[str, Any], subject: str, context: Any) -> None:

@@ -47,10 +47,15 @@ def execution_time(context: Context) -> str:
     return context["dag_run"].run_after.isoformat()
 
 
+def worker_host(context: Context) -> str:
+    """The worker's host name as its task instance records it (else this machine's FQDN)."""
+    return getattr(context["ti"], "hostname", None) or socket.getfqdn()
+
+
 def announce_worker(operator: BaseOperator, context: Context) -> dict[str, str]:
     """Say where this task runs (log line and the ``worker`` XCom): the worker's host name as its
     task instance records it, and the queue the task was sent to."""
-    host = getattr(context["ti"], "hostname", None) or socket.getfqdn()
+    host = worker_host(context)
     where = {"host": host, "queue": operator.queue}
     operator.log.info("running on worker host %s (queue %s)", host, operator.queue)
     context["ti"].xcom_push(key="worker", value=where)
@@ -86,6 +91,37 @@ def yields_slot_while_lease_busy(method: Callable[..., Any]) -> Callable[..., An
             self.log.info("%s. Giving the pool slot up; trying again in %.0f s", exc, LEASE_RESCHEDULE_AFTER)
             raise AirflowRescheduleException(datetime.datetime.now(datetime.timezone.utc)
                                              + datetime.timedelta(seconds=LEASE_RESCHEDULE_AFTER)) from None
+
+    return execute
+
+
+#: the XCom key under which a failed backup step says what failed
+FAILURE_KEY = "failure"
+
+
+def reports_failure(method: Callable[..., Any]) -> Callable[..., Any]:
+    """For the ``execute`` (or ``choose_branch``) of a backup step: when it fails, push the XCom
+    ``failure`` = ``{"step": <task id>, "error": <the exception's text, cut to 2000 characters>,
+    "host": <worker host>, "log_url": <the try's log>}`` (read by the source's ``finish``), then
+    re-raise.  A skip or a reschedule is no failure."""
+
+    @functools.wraps(method)
+    def execute(self: BaseOperator, context: Context, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, context, *args, **kwargs)
+        except (AirflowSkipException, AirflowRescheduleException):
+            raise
+        except Exception as exc:
+            from metabackup.alarms import clip
+
+            ti = context["ti"]
+            try:
+                ti.xcom_push(key=FAILURE_KEY, value={
+                    "step": self.task_id, "error": clip(str(exc) or type(exc).__name__),
+                    "host": worker_host(context), "log_url": getattr(ti, "log_url", None)})
+            except Exception as push_error:  # the step's own failure is what matters
+                self.log.warning("could not record this failure for the finish step: %s", push_error)
+            raise
 
     return execute
 
@@ -127,6 +163,7 @@ class BackupCheckOperator(_SourceOperator):
 
     ui_color = "#e8f0fe"
 
+    @reports_failure
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
@@ -149,6 +186,7 @@ class BackupPreflightOperator(_SpecMixin, BaseOperator):
         super().__init__(**kwargs)
         self.spec_path = spec_path
 
+    @reports_failure
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
 
@@ -181,6 +219,7 @@ class BackupTypeBranchOperator(_SpecMixin, BaseBranchOperator):
         self.spec_path, self.source = spec_path, source
         self.full_task_id, self.incremental_task_id = full_task_id, incremental_task_id
 
+    @reports_failure
     @yields_slot_while_lease_busy
     def choose_branch(self, context: Context) -> str | Sequence[str] | None:
         from metabackup import pipeline
@@ -211,6 +250,7 @@ class BackupStepOperator(_SpecMixin, BaseOperator):
             raise ValueError(f"unknown backup step {step!r}")
         self.spec_path, self.source, self.step = spec_path, source, step
 
+    @reports_failure
     @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
@@ -235,6 +275,7 @@ class BackupVerifyOperator(_SpecMixin, BaseOperator):
         super().__init__(**kwargs)
         self.spec_path, self.source = spec_path, source
 
+    @reports_failure
     @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
@@ -259,6 +300,7 @@ class BackupReplicateOperator(_SpecMixin, BaseOperator):
         super().__init__(**kwargs)
         self.spec_path, self.source, self.copy = spec_path, source, copy
 
+    @reports_failure
     @yields_slot_while_lease_busy
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
@@ -276,7 +318,16 @@ class BackupReplicateOperator(_SpecMixin, BaseOperator):
 
 class BackupFinishOperator(_SourceOperator):
     """The end of one source's part of the run, on its own host, whatever happened before: what the
-    run committed (from the catalog), the run's work directory and the source's lease freed."""
+    run committed (from the catalog), the run's work directory and the source's lease freed.
+
+    Also which step failed and why: ``steps`` are the task ids of the source's steps in their order
+    (check, decide, full, incremental, archive, upload, verify, replicate_N, retention), then
+    ``preflight``; the first whose ``failure`` XCom is set gives ``failed_step``, ``error``, ``host``
+    (and ``log_url``) of the result, all None when none failed."""
+
+    def __init__(self, *, steps: Sequence[str] = (), **kwargs: Any):
+        super().__init__(**kwargs)
+        self.steps = list(steps)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from metabackup import pipeline
@@ -285,12 +336,44 @@ class BackupFinishOperator(_SourceOperator):
         kill_point(f"{self.source}.finish.before")
         result = pipeline.finish_source(spec, self.source, execution_time(context), holder=lease_holder(context))
         kill_point(f"{self.source}.finish.after")
-        return result
+        failure = self.failure(context)
+        return {**result, "failed_step": failure.get("step"), "error": failure.get("error"),
+                "host": failure.get("host"), "log_url": failure.get("log_url")}
+
+    def failure(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        for task_id in self.steps:
+            try:
+                found = ti.xcom_pull(task_ids=task_id, key=FAILURE_KEY)
+            except Exception as exc:  # what the run committed matters more than why it failed
+                self.log.warning("cannot read the failure of %s: %s", task_id, exc)
+                continue
+            if isinstance(found, dict):
+                self.log.info("step %s failed on %s: %s", found.get("step"), found.get("host"), found.get("error"))
+                return found
+        return {}
+
+
+def load_alarm_state(raw: Any, key: str, logger: Any) -> Any:
+    """The JSON a Variable holds (None when missing; an unreadable value is logged and counts as none)."""
+    import json
+
+    if raw is None or isinstance(raw, dict):
+        return raw
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        logger.warning("Variable %s does not hold JSON (%s); counting no alarm as active", key, exc)
+        return None
 
 
 class BackupRecordOperator(_SpecMixin, BaseOperator):
     """Summarises what the run committed (each source's finish step) and fails the run if a
-    selected source committed no set.  Reads only XCom: it runs on any worker."""
+    selected source committed no set.  Reads only XCom: it runs on any worker.
+
+    Before that, the alarm ALM-12034 "Periodic backup failure" (:mod:`metabackup.alarms`): raised
+    once for a source a *scheduled* run committed no set for, cleared when a later run commits one;
+    the active alarms are kept in the Variable ``metabackup_alarms_<task>``."""
 
     def __init__(self, *, spec_path: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -303,7 +386,33 @@ class BackupRecordOperator(_SpecMixin, BaseOperator):
         spec = self.load()
         kill_point("record.before")
         ti = context["ti"]
-        result = pipeline.summarize({name: ti.xcom_pull(task_ids=_source_task(name, "finish"))
-                                     for name in selected_sources(spec, context)})
+        finished = {name: ti.xcom_pull(task_ids=_source_task(name, "finish")) for name in selected_sources(spec, context)}
+        try:
+            self.update_alarms(spec.name, finished, context)
+        except Exception as exc:  # the run's own outcome is still recorded (and the failure logged)
+            self.log.error("the periodic backup failure alarm could not be updated: %s", exc)
+        result = pipeline.summarize(finished)
         kill_point("record.after")
         return result
+
+    def update_alarms(self, task: str, finished: dict[str, dict[str, Any] | None], context: Context) -> None:
+        import pendulum
+        from airflow.sdk import Variable
+
+        from metabackup import alarms
+        from metabackup.airflow.notifier import send_alarm_change
+
+        dag_run = context["dag_run"]
+        run_type = getattr(dag_run, "run_type", None)
+        scheduled = str(getattr(run_type, "value", run_type)) == "scheduled"
+        outcomes = {name: alarms.source_outcome(result) for name, result in finished.items()}
+        key = alarms.backup_variable(task)
+        state = load_alarm_state(Variable.get(key, default=None), key, self.log)
+        new, notes = alarms.after_backup_run(state, task, scheduled, outcomes,
+                                             {"dag_id": dag_run.dag_id, "run_id": context["run_id"]},
+                                             now=pendulum.now("UTC").to_iso8601_string())
+        for note in notes:  # sent before the state is saved: a crash in between repeats, never loses, one
+            send_alarm_change(note, context)
+        if notes or (new or None) != (state or None):
+            Variable.set(key, new, description=f"metabackup: active ALM-12034 alarms of backup task {task}",
+                         serialize_json=True)
