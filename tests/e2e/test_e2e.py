@@ -277,6 +277,9 @@ def test_the_page_opens_inside_airflow_with_every_rpo_state_and_the_failed_runs(
         link = browser.find(f"#task-{name} .runs a")
         assert link.text == run["dag_run_id"] and f"/dags/backup_{name}/runs/" in link.get_attribute("href")
         assert "failed at OMS.check" in browser.find(f"#task-{name} .runs").text
+        # the scheduled run's record raised ALM-12034 (kept in a Variable): the page shows it active
+        alarm = browser.find(f"#source-{name}-OMS .alarm[data-alarm='ALM-12034']")
+        assert "Periodic backup failure: active since" in alarm.text and "step OMS.check" in alarm.text
     late_text = browser.find("#source-e2erpo_late-OMS .rpo-text").text
     assert "late after 1 h 15 min, stale after 2 h" in late_text, late_text
     # per source: where the sets are, usage and free space, lineage links to Airflow's asset view

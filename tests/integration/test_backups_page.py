@@ -189,3 +189,17 @@ def test_a_manifest_is_parsed_once_per_content_and_again_when_it_changes(tmp_pat
         assert [s["set"] for s in row["sets"]] == [first["sets"][1]["set"]]
         assert row["invalid"] and "archive.size" in row["invalid"][0]["reason"]
     assert parsed == [parsed[0]] * 2 and parsed[0].endswith(newest.name)  # the changed one, each time
+
+
+def test_active_alarms_show_on_their_source_and_in_the_summary(tmp_path):
+    spec = hourly("alarmed", tmp_path)
+    task = task_overview(spec, NOW)
+    task["sources"][0]["alarms"] = [
+        {"alarm": "ALM-12034", "raised_at": "2026-11-29T04:00:05+00:00", "step": "OMS.check", "host": "mgmt-1"},
+        {"alarm": "METABACKUP-RPO-STALE", "raised_at": "2026-11-29T04:15:00+00:00", "newest": "<b>x</b>"}]
+    html = page([task])
+    alarms = re.findall(r'<p class="alarm bad" data-alarm="([\w-]+)">(.*?)</p>', html)
+    assert [a for a, _ in alarms] == ["ALM-12034", "METABACKUP-RPO-STALE"]
+    assert "Periodic backup failure: active since 2026-11-29 04:00:05 UTC (step OMS.check, host mgmt-1)" in alarms[0][1]
+    assert "Recovery point objective missed" in alarms[1][1] and "&lt;b&gt;x&lt;/b&gt;" in alarms[1][1]
+    assert 'id="alarm-count">2 active alarms' in html

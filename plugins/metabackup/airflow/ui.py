@@ -70,9 +70,11 @@ def _with_airflow_state(data: dict[str, Any]) -> dict[str, Any]:
 
     uris = sorted({uri for task in data["tasks"] for src in task["sources"]
                    for uri in [*src.get("asset_uris", []), src["target"], *(c["target"] for c in src["copies"])]})
-    state = airflow_state([t["backup_dag_id"] for t in data["tasks"]], uris)
+    state = airflow_state([t["backup_dag_id"] for t in data["tasks"]], uris, [t["name"] for t in data["tasks"]])
     for task in data["tasks"]:
         task["airflow"] = state["dags"][task["backup_dag_id"]]
+        for src in task["sources"]:
+            src["alarms"] = state["alarms"].get(task["name"], {}).get(src["source"], [])
     data["assets"] = state["assets"]
     return data
 

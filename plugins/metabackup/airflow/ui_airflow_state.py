@@ -7,6 +7,7 @@ number of tasks.  Runs in the API server only (it imports Airflow's models)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 PROGRESS_KEY = "progress"
@@ -16,8 +17,10 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def airflow_state(dag_ids: list[str], asset_uris: list[str]) -> dict[str, Any]:
-    """``{"dags": {dag_id: {...}}, "assets": {uri: id}}`` for the given DAGs and asset URIs."""
+def airflow_state(dag_ids: list[str], asset_uris: list[str], tasks: list[str] | None = None) -> dict[str, Any]:
+    """``{"dags": {dag_id: {...}}, "assets": {uri: id}, "alarms": {task: {source: [alarm, ...]}}}``
+    for the given DAGs, asset URIs and backup tasks (their active alarms, from the Variables the
+    backup DAGs' ``record`` and ``metabackup_watch`` keep)."""
     from sqlalchemy import func, select
 
     from airflow.models.asset import AssetModel
@@ -77,11 +80,47 @@ def airflow_state(dag_ids: list[str], asset_uris: list[str]) -> dict[str, Any]:
         assets = {uri: asset_id for asset_id, uri in
                   session.execute(select(AssetModel.id, AssetModel.uri).where(AssetModel.uri.in_(asset_uris)))} \
             if asset_uris else {}
+        active = _active_alarms(session, tasks or [])
     for entry in dags.values():
         entry["running"].sort(key=lambda step: step["task_id"])
         if entry["last_run"]:
             entry["last_run"]["failed_steps"].sort()
-    return {"dags": dags, "assets": assets}
+    return {"dags": dags, "assets": assets, "alarms": active}
+
+
+def _active_alarms(session, tasks: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The active alarms of each task's sources, read from their Variables (values that are not the
+    expected JSON are left out: the page shows alarms, it does not judge the store)."""
+    from sqlalchemy import select
+
+    from airflow.models.variable import Variable
+
+    from metabackup import alarms
+
+    keys = {alarms.backup_variable(task): task for task in tasks}
+    wanted = [*keys, alarms.RPO_VARIABLE]
+    found: dict[str, Any] = {}
+    for variable in session.scalars(select(Variable).where(Variable.key.in_(wanted))):
+        try:
+            found[variable.key] = json.loads(variable.val)
+        except (TypeError, ValueError):
+            continue
+    active: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def add(task: str, source: Any, alarm: Any) -> None:
+        if isinstance(source, str) and isinstance(alarm, dict):
+            active.setdefault(task, {}).setdefault(source, []).append(
+                {k: str(alarm[k])[:300] for k in ("alarm", "raised_at", "run_id", "step", "host", "newest") if alarm.get(k)})
+
+    for key, task in keys.items():
+        for source, alarm in (found.get(key) if isinstance(found.get(key), dict) else {}).items():
+            add(task, source, alarm)
+    rpo = found.get(alarms.RPO_VARIABLE)
+    for task in tasks:
+        sources = rpo.get(task) if isinstance(rpo, dict) else None
+        for source, alarm in (sources if isinstance(sources, dict) else {}).items():
+            add(task, source, alarm)
+    return active
 
 
 class _Row:

@@ -12,9 +12,11 @@ from html import escape as e
 from typing import Any
 
 from metabackup.airflow.ui_svg import chain_diagram, duration_chart, size_chart, size_text
+from metabackup.alarms import PERIODIC_BACKUP_FAILURE, PERIODIC_BACKUP_FAILURE_TITLE, RPO_STALE, RPO_STALE_TITLE
 
 RPO_LABEL = {"ok": "RPO ok", "late": "RPO late", "stale": "RPO stale", "pending": "no set yet", "manual": "manual"}
 RPO_ORDER = ("stale", "late", "pending", "ok", "manual")
+ALARM_TITLES = {PERIODIC_BACKUP_FAILURE: PERIODIC_BACKUP_FAILURE_TITLE, RPO_STALE: RPO_STALE_TITLE}
 RUN_STATES = {"success": "ok", "failed": "bad", "running": "run", "queued": "run"}
 
 
@@ -114,6 +116,12 @@ def _source(task: dict[str, Any], src: dict[str, Any], assets: dict[str, int]) -
                  f'<small class="rpo-text">{e(rpo.get("text") or "")}</small></p>'
                  f'<p>{_storage(src)} <span class="usage">{e(usage)}</span> &middot; last test restore: {test_text}</p>'
                  f'<p class="lineage">lineage: {lineage or "-"} &rarr; {locations}</p>')
+    for alarm in src.get("alarms") or []:
+        title = ALARM_TITLES.get(alarm.get("alarm"), "")
+        detail = ", ".join(f"{k} {alarm[k]}" for k in ("step", "host", "newest") if alarm.get(k))
+        parts.append(f'<p class="alarm bad" data-alarm="{e(alarm.get("alarm", ""))}">&#9888; {e(alarm.get("alarm", ""))} '
+                     f'{e(title)}: active since {_time(alarm.get("raised_at"))} UTC'
+                     f'{" (" + e(detail) + ")" if detail else ""}</p>')
     if src.get("storage_warning"):
         parts.append(f'<p class="bad warn-unencrypted">primary: {e(src["storage_warning"])}</p>')
     for copy in src.get("copies") or []:
@@ -174,11 +182,14 @@ def _summary(tasks: list[dict[str, Any]]) -> str:
             counts[(src.get("rpo") or {}).get("state", "manual")] += 1
     failed = [t["name"] for t in tasks if ((t.get("airflow") or {}).get("last_run") or {}).get("state") == "failed"]
     running = [t["name"] for t in tasks if (t.get("airflow") or {}).get("running")]
+    alarms = sum(len(src.get("alarms") or []) for t in tasks for src in t["sources"])
     badges = " ".join(f'<span class="rpo rpo-{s}" data-count="{counts[s]}">{counts[s]} {e(RPO_LABEL[s])}</span>'
                       for s in RPO_ORDER if counts[s])
     return (f'<p id="summary">{len(tasks)} tasks &middot; sources: {badges or "none"} &middot; '
             f'<span class="{"bad" if failed else "muted"}" id="failed-count">{len(failed)} last run failed</span>'
-            f'{" (" + e(", ".join(failed)) + ")" if failed else ""} &middot; {len(running)} running</p>')
+            f'{" (" + e(", ".join(failed)) + ")" if failed else ""} &middot; '
+            f'<span class="{"bad" if alarms else "muted"}" id="alarm-count">{alarms} active alarms</span> &middot; '
+            f'{len(running)} running</p>')
 
 
 def render_page(data: dict[str, Any]) -> str:
