@@ -51,19 +51,37 @@ class Catalog:
     def get(self, stem: str) -> Manifest | None:
         return self.by_name().get(stem)
 
+    @cached_property
+    def _chains(self) -> dict[str, tuple[Manifest, ...] | None]:
+        return {}
+
     def chain(self, stem: str) -> list[Manifest] | None:
         """The sets needed to restore ``stem``, full first; None if any member is missing."""
+        known = self._chains
+        if stem in known:
+            found = known[stem]
+            return None if found is None else list(found)
         index = self.by_name()
-        chain: list[Manifest] = []
+        walked: list[Manifest] = []
         current = index.get(stem)
+        result: tuple[Manifest, ...] | None = None
         while current is not None:
-            chain.append(current)
+            if current.set in known:  # the rest of the chain is known already
+                rest = known[current.set]
+                result = None if rest is None else rest + tuple(reversed(walked))
+                break
+            walked.append(current)
             if current.is_full:
-                return list(reversed(chain))
-            if current.parent is None or len(chain) > len(index):
-                return None
+                result = tuple(reversed(walked))
+                break
+            if current.parent is None or len(walked) > len(index):
+                break
             current = index.get(current.parent)
-        return None
+        # every set walked has its own chain: the result's tail from it (or None with it)
+        for depth, member in enumerate(walked):
+            known[member.set] = None if result is None else result[:len(result) - depth]
+        known.setdefault(stem, result)
+        return None if result is None else list(result)
 
     def restorable(self) -> list[Manifest]:
         return [m for m in self.sets if self.chain(m.set) is not None]

@@ -40,7 +40,8 @@ def zone(name: str) -> pendulum.Timezone:
 def format_timestamp(moment: pendulum.DateTime, timezone: str) -> str:
     if moment.tzinfo is None:
         raise ValueError(f"refusing to name a backup after a naive time: {moment!r}")
-    return pendulum.instance(moment).in_timezone(zone(timezone)).format(TIMESTAMP_FORMAT)
+    # strftime's "%Y%m%d%H%M%S" is TIMESTAMP_FORMAT (years 1000-9999), several times faster
+    return pendulum.instance(moment).in_timezone(zone(timezone)).strftime("%Y%m%d%H%M%S")
 
 
 def parse_timestamp(stamp: str, timezone: str) -> pendulum.DateTime:
