@@ -13,6 +13,7 @@ by a manifest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -259,6 +260,14 @@ def _encryption(raw: dict) -> EncryptionInfo | None:
     return EncryptionInfo(**info)
 
 
+@functools.lru_cache(maxsize=65536)
+def _stamp(executed_at: str, timezone: str) -> str:
+    """The set-name time of ``executed_at`` in ``timezone`` (remembered: catalogs are read often)."""
+    from metabackup.naming import format_timestamp
+
+    return format_timestamp(pendulum.parse(executed_at), timezone)
+
+
 def check_belongs(manifest: Manifest, task: str, task_dir: str, source: str, origin: str,
                   timezone: str | None = None) -> None:
     """Refuse a manifest that names another task, task directory or source than where it was found,
@@ -269,9 +278,7 @@ def check_belongs(manifest: Manifest, task: str, task_dir: str, source: str, ori
             raise ManifestError(f"{origin}: not a valid backup manifest: {fld} is {_short.repr(found)}, but it lies "
                                 f"in the catalog of {expected!r}")
     if timezone is not None:
-        from metabackup.naming import format_timestamp
-
-        stamp = format_timestamp(pendulum.parse(manifest.executed_at), timezone)
+        stamp = _stamp(manifest.executed_at, timezone)
         if not manifest.set.endswith("_" + stamp):
             raise ManifestError(f"{origin}: not a valid backup manifest: executed_at {manifest.executed_at} is "
                                 f"{stamp} in {timezone}, not the time its set name {manifest.set} says")

@@ -99,14 +99,15 @@ def files_task(name: str, root: Path, data: Path, **fields) -> dict:
             **fields}
 
 
-#: hourly tasks whose newest set is this many minutes old when Airflow starts: ok, late (past 1.25
-#: periods), stale (past 2 periods)
-RPO_AGES = {"e2erpo_ok": 20, "e2erpo_late": 95, "e2erpo_stale": 300}
+#: tasks run every 4 hours whose newest set is this many minutes old when Airflow starts: ok (late
+#: after 1.25 periods, 5 h), late (stale after 2 periods, 8 h), stale; each at least 1.5 h from the
+#: next state, however slowly the suite gets to the page
+RPO_AGES = {"e2erpo_ok": 30, "e2erpo_late": 390, "e2erpo_stale": 720}
 
 
 def rpo_tasks(root: Path, specs: Path, dags: Path, data: Path) -> dict[str, list[str]]:
-    """Three hourly tasks with real sets taken (by the core, no scheduler) 20, 95 and 300 minutes
-    ago.  The late and stale tasks' source folders are then removed: the scheduled run Airflow makes
+    """Three tasks (every 4 hours) with real sets taken by the core (no scheduler) 30 min, 6.5 h
+    and 12 h ago.  The late and stale tasks' source folders are then removed: the scheduled run Airflow makes
     at start fails its check, so they stay late and stale, each with a failed last run."""
     import pendulum
 
@@ -117,11 +118,12 @@ def rpo_tasks(root: Path, specs: Path, dags: Path, data: Path) -> dict[str, list
     made = {}
     for name, minutes in RPO_AGES.items():
         spec = files_task(name, root, data, type="periodic", pool="e2erpo",
-                          schedule={"start": now.subtract(days=3).start_of("hour").to_iso8601_string(), "period": "hour"})
+                          schedule={"start": now.subtract(days=3).start_of("hour").to_iso8601_string(), "period": "hour",
+                                    "every": 4})
         path = specs / f"{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         loaded = load_spec(path)
-        made[name] = [backup(loaded, executed=now.subtract(minutes=minutes + 120))["OMS"]["set"],
+        made[name] = [backup(loaded, executed=now.subtract(minutes=minutes + 240))["OMS"]["set"],
                       backup(loaded, executed=now.subtract(minutes=minutes))["OMS"]["set"]]
         if name != "e2erpo_ok":
             shutil.rmtree(root / f"{name}-src")
@@ -146,9 +148,9 @@ def airflow(project, servers, tmp_path_factory):
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         # verification only when triggered (the Backups page's Verify now), not at start
         "METABACKUP_VERIFY_SCHEDULE": "none",
-        # the e2eslow task's run stops after its upload (40 s) so the page shows a running step
+        # the e2eslow task's run stops after its upload (25 s) so the page shows a running step
         "METABACKUP_PAUSE_AT": "backup_e2eslow:OMS.upload.after",
-        "METABACKUP_PAUSE_SECONDS": "40",
+        "METABACKUP_PAUSE_SECONDS": "25",
         "METABACKUP_KILL_MARKERS": str(project["markers"]),
     }
     project["markers"].mkdir(exist_ok=True)
