@@ -426,10 +426,13 @@ def test_the_page_links_to_the_asset_graph_of_the_default_task(browser, backed_u
     browser.driver.get(href)
     browser.wait.until(lambda d: d.find_elements(By.XPATH, "//button[normalize-space(.)='Task Dependencies']"))
     browser.driver.find_element(By.XPATH, "//button[normalize-space(.)='Task Dependencies']").click()
-    browser.wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".react-flow__node")) >= 3)
+    browser.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".react-flow__controls-fitview"))
     import time
 
-    time.sleep(2)  # the graph's layout settles
+    time.sleep(2)  # the graph's layout settles; then the whole graph in view (nodes outside are not drawn)
+    browser.driver.find_element(By.CSS_SELECTOR, ".react-flow__controls-fitview").click()
+    browser.wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".react-flow__node")) >= 3)
+    time.sleep(2)
     nodes = [n.text for n in browser.all(".react-flow__node")]
     assert any(f"LocalBackup/{TASK_DIR}" in n for n in nodes), nodes  # the location
     assert any(n == str(project["conf"]) or n.endswith(str(project["conf"])) for n in nodes), nodes  # the source
