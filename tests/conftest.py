@@ -252,10 +252,9 @@ def pytest_terminal_summary(terminalreporter):
 # ---------------------------------------------------------------------------------------------
 # Alert receivers: a real SMTP server and a real HTTP listener on loopback
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture()
-def mailbox(monkeypatch):
-    """A real SMTP server on loopback (aiosmtpd) and the Airflow connection to it."""
-    import json
+@contextlib.contextmanager
+def smtp_sink():
+    """A real SMTP server on loopback (aiosmtpd): its port and the (recipients, message) it received."""
     from email import message_from_bytes
 
     from aiosmtpd.controller import Controller
@@ -272,21 +271,15 @@ def mailbox(monkeypatch):
     port = free_port()
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
     controller.start()
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
-        "extra": {"from_email": "airflow@example.com", "disable_tls": True, "disable_ssl": True, "retry_limit": 0}}))
-    monkeypatch.setenv("METABACKUP_ALERT_SMTP_CONN_ID", "smtp_alerts")
-    yield received
-    controller.stop()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
 
 
-def mail_body(message) -> str:
-    part = next(p for p in message.walk() if p.get_content_type() == "text/html")
-    return part.get_payload(decode=True).decode()
-
-
-@pytest.fixture()
-def webhook():
+@contextlib.contextmanager
+def http_sink(path: str = "/alert"):
+    """A real HTTP listener on loopback: the URL to POST to and the JSON bodies POSTed."""
     import http.server
     import json
     import threading
@@ -304,10 +297,34 @@ def webhook():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/alert", received
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{path}", received
+    finally:
+        server.shutdown()
 
 
+@pytest.fixture()
+def mailbox(monkeypatch):
+    """A real SMTP server on loopback (aiosmtpd) and the Airflow connection to it."""
+    import json
+
+    with smtp_sink() as (port, received):
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_ALERTS", json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": port,
+            "extra": {"from_email": "airflow@example.com", "disable_tls": True, "disable_ssl": True, "retry_limit": 0}}))
+        monkeypatch.setenv("METABACKUP_ALERT_SMTP_CONN_ID", "smtp_alerts")
+        yield received
+
+
+@pytest.fixture()
+def webhook():
+    with http_sink() as sink:
+        yield sink
+
+
+def mail_body(message) -> str:
+    part = next(p for p in message.walk() if p.get_content_type() == "text/html")
+    return part.get_payload(decode=True).decode()
 
 
 def postgres_service(instance, fail_start_marker: Path | None = None) -> dict:

@@ -66,9 +66,7 @@ def source_overview(spec: TaskSpec, source_name: str, task_dir: str,
         record = read_record(target, task_dir, source.name)
     except Exception as exc:  # one unreachable target must not hide the others
         row["error"] = f"{type(exc).__name__}: {exc}"
-        row["rpo"] = {**rpo.status(spec, None, now), "text": f"cannot read its target: {row['error']}"}
-        if spec.schedule is not None:
-            row["rpo"]["state"] = "stale"
+        row["rpo"] = rpo.unreadable(spec, row["error"], now)
         return row
     row["rpo"] = rpo.status(spec, rpo.newest_restorable(catalog), now)
     row["used_bytes"] = sum(m.archive.size for m in catalog.sets)

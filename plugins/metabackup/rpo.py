@@ -55,6 +55,13 @@ def status(spec, newest_executed_at: str | None, now: pendulum.DateTime | None =
                     f"stale after {duration_text(stale)})"}
 
 
+def unreadable(spec, reason: str, now: pendulum.DateTime | None = None) -> dict[str, Any]:
+    """The status of a source whose target cannot be read: ``stale`` (no restorable set can be
+    shown to exist; ``manual`` for a manual task), with the reason."""
+    return {**status(spec, None, now), "state": "stale" if spec.schedule else "manual",
+            "text": f"cannot read its target: {reason}"}
+
+
 def newest_restorable(catalog) -> str | None:
     """``executed_at`` of the newest set whose whole chain is present, or None."""
     latest = catalog.latest_restorable()
@@ -72,8 +79,7 @@ def task_status(spec, now: pendulum.DateTime | None = None) -> dict[str, dict[st
         try:
             catalog = Catalog.read(source.target.open(), spec.name, spec.task_dir, source.name, spec.timezone)
         except Exception as exc:  # one unreachable target must not hide the others
-            result[source.name] = {**status(spec, None, now), "state": "stale" if spec.schedule else "manual",
-                                   "text": f"cannot read its target: {type(exc).__name__}: {exc}"}
+            result[source.name] = unreadable(spec, f"{type(exc).__name__}: {exc}", now)
             continue
         result[source.name] = status(spec, newest_restorable(catalog), now)
     return result

@@ -14,7 +14,7 @@ import pendulum
 import pytest
 import yaml
 
-from conftest import mail_body
+from conftest import http_sink, mail_body, smtp_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -27,47 +27,15 @@ RPO_TASK = "rposta"
 @pytest.fixture(scope="module")
 def mail_sink():
     """A real SMTP server on loopback (aiosmtpd): its port and the messages it received."""
-    from email import message_from_bytes
-
-    from aiosmtpd.controller import Controller
-
-    from harness import free_port
-
-    received = []
-
-    class Sink:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's naming
-            received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-            return "250 OK"
-
-    port = free_port()
-    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, received
-    controller.stop()
+    with smtp_sink() as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
 def hook_sink():
     """A real HTTP listener on loopback: its URL and the JSON bodies POSTed to it."""
-    import http.server
-    import threading
-
-    received = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/alarm", received
-    server.shutdown()
+    with http_sink("/alarm") as sink:
+        yield sink
 
 
 @pytest.fixture(scope="module")
